@@ -1,0 +1,111 @@
+"""L-inf attacks: FGSM, PGD and the attacker-network example. Pure functions on tensors.
+
+Every attack has the call `attack(model, x, y, eta, ...) -> x_adv`: it puts the model in eval
+mode (and restores its mode), works in batches, keeps ||x_adv - x||_inf <= eta and clamps pixels
+to [0, 1]. `loss` may replace the per-example cross-entropy (e.g. to add a detector penalty).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def ce_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-example cross-entropy of the model on x."""
+    return F.cross_entropy(model(x), y, reduction="none")
+
+
+@contextmanager
+def eval_mode(model: nn.Module):
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def _batches(n: int, batch: int):
+    for i in range(0, n, batch):
+        yield slice(i, min(i + batch, n))
+
+
+def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: LossFn = ce_loss) -> torch.Tensor:
+    x = x.detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(loss(model, x, y).sum(), x)
+    return g
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, eta: float) -> torch.Tensor:
+    return torch.min(torch.max(x_adv, x - eta), x + eta).clamp(0.0, 1.0)
+
+
+def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, batch: int = 1000,
+         loss: LossFn = ce_loss) -> torch.Tensor:
+    """FGSM(x; u) = clip(x + eta * sign(grad_x l(g(x; u), y)), 0, 1)."""
+    out = torch.empty_like(x)
+    with eval_mode(model):
+        for s in _batches(len(x), batch):
+            g = input_grad(model, x[s], y[s], loss)
+            out[s] = (x[s] + eta * g.sign()).clamp(0.0, 1.0)
+    return out
+
+
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, steps: int = 40,
+        step_size: float | None = None, restarts: int = 1, random_start: bool = True,
+        seed: int = 0, batch: int = 1000, loss: LossFn = ce_loss) -> torch.Tensor:
+    """Madry's L-inf PGD with random start; over restarts keeps, per example, a misclassified
+    example if one was found, else the one with the highest loss."""
+    step_size = 2.5 * eta / steps if step_size is None else step_size
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    out = x.clone()
+    with eval_mode(model):
+        for s in _batches(len(x), batch):
+            xb, yb = x[s], y[s]
+            best = xb.clone()
+            best_key = torch.full((len(xb),), -float("inf"), device=x.device)
+            for _ in range(restarts):
+                if random_start:
+                    noise = torch.empty(xb.shape).uniform_(-eta, eta, generator=gen).to(x.device)
+                    xa = (xb + noise).clamp(0.0, 1.0)
+                else:
+                    xa = xb.clone()
+                for _ in range(steps):
+                    g = input_grad(model, xa, yb, loss)
+                    xa = project(xa + step_size * g.sign(), xb, eta)
+                with torch.no_grad():
+                    lv = loss(model, xa, yb)
+                    wrong = model(xa).argmax(1) != yb
+                    key = torch.where(wrong, torch.full_like(lv, float("inf")), lv)
+                    better = key > best_key
+                    best[better] = xa[better]
+                    best_key = torch.where(better, key, best_key)
+            out[s] = best
+    return out
+
+
+def attnet_example(attacker: nn.Module, x: torch.Tensor, eta: float) -> torch.Tensor:
+    """z(x; v) = clip(x + eta * tanh(h(x; v)), 0, 1): within the budget by construction."""
+    return (x + eta * torch.tanh(attacker(x))).clamp(0.0, 1.0)
+
+
+@torch.no_grad()
+def attnet(attacker: nn.Module, x: torch.Tensor, eta: float, batch: int = 1000) -> torch.Tensor:
+    out = torch.empty_like(x)
+    with eval_mode(attacker):
+        for s in _batches(len(x), batch):
+            out[s] = attnet_example(attacker, x[s], eta)
+    return out
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch: int = 1000) -> torch.Tensor:
+    with eval_mode(model):
+        return torch.cat([model(x[s]).argmax(1) for s in _batches(len(x), batch)]) if len(x) else \
+            torch.empty(0, dtype=torch.long, device=x.device)

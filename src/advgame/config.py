@@ -1,0 +1,272 @@
+"""Typed, validated params: every knob of the study lives in params.yaml, checked here.
+
+An unknown key, a wrong type or an out-of-range value stops with one line that names the key
+and what is allowed.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from . import UserError
+
+Eta = float  # validated by the validators below: 0 < eta <= 1
+ATTACKER_ARCHS = ("mlp", "conv", "unet")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunParams(Section):
+    device: str = "auto"
+    seed: int = 0
+    threads: int = Field(0, ge=0, description="torch CPU threads; 0 keeps torch's default")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", v):
+            raise ValueError("must be one of auto, cpu, cuda, cuda:N, mps")
+        return v
+
+
+class DataParams(Section):
+    dataset: Literal["mnist5k", "mnist", "cifar10"] = "mnist5k"
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="mnist5k only")
+    seed: int = 0
+    root: str = "data/raw"
+    download: bool = True
+    train_n: int = Field(0, ge=0, description="keep a stratified first n training images; 0 = all")
+
+
+class TrainParams(Section):
+    """How a classifier is trained; every defense section extends it."""
+
+    optimizer: Literal["sgd", "adam"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    epochs: int = Field(5, ge=1)
+    batch: int = Field(128, ge=1)
+    seed: int = 0
+
+
+class ClassifierParams(Section):
+    arch: Literal["auto", "smallcnn", "cifarcnn", "resnet18"] = "auto"
+
+
+class AttackParams(Section):
+    eta: float = Field(0.3, gt=0, le=1, description="L-inf budget every defense trains for")
+
+
+class EvalParams(Section):
+    etas: list[float] = [0.1, 0.2, 0.3, 0.4]
+    n_test: int = Field(0, ge=0, description="first n test images; 0 = all")
+    batch: int = Field(500, ge=1)
+    pgd_steps: int = Field(40, ge=1)
+    pgd_step_ratio: float = Field(2.5, gt=0, description="step = ratio * eta / steps")
+    pgd_restarts: int = Field(1, ge=1)
+    seeds: list[int] = [0]
+
+    @field_validator("etas")
+    @classmethod
+    def _etas(cls, v: list[float]) -> list[float]:
+        if not v or any(not (0 < e <= 1) for e in v):
+            raise ValueError("must be a non-empty list of values with 0 < eta <= 1")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("must name at least one seed")
+        return v
+
+
+class CatMouseParams(TrainParams):
+    rounds: int = Field(10, ge=0, description="K, the number of FGSM retraining rounds")
+    a: float = Field(0.5, ge=0, le=1, description="weight of the FGSM-k loss")
+    epochs: int = Field(1, ge=1)
+    matrix_rounds: list[int] = [0, 1, 2, 5, 10]
+
+    @field_validator("matrix_rounds")
+    @classmethod
+    def _mr(cls, v: list[int]) -> list[int]:
+        if any(r < 0 for r in v):
+            raise ValueError("rounds must be >= 0")
+        return sorted(set(v))
+
+
+class FgsmAtParams(TrainParams):
+    a: float = Field(0.5, ge=0, le=1, description="weight of the adversarial loss")
+
+
+class SensFgsmParams(FgsmAtParams):
+    tau: float = Field(0.01, gt=0, description="temperature of the tanh surrogate of sign")
+    surrogate: bool = True
+
+
+class AttackerParams(Section):
+    archs: list[Literal["mlp", "conv", "unet"]] = list(ATTACKER_ARCHS)
+    hidden: int = Field(300, ge=1, description="mlp hidden units")
+    width: int = Field(32, ge=1, description="channels of conv and unet attackers")
+    optimizer: Literal["sgd", "adam"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    epochs: int = Field(5, ge=1)
+    batch: int = Field(128, ge=1)
+    seed: int = 0
+
+
+class GameParams(TrainParams):
+    attacker_arch: Literal["mlp", "conv", "unet"] = "mlp"
+    k: int = Field(1, ge=1, description="attacker ascent steps per defender descent step")
+    lr_attacker: float = Field(1e-3, gt=0)
+    gamma: float = Field(1.0, ge=0, description="sensitivity penalty weight (minimax, maximin)")
+    clean_weight: float = Field(0.5, ge=0, le=1)
+    max_loss: float = Field(1e4, gt=0, description="a loss above this stops training")
+
+
+class PgdAtParams(TrainParams):
+    steps: int = Field(10, ge=1)
+    step_ratio: float = Field(2.5, gt=0)
+
+
+class TradesParams(PgdAtParams):
+    beta: float = Field(6.0, ge=0)
+
+
+class FgsmRsParams(TrainParams):
+    alpha_ratio: float = Field(1.25, gt=0, description="FGSM step = alpha_ratio * eta")
+
+
+class MagnetParams(TrainParams):
+    fpr: float = Field(0.01, gt=0, lt=1, description="detector false-positive rate on clean data")
+    noise: float = Field(0.1, ge=0, description="std of the noise the autoencoder learns to remove")
+    detector_weight: float = Field(10.0, ge=0, description="white-box attack: penalty weight")
+
+
+class ArtParams(Section):
+    attacks: list[Literal["apgd-ce", "apgd-dlr", "square"]] = ["apgd-ce", "apgd-dlr", "square"]
+    etas: list[float] = [0.3]
+    n_test: int = Field(200, ge=1)
+    apgd_iters: int = Field(50, ge=1)
+    square_queries: int = Field(500, ge=1)
+
+    _etas = field_validator("etas")(EvalParams._etas.__func__)
+
+
+class ReportParams(Section):
+    examples: int = Field(8, ge=1, description="images per attack in the example grid")
+
+
+DEFENDERS = ("baseline", "catmouse", "fgsm-at", "sens-fgsm", "alt", "minimax", "maximin",
+             "pgd-at", "trades", "fgsm-rs", "magnet")
+
+
+class StudyParams(Section):
+    """Which defenders the pipeline builds ("catmouse" = the rounds; its last one is evaluated).
+    Changing this list changes dvc.yaml: run `make pipeline` afterwards."""
+
+    defenders: list[Literal[DEFENDERS]] = list(DEFENDERS)  # type: ignore[valid-type]
+    @field_validator("defenders")
+    @classmethod
+    def _needs_baseline(cls, v: list[str]) -> list[str]:
+        if "baseline" not in v:
+            raise ValueError("must include baseline (every other defense starts from it or is compared to it)")
+        return list(dict.fromkeys(v))
+
+
+class Params(Section):
+    study: StudyParams = StudyParams()
+    run: RunParams = RunParams()
+    data: DataParams = DataParams()
+    classifier: ClassifierParams = ClassifierParams()
+    attack: AttackParams = AttackParams()
+    baseline: TrainParams = TrainParams()
+    eval: EvalParams = EvalParams()
+    catmouse: CatMouseParams = CatMouseParams()
+    fgsm_at: FgsmAtParams = FgsmAtParams()
+    sens_fgsm: SensFgsmParams = SensFgsmParams()
+    attacker: AttackerParams = AttackerParams()
+    game: GameParams = GameParams()
+    pgd_at: PgdAtParams = PgdAtParams()
+    trades: TradesParams = TradesParams()
+    fgsm_rs: FgsmRsParams = FgsmRsParams()
+    magnet: MagnetParams = MagnetParams()
+    art: ArtParams = ArtParams()
+    report: ReportParams = ReportParams()
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    model: Any = Params
+    for part in loc:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return model
+        model = field.annotation
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _allowed(loc: tuple) -> str:
+    parent = _model_at(loc[:-1])
+    if parent is None:
+        return ""
+    field = parent.model_fields.get(str(loc[-1]))
+    if field is None:
+        return "allowed keys: " + ", ".join(parent.model_fields)
+    ann = field.annotation
+    if get_origin(ann) is Literal:
+        return "allowed values: " + ", ".join(map(str, get_args(ann)))
+    if get_origin(ann) is list and get_args(ann) and get_origin(get_args(ann)[0]) is Literal:
+        return "allowed values: " + ", ".join(map(str, get_args(get_args(ann)[0])))
+    return field.description or ""
+
+
+def format_error(err: ValidationError, source: str = "params.yaml") -> str:
+    """One line naming the first bad key, what is wrong and what is allowed."""
+    first = err.errors()[0]
+    loc = tuple(p for p in first["loc"] if not isinstance(p, int)) or ("(top level)",)
+    key = ".".join(map(str, loc))
+    if first["type"] == "extra_forbidden":
+        what = f"unknown key '{key}'"
+    else:
+        got = first.get("input")
+        what = f"bad value for '{key}' ({first['msg'].removeprefix('Value error, ')}; got {got!r})"
+    hint = _allowed(loc)
+    return f"{source}: {what}" + (f"; {hint}" if hint else "")
+
+
+def parse(raw: dict, source: str = "params.yaml") -> Params:
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as e:
+        raise UserError(format_error(e, source)) from None
+
+
+def load(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: not found; run from the project root (where dvc.yaml is)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    return parse(raw, str(path))
+
+
+def classifier_arch(p: Params) -> str:
+    if p.classifier.arch != "auto":
+        return p.classifier.arch
+    return "cifarcnn" if p.data.dataset == "cifar10" else "smallcnn"
+
+
+def eta_key(eta: float) -> str:
+    """The results contract's key for an eta: the decimal string of params ('0.3')."""
+    return "0" if eta == 0 else repr(float(eta))

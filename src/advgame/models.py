@@ -1,0 +1,159 @@
+"""Classifiers (defenders) and attacker networks, built by name."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import UserError
+
+
+class SmallCNN(nn.Module):
+    """The MNIST SmallCNN of TRADES: conv 32-32-pool-64-64-pool, fc 200-200-10."""
+
+    def __init__(self, in_channels: int = 1, classes: int = 10, side: int = 28):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 3), nn.ReLU(), nn.Conv2d(32, 32, 3), nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3), nn.ReLU(), nn.Conv2d(64, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        flat = 64 * (((side - 4) // 2 - 4) // 2) ** 2
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(flat, 200), nn.ReLU(), nn.Linear(200, 200), nn.ReLU(),
+            nn.Linear(200, classes),
+        )
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+class CifarCNN(nn.Module):
+    """A small VGG-style CNN for 32x32 colour images (conv 64-64-pool-128-128-pool, fc 256-256)."""
+
+    def __init__(self, in_channels: int = 3, classes: int = 10, side: int = 32):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1),
+            nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.Conv2d(128, 128, 3, padding=1),
+            nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(128 * (side // 4) ** 2, 256), nn.ReLU(), nn.Linear(256, 256),
+            nn.ReLU(), nn.Linear(256, classes),
+        )
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+def _resnet18(in_channels: int, classes: int, side: int) -> nn.Module:
+    from torchvision.models import resnet18
+
+    m = resnet18(num_classes=classes)
+    m.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+    m.maxpool = nn.Identity()
+    return m
+
+
+CLASSIFIERS = {"smallcnn": SmallCNN, "cifarcnn": CifarCNN, "resnet18": _resnet18}
+
+
+def build_classifier(arch: str, in_channels: int = 1, classes: int = 10, side: int = 28) -> nn.Module:
+    if arch not in CLASSIFIERS:
+        raise UserError(f"classifier.arch: unknown '{arch}'; allowed values: {', '.join(CLASSIFIERS)}")
+    return CLASSIFIERS[arch](in_channels, classes, side)
+
+
+# ---------------------------------------------------------------- attacker networks h(x; v)
+
+class MLPAttacker(nn.Module):
+    """The paper's attacker: three fully connected hidden layers of `hidden` units."""
+
+    def __init__(self, shape: tuple[int, int, int], hidden: int = 300):
+        super().__init__()
+        self.shape = tuple(shape)
+        d = shape[0] * shape[1] * shape[2]
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, d),
+        )
+
+    def forward(self, x):
+        return self.net(x).view(-1, *self.shape)
+
+
+class ConvAttacker(nn.Module):
+    """All-convolutional encoder-decoder (one stride-2 down, one transposed-conv up)."""
+
+    def __init__(self, shape: tuple[int, int, int], width: int = 32):
+        super().__init__()
+        c, w = shape[0], width
+        self.net = nn.Sequential(
+            nn.Conv2d(c, w, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(w, 2 * w, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(2 * w, w, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(w, c, 3, padding=1),
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class UNetAttacker(nn.Module):
+    """A small two-level U-Net: the skip connection keeps pixel-level detail."""
+
+    def __init__(self, shape: tuple[int, int, int], width: int = 32):
+        super().__init__()
+        c, w = shape[0], width
+
+        def block(i, o):
+            return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.ReLU(),
+                                 nn.Conv2d(o, o, 3, padding=1), nn.ReLU())
+
+        self.enc1, self.enc2 = block(c, w), block(w, 2 * w)
+        self.down = nn.MaxPool2d(2)
+        self.up = nn.ConvTranspose2d(2 * w, w, 2, stride=2)
+        self.dec = block(2 * w, w)
+        self.out = nn.Conv2d(w, c, 1)
+
+    def forward(self, x):
+        e1 = self.enc1(x)
+        e2 = self.enc2(self.down(e1))
+        return self.out(self.dec(torch.cat([self.up(e2), e1], dim=1)))
+
+
+def build_attacker(arch: str, shape: tuple[int, int, int], hidden: int = 300, width: int = 32) -> nn.Module:
+    if arch == "mlp":
+        return MLPAttacker(shape, hidden)
+    if arch == "conv":
+        return ConvAttacker(shape, width)
+    if arch == "unet":
+        return UNetAttacker(shape, width)
+    raise UserError(f"attacker arch: unknown '{arch}'; allowed values: mlp, conv, unet")
+
+
+def classifier_meta(arch: str, x_shape, classes: int, **extra) -> dict:
+    c, h, _ = x_shape[-3:]
+    return {"kind": "classifier", "arch": arch, "in_channels": int(c), "classes": int(classes),
+            "side": int(h), **extra}
+
+
+def attacker_meta(arch: str, x_shape, hidden: int, width: int, **extra) -> dict:
+    return {"kind": "attacker", "arch": arch, "shape": [int(s) for s in x_shape[-3:]],
+            "hidden": hidden, "width": width, **extra}
+
+
+def model_from_checkpoint(ckpt: dict) -> nn.Module:
+    """Rebuild a classifier or attacker from an advgame checkpoint (see artifacts.save_checkpoint)."""
+    meta = ckpt["meta"]
+    if meta.get("kind") == "attacker":
+        m = build_attacker(meta["arch"], tuple(meta["shape"]), meta["hidden"], meta["width"])
+    else:
+        m = build_classifier(meta["arch"], meta["in_channels"], meta["classes"], meta["side"])
+    try:
+        m.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise UserError(f"checkpoint does not fit architecture '{meta['arch']}': {str(e).splitlines()[0]}") from None
+    return m

@@ -1,0 +1,100 @@
+"""What every stage script shares: load and validate params, pick the device, seed, open the
+MLflow run, time the work, write `reports/stages/<stage>.json`, and turn a UserError into one
+line on stderr and exit code 2 (no traceback, no half-written outputs).
+
+A stage script is then a few lines:
+
+    from advgame.stage import run_stage
+
+    def body(ctx):
+        ...            # ctx.params, ctx.device, ctx.log(metrics, step), ctx.tracker
+        return {"clean_error": 0.01}   # final metrics for reports/stages/<stage>.json
+
+    if __name__ == "__main__":
+        run_stage("baseline", body, sections=["run", "data", "baseline"], deps=["data/prepared"])
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import UserError, config, tracking
+from .artifacts import save_json
+from .utils import resolve_device, seed_all, setup_torch
+
+
+def hash_inputs(deps: list[str], params: dict) -> str:
+    """sha256 over the declared dependency files (sorted, recursively) and the params used."""
+    h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
+    for dep in sorted(deps):
+        p = Path(dep)
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        for f in files:
+            if f.exists():
+                h.update(str(f).encode())
+                with open(f, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class StageContext:
+    name: str
+    params: config.Params
+    device: torch.device
+    tracker: tracking.Tracker
+    history: list = field(default_factory=list)
+
+    def log(self, metrics: dict, step: int | None = None) -> None:
+        """Per-epoch (step) or final metrics, to MLflow."""
+        self.tracker.log_metrics(metrics, step)
+
+
+def stage_report_path(name: str) -> Path:
+    return Path("reports/stages") / f"{name}.json"
+
+
+def run_stage(name: str, body: Callable[[StageContext], dict | None], sections: list[str],
+              deps: list[str] = (), params_path: str = "params.yaml") -> None:
+    start = time.perf_counter()
+    tracker = None
+    try:
+        params = config.load(params_path)
+        used = {s: getattr(params, s).model_dump() for s in sections}
+        setup_torch(params.run.threads)
+        device = resolve_device(params.run.device)
+        seed_all(params.run.seed)
+        tags = {"advgame.input_hash": hash_inputs(list(deps), used),
+                "advgame.git_commit": tracking.git_commit(), "advgame.device": str(device)}
+        tracker = tracking.Tracker(name, used, tags)
+        ctx = StageContext(name, params, device, tracker)
+        final = body(ctx) or {}
+        seconds = round(time.perf_counter() - start, 2)
+        final = {**final, "seconds": seconds}
+        tracker.log_metrics(final)
+        save_json({"stage": name, "device": str(device), **final}, stage_report_path(name))
+        tracker.finish(ok=True)
+        summary = _summary(final)
+        print(f"{name}: done in {seconds:.1f}s" + (f" ({summary})" if summary else ""))
+    except UserError as e:
+        if tracker is not None:
+            tracker.finish(ok=False)
+        print(f"error [{name}]: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        if tracker is not None:
+            tracker.finish(ok=False)
+        raise SystemExit(130) from None
+
+
+def _summary(final: dict) -> str:
+    items = [(k, v) for k, v in final.items() if isinstance(v, float) and k != "seconds"][:6]
+    return ", ".join(f"{k}={v:.4f}" for k, v in items)

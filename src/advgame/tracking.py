@@ -1,0 +1,184 @@
+"""The one place that talks to MLflow.
+
+Every stage execution is one MLflow run, child of one parent run per pipeline execution (one
+`dvc repro` / `dvc exp run`), tagged with the stage name, a hash of its inputs and params and the
+git commit. The tracking URI is absolute: `MLFLOW_TRACKING_URI` if set, else a SQLite file at the
+repository root. `ADVGAME_TRACKING=off` turns tracking off (unit tests).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from . import UserError
+
+EXPERIMENT = "advgame"
+
+
+def enabled() -> bool:
+    return os.environ.get("ADVGAME_TRACKING", "on").lower() not in ("0", "off", "false", "no")
+
+
+def repo_root(start: str | Path = ".") -> Path:
+    """The folder holding dvc.yaml (the project root), searching upwards from `start`."""
+    p = Path(start).resolve()
+    for d in (p, *p.parents):
+        if (d / "dvc.yaml").exists() or (d / ".dvc").is_dir():
+            return d
+    return p
+
+
+def tracking_uri(root: str | Path | None = None) -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{(repo_root(root or '.') / 'mlflow.db').as_posix()}"
+
+
+def artifact_root(root: str | Path | None = None) -> str:
+    return (repo_root(root or ".") / "mlartifacts").as_uri()
+
+
+def git_commit(root: str | Path = ".") -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def pipeline_id() -> str:
+    """Identifies one pipeline execution: the `dvc` process this stage runs under (pid and start
+    time), `ADVGAME_PIPELINE_ID` if set, else this process alone."""
+    if os.environ.get("ADVGAME_PIPELINE_ID"):
+        return os.environ["ADVGAME_PIPELINE_ID"]
+    try:
+        import psutil
+
+        proc = psutil.Process().parent()
+        while proc is not None:
+            if any(Path(a).name == "dvc" for a in proc.cmdline()[:3]):
+                return f"dvc-{proc.pid}-{int(proc.create_time())}"
+            proc = proc.parent()
+    except Exception:  # psutil missing or a process vanished: fall back to this process
+        pass
+    return f"proc-{os.getpid()}-{int(time.time())}"
+
+
+def _quiet_mlflow_env() -> None:
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def connect(root: str | Path | None = None):
+    """Set the tracking URI, make sure the server answers and the experiment exists.
+
+    Fails with one line (UserError) before any training if the server is unreachable."""
+    _quiet_mlflow_env()
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    import mlflow
+
+    uri = tracking_uri(root)
+    mlflow.set_tracking_uri(uri)
+    try:
+        exp = mlflow.get_experiment_by_name(EXPERIMENT)
+        if exp is None:
+            exp_id = mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root(root))
+        else:
+            exp_id = exp.experiment_id
+    except Exception as e:
+        msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise UserError(
+            f"MLflow tracking at {uri} is unreachable ({msg}); start the server, fix "
+            "MLFLOW_TRACKING_URI, or set ADVGAME_TRACKING=off to run without tracking"
+        ) from None
+    return mlflow, exp_id
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+class Tracker:
+    """An MLflow run for one stage execution; a no-op when tracking is off."""
+
+    def __init__(self, stage: str, params: dict, tags: dict, root: str | Path | None = None):
+        self.active = enabled()
+        self.run_id = None
+        if not self.active:
+            return
+        mlflow, exp_id = connect(root)
+        self.mlflow = mlflow
+        self.client = mlflow.MlflowClient()
+        parent = self._parent_run(exp_id)
+        run = self.client.create_run(exp_id, run_name=stage, tags={
+            "mlflow.parentRunId": parent, "advgame.stage": stage, **tags})
+        self.run_id = run.info.run_id
+        self.parent_id = parent
+        flat = _flatten(params)
+        batch = [mlflow.entities.Param(k, str(v)[:6000]) for k, v in flat.items()]
+        for i in range(0, len(batch), 100):
+            self.client.log_batch(self.run_id, params=batch[i:i + 100])
+
+    def _parent_run(self, exp_id: str) -> str:
+        pid = pipeline_id()
+        found = self.client.search_runs([exp_id], f"tags.`advgame.pipeline_id` = '{pid}'", max_results=1)
+        if found:
+            return found[0].info.run_id
+        run = self.client.create_run(exp_id, run_name=f"pipeline {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                                     tags={"advgame.pipeline_id": pid, "advgame.stage": "pipeline"})
+        self.client.set_terminated(run.info.run_id, "FINISHED")
+        return run.info.run_id
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None, run_id: str | None = None) -> None:
+        if not self.active:
+            return
+        ts = int(time.time() * 1000)
+        ms = [self.mlflow.entities.Metric(k, float(v), ts, step or 0) for k, v in metrics.items()
+              if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        for i in range(0, len(ms), 500):
+            self.client.log_batch(run_id or self.run_id, metrics=ms[i:i + 500])
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None, parent: bool = False) -> None:
+        if self.active:
+            self.client.log_artifact(self.parent_id if parent else self.run_id, str(path), artifact_path)
+
+    def log_model(self, model, name: str, example) -> None:
+        """Log a trained torch model as an MLflow model (pt2 format: a traced graph, no pickle);
+        `example` is an input batch MLflow traces the model with."""
+        if not self.active:
+            return
+        import mlflow.pytorch
+
+        with self.mlflow.start_run(run_id=self.run_id):
+            mlflow.pytorch.log_model(model.cpu().eval(), name=name, input_example=example[:2].cpu().numpy(),
+                                     serialization_format="pt2",
+                                     pip_requirements=["torch", "torchvision"])
+
+    def set_tags(self, tags: dict) -> None:
+        if self.active:
+            for k, v in tags.items():
+                self.client.set_tag(self.run_id, k, str(v))
+
+    def finish(self, ok: bool = True) -> None:
+        if self.active and self.run_id:
+            self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
+            self.client.set_terminated(self.parent_id, "FINISHED")

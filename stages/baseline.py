@@ -1,0 +1,29 @@
+"""Stage baseline: u_0, the classifier trained on clean data."""
+from advgame.artifacts import save_checkpoint
+from advgame.config import classifier_arch
+from advgame.data import load_split
+from advgame.models import build_classifier, classifier_meta
+from advgame.stage import run_stage
+from advgame.training import error_rate, fit, standard_objective
+
+DATA = "data/prepared"
+
+
+def body(ctx):
+    p = ctx.params
+    x, y = load_split(DATA, "train")
+    xt, yt = load_split(DATA, "test")
+    arch = classifier_arch(p)
+    classes = int(max(y.max(), yt.max())) + 1
+    model = build_classifier(arch, x.shape[1], classes, x.shape[2])
+    xt_d, yt_d = xt.to(ctx.device), yt.to(ctx.device)
+    fit(model, x, y, standard_objective, p.baseline, ctx.device, log=ctx.log, desc="baseline",
+        on_epoch=lambda e: {"test_error": error_rate(model, xt_d, yt_d)})
+    err = error_rate(model, xt_d, yt_d)
+    save_checkpoint(model, classifier_meta(arch, x.shape, classes, defender="baseline"), "models/baseline.pt")
+    ctx.tracker.log_model(model, "model", x[:2])
+    return {"clean_error": err}
+
+
+if __name__ == "__main__":
+    run_stage("baseline", body, sections=["run", "classifier", "baseline"], deps=[DATA])

@@ -1,0 +1,31 @@
+import os
+
+import pytest
+import torch
+
+os.environ["ADVGAME_TRACKING"] = "off"  # unit tests never talk to MLflow (e2e turns it on)
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def tiny_mnist():
+    """A small, real slice of mnist5k (train 600, test 200) for quick training tests."""
+    from advgame.data import load_mnist5k
+
+    (x, y), (xt, yt) = load_mnist5k(0.2, 0)
+    return x[:600], y[:600], xt[:200], yt[:200]
+
+
+@pytest.fixture(scope="session")
+def trained_smallcnn():
+    """A SmallCNN trained 2 epochs on 2,000 mnist5k digits (about 5 s on one core)."""
+    from advgame.config import TrainParams
+    from advgame.data import load_mnist5k
+    from advgame.models import SmallCNN
+    from advgame.training import fit, standard_objective
+
+    (x, y), (xt, yt) = load_mnist5k(0.2, 0)
+    torch.manual_seed(0)
+    m = SmallCNN()
+    fit(m, x[:2000], y[:2000], standard_objective, TrainParams(epochs=2, batch=64, lr=2e-3))
+    return m, xt[:300], yt[:300]
