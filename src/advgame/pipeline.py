@@ -87,7 +87,7 @@ def stages(p: config.Params) -> dict:
         mr = [k for k in p.catmouse.matrix_rounds if k <= p.catmouse.rounds]
         st["catmouse"] = {
             "cmd": "python stages/catmouse.py",
-            "deps": ["stages/catmouse.py", "src/advgame/catmouse.py", "src/advgame/report.py", DATA,
+            "deps": ["stages/catmouse.py", "src/advgame/catmouse.py", DATA,
                      *[f"reports/stages/round-{k}.json" for k in range(1, p.catmouse.rounds + 1)],
                      *[model_path("baseline" if k == 0 else f"adv-fgsm-{k}") for k in mr],
                      *[f"data/fgsm/fgsm-{k + 1}-test.pt" for k in mr if k + 1 <= p.catmouse.rounds]],
@@ -156,14 +156,13 @@ def stages(p: config.Params) -> dict:
                      *[f"models/attackers/{a}" for a in finals]],
             "params": [*RUN, "attack", "eval", "art", "attacker.archs", "catmouse.matrix_rounds",
                        "study"],
-            "metrics": [{f"reports/eval/{d}.json": {"cache": False}}],
+            "metrics": [{f"reports/eval/{d}.json": {"cache": False}}, _metric(f"eval-{d}")],
         }
     st["report"] = {
         "cmd": "python stages/report.py",
         "deps": ["stages/report.py", "src/advgame/report.py", f"{DATA}/meta.json",
                  *[f"reports/eval/{d}.json" for d in finals],
-                 *[f"reports/stages/{s}.json" for s in st if s not in ("prepare", "report")
-                   and not s.startswith("eval-") and s != "catmouse"],
+                 *[f"reports/stages/{s}.json" for s in st if s not in ("prepare", "catmouse")],
                  *(["reports/catmouse/matrix.json", "reports/catmouse/curve.csv"]
                    if "catmouse" in st else [])],
         "params": ["study", "data", "attack", "eval", "art", "catmouse", "report"],

@@ -1,0 +1,32 @@
+# Two commands do everything on a fresh clone:  make study   |   make test
+# Both create the environment (.venv) on first use and reuse it afterwards.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: study test pipeline check-pipeline bench ui clean-tracking
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+study: $(STAMP)
+	@$(PY) -m advgame.pipeline --check 2>/dev/null || $(PY) -m advgame.pipeline
+	dvc repro
+	@$(PY) -m advgame.summary
+
+test: $(STAMP)
+	ADVGAME_TRACKING=off $(VENV)/bin/pytest
+
+pipeline: $(STAMP)   ## regenerate dvc.yaml after changing catmouse.rounds or study.defenders
+	$(PY) -m advgame.pipeline
+
+bench: $(STAMP)      ## speed benchmarks (medians and ratios); never part of the tests
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b; done
+
+ui: $(STAMP)         ## MLflow UI on http://127.0.0.1:5000
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

@@ -1,0 +1,128 @@
+"""The cat-and-mouse game (paper section 2, Figure 1): FGSM retraining, round after round.
+
+Round k: the FGSM-k examples of the training set are made ONCE against u_(k-1) and then held
+fixed; u_k is u_(k-1) fine-tuned on the clean + FGSM-k mixture with the loss
+`(1 - a) l(g(x)) + a l(g(z_k))`. u_k then faces its own attack FGSM-k (low error expected) and
+the next one, FGSM-(k+1) = FGSM against u_k itself (high error expected).
+"""
+from __future__ import annotations
+
+import copy
+import csv
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .artifacts import atomic_path
+from .attacks import fgsm, predict
+from .config import CatMouseParams
+from .training import LogFn, Objective, error_rate, fit
+
+
+def round_loss(model: nn.Module, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor, a: float) -> torch.Tensor:
+    """(1 - a) l(g(x)) + a l(g(z)): x clean, z its fixed FGSM-k example."""
+    return (1 - a) * F.cross_entropy(model(x), y) + a * F.cross_entropy(model(z), y)
+
+
+def round_objective(a: float) -> Objective:
+    """An objective for training.fit on pairs stacked as (N, 2, C, H, W): [:, 0] clean, [:, 1]
+    FGSM-k. Stacking keeps each clean image with its own adversarial example through fit's
+    shuffling."""
+    def objective(model: nn.Module, pair: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return round_loss(model, pair[:, 0], pair[:, 1], y, a)
+
+    return objective
+
+
+def play_round(prev_model: nn.Module, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor,
+               yt: torch.Tensor, eta: float, cfg: CatMouseParams, device: torch.device | str = "cpu",
+               log: LogFn | None = None, batch: int = 1000, desc: str = "round"):
+    """One round: returns (u_k, metrics, FGSM-k test examples). `prev_model` is left untouched.
+
+    metrics: "clean" error on the clean test set, "own_attack" error on FGSM-k (made against
+    u_(k-1)), "next_attack" error on FGSM-(k+1) (made against u_k)."""
+    prev_model = prev_model.to(device).eval()
+    x, y, xt, yt = x.to(device), y.to(device), xt.to(device), yt.to(device)
+    z = fgsm(prev_model, x, y, eta, batch)
+    z_test = fgsm(prev_model, xt, yt, eta, batch)
+    model = copy.deepcopy(prev_model)
+    fit(model, torch.stack([x, z], dim=1), y, round_objective(cfg.a), cfg, device, log=log, desc=desc,
+        on_epoch=lambda e: {"test_error": error_rate(model, xt, yt, batch),
+                            "own_attack_error": error_rate(model, z_test, yt, batch)})
+    metrics = {"clean": error_rate(model, xt, yt, batch),
+               "own_attack": error_rate(model, z_test, yt, batch),
+               "next_attack": error_rate(model, fgsm(model, xt, yt, eta, batch), yt, batch)}
+    return model, metrics, z_test
+
+
+@torch.no_grad()
+def attack_matrix(models: dict, attacks: dict, yt: torch.Tensor, batch: int = 1000) -> list[list[float]]:
+    """error[r][c] of models (rows, in dict order) on attack examples (columns, in dict order)."""
+    out = []
+    for m in models.values():
+        out.append([float((predict(m, xa, batch) != yt.to(xa.device)).float().mean())
+                    for xa in attacks.values()])
+    return out
+
+
+# ------------------------------------------------------------------------------ outputs
+
+CURVE_COLUMNS = ("k", "clean", "own_attack", "next_attack")
+
+
+def write_curve_csv(rows: list[dict], path: str | Path) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CURVE_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+
+
+def plot_curve(rows: list[dict], path: str | Path) -> None:
+    """Paper Figure 1: u_k's error on its own FGSM-k and on the next FGSM-(k+1), against k."""
+    plt = _pyplot()
+    ks = [r["k"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(ks, [r["next_attack"] for r in rows], "o-", color="tab:red", label="next attack FGSM-(k+1)")
+    ax.plot(ks, [r["own_attack"] for r in rows], "s-", color="tab:blue", label="own attack FGSM-k")
+    ax.plot(ks, [r["clean"] for r in rows], "^--", color="tab:gray", label="clean")
+    ax.set(xlabel="round k", ylabel="test error of u_k", ylim=(0, 1.02),
+           title="Cat-and-mouse FGSM retraining")
+    if ks:
+        ax.set_xticks(ks if len(ks) <= 20 else ks[:: max(1, len(ks) // 10)])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_matrix(matrix: list[list[float]], rows: list[str], cols: list[str], path: str | Path) -> None:
+    """Heat-map of the round x attack error matrix, each cell labelled with its value."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * max(len(cols), 1), 1.0 + 0.6 * max(len(rows), 1)))
+    im = ax.imshow(matrix, vmin=0, vmax=1, cmap="Reds", aspect="auto")
+    for i, row in enumerate(matrix):
+        for j, v in enumerate(row):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if v > 0.6 else "black")
+    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set(xlabel="attack", ylabel="defender", title="test error of u_i on FGSM-j")
+    fig.colorbar(im, ax=ax, fraction=0.05)
+    _save(fig, path)
+    plt.close(fig)

@@ -1,0 +1,195 @@
+"""The learning-based attacker (AttNet) and the defender-vs-attacker game.
+
+Notation (STUDY.md): defender g(x; u) -> logits, attacker h(x; v), adversarial example
+z(x; v) = clip(x + eta * tanh(h(x; v)), 0, 1) and game value f(u, v) = E l(g(z(x; v); u), y).
+
+`train_attacker` is AttNet-curr: a fresh attacker ascends the attack loss of a frozen defender.
+`play` is the game: per minibatch, k ascent steps of the attacker, then one descent step of the
+defender, who also keeps a clean-loss weight c:
+
+    mode     attacker ascends                     defender descends
+    alt      f                                    c CE(g(x)) + (1-c) f
+    minimax  f                                    c CE(g(x)) + (1-c) (f + gamma/2 ||grad_v f||^2)
+    maximin  f - gamma/2 ||grad_u f||^2           c CE(g(x)) + (1-c) f
+
+In minimax the penalty stands in for the attacker's best response (max_v f ~ f + step *
+||grad_v f||^2 after one ascent step), so it multiplies the adversarial term, not the clean one.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import UserError
+from .attacks import LossFn, attnet, attnet_example, ce_loss
+from .config import AttackerParams, GameParams, TrainParams
+from .models import build_attacker
+from .training import LogFn, check_finite, error_rate, make_optimizer, minibatches, progress
+
+MODES = ("alt", "minimax", "maximin")
+ErrorsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+# ---------------------------------------------------------------- objectives (one per role)
+
+def game_value(model: nn.Module, attacker: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float,
+               loss: LossFn = ce_loss) -> torch.Tensor:
+    """f(u, v) on a minibatch: the defender's mean loss on the attacker's examples."""
+    return loss(model, attnet_example(attacker, x, eta), y).mean()
+
+
+def sq_grad_norm(value: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+    """||grad value||^2 over `params`, itself differentiable (double backprop)."""
+    grads = torch.autograd.grad(value, params, create_graph=True)
+    return sum(g.pow(2).sum() for g in grads)
+
+
+def _params(m: nn.Module) -> list[torch.Tensor]:
+    return [p for p in m.parameters() if p.requires_grad]
+
+
+def defender_objective(model, attacker, x, y, eta: float, clean_weight: float) -> torch.Tensor:
+    """alt and maximin: c CE(g(x)) + (1 - c) f(u, v)."""
+    f = game_value(model, attacker, x, y, eta)
+    return clean_weight * F.cross_entropy(model(x), y) + (1 - clean_weight) * f
+
+
+def minimax_defender_objective(model, attacker, x, y, eta: float, clean_weight: float,
+                               gamma: float) -> torch.Tensor:
+    """c CE(g(x)) + (1 - c) (f + gamma/2 ||grad_v f||^2): the gradient wrt u carries the
+    sensitivity of the attacker's best response."""
+    f = game_value(model, attacker, x, y, eta)
+    lookahead = f + gamma / 2 * sq_grad_norm(f, _params(attacker))
+    return clean_weight * F.cross_entropy(model(x), y) + (1 - clean_weight) * lookahead
+
+
+def maximin_attacker_objective(model, attacker, x, y, eta: float, gamma: float) -> torch.Tensor:
+    """f - gamma/2 ||grad_u f||^2: the attacker leads, anticipating the defender's reply."""
+    f = game_value(model, attacker, x, y, eta)
+    return f - gamma / 2 * sq_grad_norm(f, _params(model))
+
+
+# ---------------------------------------------------------------- AttNet-curr
+
+@contextmanager
+def frozen(model: nn.Module):
+    """Eval mode and no parameter gradients for the duration; restores both afterwards."""
+    flags, was_training = [p.requires_grad for p in model.parameters()], model.training
+    model.eval().requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, f in zip(model.parameters(), flags):
+            p.requires_grad_(f)
+        model.train(was_training)
+
+
+def train_attacker(defender_model: nn.Module, attack_loss: LossFn, x: torch.Tensor, y: torch.Tensor,
+                   arch: str, cfg: AttackerParams, eta: float, shape, device="cpu",
+                   log: LogFn | None = None, errors: ErrorsFn | None = None, tol: float = 0.01,
+                   probe: int = 1000) -> tuple[nn.Module, list[dict]]:
+    """A fresh attacker of `arch` trained to maximise mean attack_loss(g, z(x; v), y) against the
+    frozen defender, for at most cfg.epochs; it stops earlier once an epoch raises the mean loss by
+    less than `tol` (relative): the attacker has converged. Per epoch it logs the train loss and
+    the attack success (`errors`, default misclassification) on the first `probe` train images."""
+    torch.manual_seed(cfg.seed)
+    attacker = build_attacker(arch, tuple(shape), cfg.hidden, cfg.width).to(device)
+    opt = make_optimizer(TrainParams(optimizer=cfg.optimizer, lr=cfg.lr), attacker.parameters())
+    gen = torch.Generator().manual_seed(cfg.seed)
+    if errors is None:
+        def errors(xa, ya):
+            return defender_model(xa).argmax(1) != ya
+    xp, yp = x[:probe].to(device), y[:probe].to(device)
+    history: list[dict] = []
+    with frozen(defender_model):
+        for epoch in range(cfg.epochs):
+            attacker.train()
+            total, count = 0.0, 0
+            desc = f"attacker {arch} epoch {epoch + 1}/{cfg.epochs}"
+            for xb, yb in progress(minibatches(x, y, cfg.batch, gen, device=device), desc,
+                                   -(-len(x) // cfg.batch)):
+                loss = game_value(defender_model, attacker, xb, yb, eta, attack_loss)
+                v = check_finite(loss, f"attacker {arch} epoch {epoch + 1}")
+                opt.zero_grad(set_to_none=True)
+                (-loss).backward()
+                opt.step()
+                total, count = total + v * len(xb), count + len(xb)
+            with torch.no_grad():
+                success = float(errors(attnet(attacker, xp, eta), yp).float().mean())
+            history.append({"train_loss": total / max(count, 1), "train_attack_success": success})
+            if log is not None:
+                log(history[-1], epoch)
+            if epoch > 0:
+                prev = history[-2]["train_loss"]
+                if history[-1]["train_loss"] - prev < tol * abs(prev):
+                    break
+    attacker.eval()
+    return attacker, history
+
+
+# ---------------------------------------------------------------- the game
+
+def play(mode: str, defender: nn.Module, attacker: nn.Module, x: torch.Tensor, y: torch.Tensor,
+         cfg: GameParams, eta: float, device="cpu", log: LogFn | None = None,
+         xt: torch.Tensor | None = None, yt: torch.Tensor | None = None) -> list[dict]:
+    """Train both players in place for cfg.epochs of `mode` (alt, minimax, maximin). Per epoch it
+    logs both curves (defender loss, attacker objective, f) and, given a test split, the clean
+    and own-attacker test errors. NaN/inf or a loss above cfg.max_loss raises TrainingDiverged."""
+    if mode not in MODES:
+        raise UserError(f"game mode: unknown '{mode}'; allowed values: {', '.join(MODES)}")
+    defender.to(device)
+    attacker.to(device)
+    u, v = _params(defender), _params(attacker)
+    opt_u = make_optimizer(cfg, u)
+    opt_v = make_optimizer(cfg, v, lr=cfg.lr_attacker)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    c = cfg.clean_weight
+
+    def attacker_objective(xb, yb):
+        if mode == "maximin":
+            return maximin_attacker_objective(defender, attacker, xb, yb, eta, cfg.gamma)
+        return game_value(defender, attacker, xb, yb, eta)
+
+    def defender_loss(xb, yb):
+        if mode == "minimax":
+            return minimax_defender_objective(defender, attacker, xb, yb, eta, c, cfg.gamma)
+        return defender_objective(defender, attacker, xb, yb, eta, c)
+
+    if xt is not None:
+        xt, yt = xt.to(device), yt.to(device)
+    history: list[dict] = []
+    for epoch in range(cfg.epochs):
+        defender.train()
+        attacker.train()
+        sums, count = {"defender_loss": 0.0, "attacker_objective": 0.0}, 0
+        where = f"{mode} epoch {epoch + 1}"
+        for xb, yb in progress(minibatches(x, y, cfg.batch, gen, device=device),
+                               f"{where}/{cfg.epochs}", -(-len(x) // cfg.batch)):
+            for _ in range(cfg.k):
+                obj = attacker_objective(xb, yb)
+                check_finite(obj.detach().abs(), f"{where} (attacker)", cfg.max_loss)
+                opt_v.zero_grad(set_to_none=True)
+                (-obj).backward(inputs=v)
+                opt_v.step()
+            loss = defender_loss(xb, yb)
+            d = check_finite(loss, f"{where} (defender)", cfg.max_loss)
+            opt_u.zero_grad(set_to_none=True)
+            loss.backward(inputs=u)
+            opt_u.step()
+            sums["defender_loss"] += d * len(xb)
+            sums["attacker_objective"] += float(obj.detach()) * len(xb)  # at the last ascent step
+            count += len(xb)
+        metrics = {k: s / max(count, 1) for k, s in sums.items()}
+        if xt is not None:
+            metrics["clean_test_error"] = error_rate(defender, xt, yt)
+            metrics["attnet_test_error"] = error_rate(defender, attnet(attacker, xt, eta), yt)
+        history.append(metrics)
+        if log is not None:
+            log(metrics, epoch)
+    defender.eval()
+    attacker.eval()
+    return history

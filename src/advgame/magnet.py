@@ -1,0 +1,121 @@
+"""MagNet (Meng & Chen 2017, arXiv 1705.09064): a denoising autoencoder in front of a frozen
+classifier (the reformer) and a reconstruction-error detector.
+
+- Reformer: the paper's small MNIST autoencoder (its "Detector II" net, structure [3] in the
+  reference code): three 3x3 convolutions, sigmoid activations, trained to map
+  clip(x + noise * N(0, 1), 0, 1) back to x (MSE).
+- Detector: per-example mean |x - ae(x)| (L1, as the paper's Detector II); an input is rejected
+  when its error exceeds a threshold set on held-out clean data so that a fraction `fpr` of it
+  is rejected.
+- The defender classifies classifier(ae(x)). Grey-box attackers target the bare classifier;
+  white-box attackers differentiate through the reformer and pay `detector_weight` per unit of
+  reconstruction error above the threshold.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import UserError
+from .attacks import eval_mode
+from .defenders import Defender
+from .models import model_from_checkpoint
+from .training import Objective
+
+
+class Reformer(nn.Module):
+    def __init__(self, channels: int = 1, hidden: int = 3):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, hidden, 3, padding=1), nn.Sigmoid(),
+            nn.Conv2d(hidden, hidden, 3, padding=1), nn.Sigmoid(),
+            nn.Conv2d(hidden, channels, 3, padding=1), nn.Sigmoid(),
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def denoising_objective(noise: float, seed: int = 0) -> Objective:
+    """fit objective for the reformer: MSE between ae(clip(x + noise * N(0, 1))) and x (the
+    labels are ignored)."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def objective(ae, xb, yb):
+        noisy = (xb + noise * torch.randn(xb.shape, generator=gen).to(xb.device)).clamp(0.0, 1.0)
+        return F.mse_loss(ae(noisy), xb)
+
+    return objective
+
+
+def recon_error(ae: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Per-example mean absolute reconstruction error (differentiable)."""
+    return (x - ae(x)).abs().flatten(1).mean(1)
+
+
+@torch.no_grad()
+def recon_errors(ae: nn.Module, x: torch.Tensor, batch: int = 1000) -> torch.Tensor:
+    with eval_mode(ae):
+        return torch.cat([recon_error(ae, x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+def threshold_for(errors: torch.Tensor, fpr: float) -> float:
+    """The smallest observed error with exactly floor(fpr * n) calibration errors above it
+    (`reject = error > threshold`), i.e. the (1 - fpr) empirical quantile."""
+    if len(errors) == 0:
+        raise UserError("magnet: no held-out clean data to set the detector threshold")
+    n = len(errors)
+    k = math.floor(fpr * n)
+    return float(errors.sort().values[n - k - 1])
+
+
+def split_holdout(x: torch.Tensor, y: torch.Tensor, fraction: float = 0.1):
+    """(fit, held-out): the last `fraction` of the training split calibrates the detector."""
+    n_hold = max(1, round(len(x) * fraction))
+    if n_hold >= len(x):
+        raise UserError(f"magnet: {len(x)} training images are too few to hold out {fraction:.0%}")
+    return (x[:-n_hold], y[:-n_hold]), (x[-n_hold:], y[-n_hold:])
+
+
+def build_defender(name: str, classifier: nn.Module, ae: nn.Module, threshold: float,
+                   detector_weight: float, meta: dict | None = None) -> Defender:
+    classifier.eval()
+    ae.eval()
+    for p in [*classifier.parameters(), *ae.parameters()]:
+        p.requires_grad_(False)
+    model = nn.Sequential(ae, classifier).eval()
+
+    def reject(x):
+        return recon_error(ae, x) > threshold
+
+    def attack_loss(m, x, y):
+        return F.cross_entropy(m(x), y, reduction="none") - detector_weight * F.relu(recon_error(ae, x) - threshold)
+
+    return Defender(name=name, model=model, classifier=classifier, reject=reject,
+                    attack_loss=attack_loss, meta=meta)
+
+
+def magnet_meta(classifier_meta: dict, ae: Reformer, threshold: float, detector_weight: float,
+                fpr: float, noise: float) -> dict:
+    conv = ae.net[0]
+    return {**classifier_meta, "kind": "magnet", "threshold": float(threshold),
+            "detector_weight": float(detector_weight), "fpr": float(fpr), "noise": float(noise),
+            "detector_norm": "l1", "reformer_channels": conv.in_channels,
+            "reformer_hidden": conv.out_channels}
+
+
+def defender_from_checkpoint(name: str, ckpt: dict) -> Defender:
+    """Rebuild a MagNet defender from its checkpoint (classifier state_dict + meta + reformer)."""
+    meta = ckpt["meta"]
+    if "reformer" not in ckpt or "threshold" not in meta:
+        raise UserError("magnet checkpoint has no reformer/threshold; rerun the magnet stage")
+    classifier = model_from_checkpoint(ckpt)
+    ae = Reformer(meta["reformer_channels"], meta["reformer_hidden"])
+    try:
+        ae.load_state_dict(ckpt["reformer"])
+    except RuntimeError as e:
+        raise UserError(f"magnet reformer does not fit its architecture: {str(e).splitlines()[0]}") from None
+    return build_defender(name, classifier, ae, meta["threshold"], meta["detector_weight"], meta)

@@ -1,0 +1,54 @@
+"""Stage attackers-<defender>: AttNet-curr, one attacker per architecture trained from scratch
+against the frozen defender; the evaluation replays them (AttNet-curr and AttNet-transfer)."""
+import argparse
+import re
+
+from advgame.artifacts import save_checkpoint
+from advgame.attacks import attnet
+from advgame.data import load_split
+from advgame.defenders import load_defender
+from advgame.game import train_attacker
+from advgame.models import attacker_meta
+from advgame.stage import run_stage
+
+DATA = "data/prepared"
+
+
+def body(ctx, name):
+    p, eta = ctx.params, ctx.params.attack.eta
+    a = p.attacker
+    defender = load_defender(name, f"models/{name}.pt", ctx.device)
+    x, y = load_split(DATA, "train")
+    xt, yt = load_split(DATA, "test")
+    xt_d, yt_d = xt.to(ctx.device), yt.to(ctx.device)
+
+    def errors(xa, ya):
+        return defender.errors(xa, ya, clean=False)
+
+    final = {"clean_error": float(defender.errors(xt_d, yt_d, clean=True).float().mean())}
+    trained = {}
+    for arch in a.archs:
+        def log(m, step, arch=arch):
+            ctx.log({f"{arch}_{k}": v for k, v in m.items()}, step)
+
+        attacker, hist = train_attacker(defender.model, defender.attack_loss, x, y, arch, a, eta,
+                                        x.shape[1:], ctx.device, log=log, errors=errors)
+        trained[arch] = attacker
+        final[f"attnet_{arch}_test_error"] = float(errors(attnet(attacker, xt_d, eta), yt_d).float().mean())
+        final[f"attnet_{arch}_epochs"] = len(hist)
+    # saved only once every attacker trained: a divergence leaves nothing behind
+    for arch, attacker in trained.items():
+        path = f"models/attackers/{name}/{arch}.pt"
+        save_checkpoint(attacker, attacker_meta(arch, x.shape, a.hidden, a.width, defender=name, eta=eta), path)
+        ctx.tracker.log_artifact(path, "attackers")
+    return final
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--defender", required=True, help="a final defender, e.g. baseline, minimax")
+    name = ap.parse_args().defender
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
+        raise SystemExit(f"error [attackers]: bad --defender '{name}'; use a defender name such as baseline")
+    run_stage(f"attackers-{name}", lambda ctx: body(ctx, name), sections=["run", "attack", "attacker"],
+              deps=[DATA, f"models/{name}.pt"])

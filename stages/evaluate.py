@@ -1,0 +1,86 @@
+"""Stage eval-<defender>: the cross-evaluation row of one defender -> reports/eval/<defender>.json."""
+import argparse
+import time
+from pathlib import Path
+
+from advgame import UserError
+from advgame.artifacts import load_checkpoint, save_json
+from advgame.data import load_split
+from advgame.defenders import load_defender
+from advgame.evaluate import Plan, evaluate_defender
+from advgame.models import model_from_checkpoint
+from advgame.pipeline import final_defenders, fgsm_rounds, model_path
+from advgame.stage import run_stage
+from advgame.training import progress
+
+DATA = "data/prepared"
+
+
+def _load(path, device):
+    return model_from_checkpoint(load_checkpoint(path)).to(device).eval()
+
+
+def attackers_of(defender: str, archs, device) -> dict:
+    out = {}
+    for arch in archs:
+        path = Path("models/attackers") / defender / f"{arch}.pt"
+        if not path.exists():
+            raise UserError(f"{path}: not found; run `dvc repro attackers-{defender}`")
+        out[arch] = _load(path, device)
+    return out
+
+
+def body(ctx, name: str):
+    p, dev = ctx.params, ctx.device
+    start = time.perf_counter()
+    if name not in final_defenders(p):
+        raise UserError(f"--defender {name}: not a final defender of this study; "
+                        f"allowed values: {', '.join(final_defenders(p))}")
+    x, y = load_split(DATA, "test", p.eval.n_test)
+    x, y = x.to(dev), y.to(dev)
+    defender = load_defender(name, model_path(name), dev)
+    archs = p.attacker.archs
+    plan = Plan(
+        etas=p.eval.etas, main_eta=p.attack.eta, seeds=p.eval.seeds, pgd_steps=p.eval.pgd_steps,
+        pgd_step_ratio=p.eval.pgd_step_ratio, pgd_restarts=p.eval.pgd_restarts, batch=p.eval.batch,
+        fgsm_sources={k: _load(model_path("baseline" if k == 1 else f"adv-fgsm-{k - 1}"), dev)
+                      for k in fgsm_rounds(p)},
+        own_attackers=attackers_of(name, archs, dev),
+        transfer_attackers={(src, a): h for src in final_defenders(p) if src != name
+                            for a, h in attackers_of(src, archs, dev).items()},
+        art_attacks=p.art.attacks, art_etas=p.art.etas, art_n=p.art.n_test,
+        apgd_iters=p.art.apgd_iters, square_queries=p.art.square_queries,
+        classes=int(defender.meta.get("classes", 10)) if defender.meta else 10,
+    )
+    bar = progress(iter(int, 1), f"eval {name}")
+    out = evaluate_defender(defender, x, y, plan, progress=lambda m: bar.set_postfix_str(m))
+    bar.close()
+    seconds = round(time.perf_counter() - start, 2)
+    res = out["results"]
+    save_json({"defender": name, "results": res, "sanity": out["sanity"],
+               "sanity_detail": out["sanity_detail"],
+               "sanity_pgd_large_eta": out["sanity_pgd_large_eta"],
+               "settings": {"n_test": len(x), "pgd_steps": p.eval.pgd_steps,
+                            "pgd_restarts": p.eval.pgd_restarts, "seeds": p.eval.seeds,
+                            "attacker_eta": p.attack.eta, "art_n": min(p.art.n_test, len(x)),
+                            "apgd_iters": p.art.apgd_iters, "square_queries": p.art.square_queries},
+               "seconds": seconds}, f"reports/eval/{name}.json")
+    k = f"{p.attack.eta!r}"
+    final = {"clean_error": res["clean"]["0"]["error"]}
+    for a in ("fgsm-curr", "pgd-curr", "worst-case"):
+        if k in res.get(a, {}):
+            final[f"{a}_error"] = res[a][k]["error"]
+    for a, r in res.items():  # the whole row to MLflow, one metric per attack and eta
+        for e, c in r.items():
+            ctx.log({f"error.{a.replace(':', '.')}.{e}": c["error"]})
+    ctx.tracker.log_artifact(f"reports/eval/{name}.json", "eval")
+    return final
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--defender", required=True)
+    a = ap.parse_args()
+    run_stage(f"eval-{a.defender}", lambda ctx: body(ctx, a.defender),
+              sections=["run", "attack", "eval", "art", "attacker", "catmouse", "study"],
+              deps=[DATA, model_path(a.defender)])

@@ -1,0 +1,50 @@
+"""Stages fgsm-at and sens-fgsm: the baseline fine-tuned by online FGSM adversarial training,
+without (fgsm-at) or with (sens-fgsm) the sensitivity term through the FGSM perturbation."""
+import argparse
+
+from advgame.artifacts import load_checkpoint, save_checkpoint
+from advgame.attacks import fgsm
+from advgame.data import load_split
+from advgame.fgsm_training import fgsm_at_objective, sens_fgsm_objective
+from advgame.models import classifier_meta, model_from_checkpoint
+from advgame.stage import run_stage
+from advgame.training import error_rate, fit
+
+DATA = "data/prepared"
+BASELINE = "models/baseline.pt"
+METHODS = {"fgsm-at": "fgsm_at", "sens-fgsm": "sens_fgsm"}
+
+
+def body(ctx, method: str):
+    p = ctx.params
+    cfg, eta = getattr(p, METHODS[method]), p.attack.eta
+    if method == "fgsm-at":
+        objective = fgsm_at_objective(eta, cfg.a)
+    else:
+        objective = sens_fgsm_objective(eta, cfg.a, cfg.tau, cfg.surrogate)
+    x, y = load_split(DATA, "train")
+    xt, yt = load_split(DATA, "test")
+    ckpt = load_checkpoint(BASELINE)
+    model = model_from_checkpoint(ckpt).to(ctx.device)
+    xt_d, yt_d = xt.to(ctx.device), yt.to(ctx.device)
+
+    def test_errors():
+        return {"clean_error": error_rate(model, xt_d, yt_d),
+                "fgsm_curr_error": error_rate(model, fgsm(model, xt_d, yt_d, eta), yt_d)}
+
+    fit(model, x, y, objective, cfg, ctx.device, log=ctx.log, desc=method,
+        on_epoch=lambda e: {f"test_{k}": v for k, v in test_errors().items()})
+    final = test_errors()
+    meta = ckpt["meta"]
+    save_checkpoint(model, classifier_meta(meta["arch"], x.shape, meta["classes"], defender=method),
+                    f"models/{method}.pt")
+    ctx.tracker.log_model(model, "model", x[:2])
+    return final
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--method", choices=list(METHODS), required=True)
+    method = ap.parse_args().method
+    run_stage(method, lambda ctx: body(ctx, method), sections=["run", "attack", METHODS[method]],
+              deps=[DATA, BASELINE])

@@ -1,0 +1,47 @@
+"""Stage alt | minimax | maximin: the defender (from u_0) plays against a fresh attacker network."""
+import argparse
+
+import torch
+
+from advgame.artifacts import load_checkpoint, save_checkpoint
+from advgame.attacks import attnet
+from advgame.data import load_split
+from advgame.game import MODES, play
+from advgame.models import attacker_meta, build_attacker, classifier_meta, model_from_checkpoint
+from advgame.stage import run_stage
+from advgame.training import error_rate
+
+DATA = "data/prepared"
+BASELINE = "models/baseline.pt"
+
+
+def body(ctx, mode):
+    p, g, eta = ctx.params, ctx.params.game, ctx.params.attack.eta
+    x, y = load_split(DATA, "train")
+    xt, yt = load_split(DATA, "test")
+    base = load_checkpoint(BASELINE)
+    defender = model_from_checkpoint(base)
+    torch.manual_seed(g.seed)
+    attacker = build_attacker(g.attacker_arch, tuple(x.shape[1:]), p.attacker.hidden, p.attacker.width)
+    play(mode, defender, attacker, x, y, g, eta, ctx.device, log=ctx.log, xt=xt, yt=yt)
+
+    xt_d, yt_d = xt.to(ctx.device), yt.to(ctx.device)
+    final = {"clean_error": error_rate(defender, xt_d, yt_d),
+             "own_attnet_error": error_rate(defender, attnet(attacker, xt_d, eta), yt_d)}
+    meta = base["meta"]
+    save_checkpoint(defender, classifier_meta(meta["arch"], x.shape, meta["classes"], defender=mode),
+                    f"models/{mode}.pt")
+    att_path = f"models/{mode}-attacker.pt"
+    save_checkpoint(attacker, attacker_meta(g.attacker_arch, x.shape, p.attacker.hidden, p.attacker.width,
+                                            defender=mode, eta=eta), att_path)
+    ctx.tracker.log_model(defender, "model", x[:2])
+    ctx.tracker.log_artifact(att_path, "attacker")
+    return final
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--mode", choices=MODES, required=True)
+    mode = ap.parse_args().mode
+    run_stage(mode, lambda ctx: body(ctx, mode), sections=["run", "attack", "attacker", "game"],
+              deps=[DATA, BASELINE])
