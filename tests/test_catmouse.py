@@ -57,7 +57,7 @@ def test_round_hardens_against_its_own_attack_and_stays_open_to_the_next(trained
     assert metrics["clean"] == error_rate(model, xt, yt)
     prev_own = error_rate(prev, z_test, yt)
     assert prev_own > 0.5                                   # FGSM-k fools u_(k-1) (white-box)
-    assert metrics["own_attack"] < prev_own - 0.3           # ... but not u_k, trained on it
+    assert metrics["own_attack"] < prev_own - 0.25          # ... but not u_k, trained on it
     assert metrics["own_attack"] < metrics["next_attack"]  # fails if own and next were swapped
     assert metrics["clean"] < 0.3
 

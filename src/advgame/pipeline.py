@@ -63,6 +63,7 @@ def stages(p: config.Params) -> dict:
         "deps": ["stages/prepare.py", "src/advgame/data.py"],
         "params": ["data"],
         "outs": [DATA],
+        "metrics": [_metric("prepare")],
     }
     st["baseline"] = {
         "cmd": "python stages/baseline.py",
@@ -94,7 +95,7 @@ def stages(p: config.Params) -> dict:
             "params": [*RUN, "attack", "catmouse", "eval.batch"],
             "outs": [{"reports/catmouse/matrix.png": {"cache": False}},
                      {"reports/catmouse/curve.png": {"cache": False}}],
-            "metrics": [{"reports/catmouse/matrix.json": {"cache": False}}],
+            "metrics": [{"reports/catmouse/matrix.json": {"cache": False}}, _metric("catmouse")],
             "plots": [{"reports/catmouse/curve.csv": {
                 "cache": False, "x": "k", "y": ["own_attack", "next_attack", "clean"],
                 "title": "Cat-and-mouse: error of u_k on its own FGSM-k and on FGSM-(k+1)",
@@ -160,14 +161,17 @@ def stages(p: config.Params) -> dict:
         }
     st["report"] = {
         "cmd": "python stages/report.py",
-        "deps": ["stages/report.py", "src/advgame/report.py", f"{DATA}/meta.json",
+        "deps": ["stages/report.py", "src/advgame/report.py", f"{DATA}/meta.json", f"{DATA}/test.pt",
+                 model_path("baseline"), "models/attackers/baseline",
                  *[f"reports/eval/{d}.json" for d in finals],
-                 *[f"reports/stages/{s}.json" for s in st if s not in ("prepare", "catmouse")],
+                 *[f"reports/stages/{s}.json" for s in st],
                  *(["reports/catmouse/matrix.json", "reports/catmouse/curve.csv"]
                    if "catmouse" in st else [])],
-        "params": ["study", "data", "attack", "eval", "art", "catmouse", "report"],
+        "params": ["study", "run", "data", "classifier", "attack", "baseline", "eval", "art",
+                   "catmouse", "fgsm_at", "sens_fgsm", "attacker", "game", "pgd_at", "trades",
+                   "fgsm_rs", "magnet", "report"],
         "outs": [{"reports/report.md": {"cache": False}}, {"reports/figures": {"cache": False}}],
-        "metrics": [{"reports/results.json": {"cache": False}}],
+        "metrics": [{"reports/results.json": {"cache": False}}, _metric("report")],
     }
     return st
 

@@ -78,10 +78,10 @@ def _eta_sort(k: str) -> float:
         return math.inf
 
 
-def attack_rank(name: str, archs: list[str] = list(config.ATTACKER_ARCHS)) -> tuple:
+def attack_rank(name: str, archs: tuple = config.ATTACKER_ARCHS) -> tuple:
     """Report order: clean, FGSM-k, FGSM-curr, PGD, AttNet-curr, APGD, Square, transfer, worst."""
-    fam = {"clean": 0, "fgsm-curr": 2, "pgd-curr": 3, "apgd-ce": 5, "apgd-dlr": 6, "square": 7,
-           "worst-case": 9}
+    fam = {"clean": 0, "fgsm-curr": 2, "pgd-curr": 3, "apgd-ce": 5, "apgd-dlr": 6,
+           "pgd-curr:art-subset": 6.5, "square": 7, "worst-case": 9}
     if name in fam:
         return (fam[name], 0, "")
     if m := re.fullmatch(r"fgsm-(\d+)", name):
@@ -123,10 +123,12 @@ def md_table(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def error_table(table_rows, eta: str, cols: list[str], ci: bool = True) -> str:
+def error_table(table_rows, eta: str, cols: list[str], ci: bool = True, skip_empty: bool = False) -> str:
     if not cols:
         return "_no results at this eta_"
     body = [[f"`{label}`", *[fmt(_cell(res, a, eta), ci) for a in cols]] for label, res in table_rows]
+    if skip_empty:
+        body = [r for r in body if any(c != "n/a" for c in r[1:])]
     return md_table(["defender", *cols], body)
 
 
@@ -149,6 +151,12 @@ class Study:
     timing: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
     device: str = "cpu"
+
+    @property
+    def n_eval(self) -> int | None:
+        """Test images the evaluation used (its clean cell's n), None without an evaluation."""
+        ns = [c["n"] for d in self.defenders if (c := self.get(d, "clean")) and c.get("n")]
+        return max(ns) if ns else None
 
     @property
     def eta(self) -> str:
@@ -273,7 +281,8 @@ def plot_eta_sweep(s: Study, path: Path) -> bool:
     for label, res in tr:
         lines = {}
         for a in sorted(res, key=attack_rank):
-            if a == "clean" or (a.startswith(("attnet-transfer:", "fgsm-")) and a != "fgsm-curr"):
+            if a in ("clean", "pgd-curr:art-subset") or (a.startswith(("attnet-transfer:", "fgsm-"))
+                                                         and a != "fgsm-curr"):
                 continue
             pts = sorted((float(k), v) for k, v in res[a].items() if k != "0" and _float(k) is not None
                          and isinstance(v, dict) and v.get("error") is not None)
@@ -283,6 +292,9 @@ def plot_eta_sweep(s: Study, path: Path) -> bool:
     if not any(lines for _, lines in series):
         return False
     plt = _plt()
+    names = sorted({a for _, lines in series for a in lines}, key=attack_rank)
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    color = {a: cmap(i % cmap.N) for i, a in enumerate(names)}  # one colour per attack everywhere
     n = len(series)
     ncol = min(4, n)
     nrow = math.ceil(n / ncol)
@@ -290,9 +302,10 @@ def plot_eta_sweep(s: Study, path: Path) -> bool:
     for ax, (label, lines) in zip(axes.flat, series):
         for a, pts in lines.items():
             x = [e for e, _ in pts]
-            ax.plot(x, [v["error"] for _, v in pts], marker="o", ms=3, label=a)
+            ax.plot(x, [v["error"] for _, v in pts], marker="o", ms=3, label=a, color=color[a])
             if all(v.get("ci95") for _, v in pts):
-                ax.fill_between(x, [v["ci95"][0] for _, v in pts], [v["ci95"][1] for _, v in pts], alpha=0.15)
+                ax.fill_between(x, [v["ci95"][0] for _, v in pts], [v["ci95"][1] for _, v in pts],
+                                alpha=0.15, color=color[a])
         ax.set_title(label, fontsize=9)
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("eta", fontsize=8)
@@ -348,13 +361,14 @@ def plot_examples(examples, y: torch.Tensor, path: Path) -> bool:
     for i, (name, xa, pred) in enumerate(examples):
         for j in range(n):
             ax = axes[i][j]
-            img = xa[j].detach().cpu()
-            ax.imshow(img[0] if img.shape[0] == 1 else img.permute(1, 2, 0), cmap="gray", vmin=0, vmax=1)
+            img = xa[j].detach().cpu().numpy()
+            ax.imshow(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=1)
             ok = int(pred[j]) == int(y[j])
             ax.set_title(f"pred {int(pred[j])}", fontsize=7, color="black" if ok else "red")
             ax.set_xticks([])
             ax.set_yticks([])
         axes[i][0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
+    fig.subplots_adjust(hspace=0.45)
     fig.suptitle("Adversarial examples against the baseline (true labels: "
                  + " ".join(str(int(v)) for v in y) + ")", fontsize=9)
     _save(fig, path)
@@ -406,9 +420,10 @@ def q1(s: Study) -> str:
     ranked = sorted((e["error"], d) for d in s.defenders if (e := s.get(d, key)))
     out += ["", f"Ranking of all defenders under `{key}` (lowest error first): "
             + ", ".join(f"`{d}` {v:.3f}" for v, d in ranked) + "."]
-    grey = s.get("magnet", key + GREY)
+    grey = [(a, e) for a in ("fgsm-curr", "pgd-curr") if (e := s.get("magnet", a + GREY))]
     if grey:
-        out.append(f"MagNet in its own grey-box setting (attack on the classifier only): {fmt(grey)}.")
+        out.append("MagNet in its own grey-box setting (the attacker sees the bare classifier only): "
+                   + ", ".join(f"{a} {fmt(e)}" for a, e in grey) + ".")
     return "\n".join(out)
 
 
@@ -579,7 +594,7 @@ def reconstruction(s: Study) -> str:
     defs = p.study.defenders
 
     def sched(t) -> str:
-        return f"{t.epochs} epochs, {t.optimizer} lr {t.lr:g}, batch {t.batch}"
+        return f"{t.epochs} epoch{'s' * (t.epochs != 1)}, {t.optimizer} lr {t.lr:g}, batch {t.batch}"
 
     items = []
     if p.data.dataset == "mnist5k":
@@ -590,8 +605,9 @@ def reconstruction(s: Study) -> str:
     if p.data.train_n:
         items.append(f"Training split reduced to a stratified {p.data.train_n} images (`data.train_n`).")
     items.append(f"One classifier architecture for every defense: `{config.classifier_arch(p)}`.")
-    items.append(f"Every defense starts from the baseline u_0 ({sched(p.baseline)}) and is fine-tuned, "
-                 "rather than trained from scratch.")
+    items.append(f"Every trained defense (cat-and-mouse, FGSM-AT, Sens-FGSM, the AttNet game, PGD-AT, TRADES, "
+                 f"FGSM-RS) starts from the baseline u_0 ({sched(p.baseline)}) and is fine-tuned, rather than "
+                 "trained from scratch; MagNet keeps u_0 frozen behind its reformer.")
     if "catmouse" in defs:
         items.append(f"Cat-and-mouse: K = {p.catmouse.rounds} rounds (paper: 80), each {sched(p.catmouse)}, "
                      f"loss weight a = {p.catmouse.a:g}; the matrix covers rounds {p.catmouse.matrix_rounds}.")
@@ -617,18 +633,24 @@ def reconstruction(s: Study) -> str:
         items.append(f"FGSM-RS: step {p.fgsm_rs.alpha_ratio:g}·eta, {sched(p.fgsm_rs)}.")
     if "magnet" in defs:
         m = p.magnet
-        items.append(f"MagNet: our autoencoder reformer (trained to remove Gaussian noise, std {m.noise:g}) and "
-                     f"reconstruction-error detector with threshold at {m.fpr:g} clean false-positive rate; "
-                     f"white-box attacks go through the reformer with detector penalty weight "
-                     f"{m.detector_weight:g}; the grey-box rows attack the classifier alone. {sched(m)}.")
+        items.append(f"MagNet (Meng & Chen's detector + autoencoder reformer; our reading of their small MNIST "
+                     f"autoencoder and L1 reconstruction-error detector, src/advgame/magnet.py): the reformer "
+                     f"learns to remove noise of std {m.noise:g}; the detector threshold gives a {m.fpr:g} "
+                     f"false-positive rate on held-out clean data; a rejected adversarial input counts as "
+                     f"defended, a rejected clean input as an error; white-box "
+                     f"attacks go through the reformer with detector penalty weight {m.detector_weight:g}; "
+                     f"the grey-box rows attack the classifier alone. {sched(m)}.")
     e = p.eval
-    items.append(f"Evaluation on {'all ' + str(n_te) if e.n_test == 0 else 'the first ' + str(e.n_test)} test "
+    n_ev = s.n_eval or (e.n_test or n_te)
+    items.append(f"Evaluation on {'all ' if n_ev == n_te else 'the first '}{n_ev} test "
                  f"images; PGD {e.pgd_steps} steps of {e.pgd_step_ratio:g}·eta/steps, {e.pgd_restarts} "
                  f"restart(s); seeds {e.seeds}.")
-    items.append(f"ART check ({', '.join(p.art.attacks)}) on the first {p.art.n_test} test images at eta "
-                 f"{p.art.etas}: APGD {p.art.apgd_iters} iterations, Square {p.art.square_queries} queries.")
-    items.append("worst-case: per test image, an error if any evaluated attack fools the defender "
-                 "(on the images every attack was run on).")
+    budgets = ([f"APGD {p.art.apgd_iters} iterations"] if any(a.startswith("apgd") for a in p.art.attacks) else []) \
+        + ([f"Square {p.art.square_queries} queries"] if "square" in p.art.attacks else [])
+    art_n = min(p.art.n_test, n_ev) if isinstance(n_ev, int) else p.art.n_test
+    items.append(f"ART check ({', '.join(p.art.attacks)}) on the first {art_n} test images at eta "
+                 f"{p.art.etas}: {', '.join(budgets)}.")
+    items.append("worst-case: per test image, an error if any evaluated attack fools the defender.")
     out = "\n".join(f"- {i}" for i in items)
     notes = [(d, o["notes"]) for d, o in s.defenders.items() if isinstance(o.get("notes"), dict) and o["notes"]]
     if notes:
@@ -659,7 +681,7 @@ def render(s: Study, figures: dict[str, str]) -> str:
            f"`{meta.get('train', {}).get('sha256', 'n/a')}`, test `{meta.get('test', {}).get('sha256', 'n/a')}`",
            f"- training eta {p.attack.eta:g}; evaluation etas {p.eval.etas}",
            f"- PGD: {p.eval.pgd_steps} steps of {p.eval.pgd_step_ratio:g}·eta/steps, {p.eval.pgd_restarts} restart(s); "
-           f"test images: {'all' if p.eval.n_test == 0 else p.eval.n_test}",
+           f"test images: {s.n_eval or ('all' if p.eval.n_test == 0 else p.eval.n_test)}",
            f"- ART: {', '.join(p.art.attacks)} at eta {p.art.etas} on {p.art.n_test} images, APGD "
            f"{p.art.apgd_iters} iterations, Square {p.art.square_queries} queries",
            f"- attacker networks: {', '.join(p.attacker.archs)}; seeds {p.eval.seeds}; device {s.device}",
@@ -668,13 +690,13 @@ def render(s: Study, figures: dict[str, str]) -> str:
     md += ["## 2. Results", "", f"### Every defender under every attack at eta {s.eta}", "",
            error_table(tr, s.eta, main_cols), ""]
     if fgsm_k:
-        md += [f"### Cat-and-mouse attacks FGSM-k (transfer) at eta {s.eta}", "", error_table(tr, s.eta, fgsm_k, False), ""]
+        md += [f"### Cat-and-mouse attacks FGSM-k (transfer) at eta {s.eta}", "", error_table(tr, s.eta, fgsm_k, False, True), ""]
     if transfer:
         md += [f"### Attacker networks transferred from another defender (`attnet-transfer:<source>:<arch>`) at eta {s.eta}",
-               "", error_table(tr, s.eta, transfer, False), ""]
+               "", error_table(tr, s.eta, transfer, False, True), ""]
     for e in other_etas:
         cols = columns(tr, e, lambda a: not a.startswith("attnet-transfer:"))
-        md += [f"### At eta {e}", "", error_table(tr, e, cols), ""]
+        md += [f"### At eta {e}", "", error_table(tr, e, cols, skip_empty=True), ""]
     if s.catmouse:
         md += ["### Cat-and-mouse curve", "",
                md_table(["k", "clean", "own attack FGSM-k", "next attack FGSM-(k+1)"],

@@ -1,0 +1,236 @@
+"""The report stage: results.json follows the contract, report.md holds every section, missing
+numbers render as n/a, and the answers follow the numbers (they flip when the numbers flip)."""
+import csv
+import json
+import re
+
+import pytest
+import torch
+
+from advgame import config, report
+from advgame.artifacts import save_checkpoint, save_json, save_torch
+from advgame.models import SmallCNN, build_attacker, attacker_meta, classifier_meta
+
+CONTRACT = {"config", "defenders", "catmouse", "timing"}
+CONFIG_KEYS = {"dataset", "eta", "etas", "eval", "art", "defenders", "rounds", "seeds", "device"}
+
+
+def res(err: float, n: int = 1000) -> dict:
+    return {"error": err, "ci95": [max(0.0, err - 0.02), min(1.0, err + 0.02)], "n": n}
+
+
+def eval_obj(d: str, errs: dict, sanity: dict | None = None, detail: dict | None = None) -> dict:
+    """errs: {attack: {eta_key: error}} -> an evaluation object of the results contract."""
+    out = {"defender": d, "results": {a: {e: res(v) for e, v in by.items()} for a, by in errs.items()},
+           "sanity": sanity or {k: True for k in report.SANITY}, "seconds": 7.5}
+    if detail:
+        out["sanity_detail"] = detail
+    return out
+
+
+def standard(clean=0.02, fgsm=0.3, pgd=0.6, att=0.4, worst=0.7, extra: dict | None = None) -> dict:
+    errs = {"clean": {"0": clean},
+            "fgsm-curr": {"0.3": fgsm, "0.4": min(1, fgsm + 0.1)},
+            "pgd-curr": {"0.3": pgd, "0.4": min(1, pgd + 0.1)},
+            "attnet-curr:mlp": {"0.3": att, "0.4": min(1, att + 0.1)},
+            "attnet-curr:conv": {"0.3": min(1, att + 0.05)},
+            "fgsm-1": {"0.3": 0.5}, "fgsm-3": {"0.3": 0.45},
+            "apgd-ce": {"0.3": min(1, pgd + 0.01)}, "apgd-dlr": {"0.3": pgd}, "square": {"0.3": pgd - 0.1},
+            "attnet-transfer:baseline:mlp": {"0.3": 0.2},
+            "worst-case": {"0.3": worst, "0.4": min(1, worst + 0.1)}}
+    errs.update(extra or {})
+    return errs
+
+
+PARAMS = {
+    "study": {"defenders": ["baseline", "catmouse", "fgsm-at", "sens-fgsm", "alt", "minimax", "maximin",
+                            "pgd-at", "magnet"]},
+    "attack": {"eta": 0.3},
+    "eval": {"etas": [0.3, 0.4], "pgd_steps": 3},
+    "catmouse": {"rounds": 3, "matrix_rounds": [0, 1, 3]},
+    "report": {"examples": 4},
+}
+
+
+def make_study(tmp_path, params: dict = PARAMS, evals: dict | None = None, catmouse: bool = True,
+               models: bool = True):
+    p = config.parse(params)
+    if evals is None:
+        evals = {
+            "baseline": eval_obj("baseline", standard(fgsm=0.9, pgd=1.0, att=0.99, worst=1.0)),
+            "adv-fgsm-3": eval_obj("adv-fgsm-3", standard(fgsm=0.7, pgd=0.95, worst=0.99)),
+            "fgsm-at": eval_obj("fgsm-at", standard(fgsm=0.1, pgd=0.5)),
+            "sens-fgsm": eval_obj("sens-fgsm", standard(fgsm=0.05, pgd=0.8, att=0.9, worst=0.95),
+                                  sanity={**{k: True for k in report.SANITY}, "pgd_ge_fgsm": False,
+                                          "pgd_not_below_apgd": None},
+                                  detail={"pgd_ge_fgsm": "PGD 0.012 < FGSM 0.050 at eta 0.4 (masking?)"}),
+            "alt": eval_obj("alt", {k: v for k, v in standard(worst=0.6).items() if k != "apgd-ce"}),
+            "minimax": eval_obj("minimax", standard(worst=0.3, pgd=0.25, att=0.1)),
+            "pgd-at": eval_obj("pgd-at", standard(worst=0.2, pgd=0.15)),
+            "magnet": eval_obj("magnet", standard(worst=0.8, extra={"pgd-curr:grey-box": {"0.3": 0.33},
+                                                                     "fgsm-curr:grey-box": {"0.3": 0.44}})),
+        }  # maximin deliberately absent
+    for d, o in evals.items():
+        save_json(o, tmp_path / "reports/eval" / f"{d}.json")
+    for s, sec in {"prepare": 3.0, "baseline": 20.0, "round-1": 4.0, "minimax": 30.0}.items():
+        save_json({"stage": s, "device": "cpu", "seconds": sec}, tmp_path / "reports/stages" / f"{s}.json")
+    save_json({"dataset": "mnist5k", "train": {"shape": [4000, 1, 28, 28], "sha256": "abc123"},
+               "test": {"shape": [1000, 1, 28, 28], "sha256": "def456"}}, tmp_path / "data/prepared/meta.json")
+    if catmouse:
+        cm = tmp_path / "reports/catmouse"
+        cm.mkdir(parents=True)
+        with open(cm / "curve.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["k", "clean", "own_attack", "next_attack"])
+            w.writerows([[1, 0.03, 0.05, 0.95], [2, 0.03, 0.04, 0.62], [3, 0.04, 0.06, 0.71]])
+        save_json({"rounds": [0, 1, 3], "attacks": ["fgsm-1", "fgsm-2", "fgsm-4"],
+                   "error": [[0.9, 0.5, 0.6], [0.1, 0.95, 0.5], [0.4, 0.3, 0.71]], "eta": 0.3}, cm / "matrix.json")
+        (cm / "curve.png").write_bytes(b"png")
+    if models:
+        torch.manual_seed(0)
+        x = torch.rand(6, 1, 28, 28)
+        save_torch({"x": x, "y": torch.arange(6)}, tmp_path / "data/prepared/test.pt")
+        save_checkpoint(SmallCNN(), classifier_meta("smallcnn", x.shape, 10), tmp_path / "models/baseline.pt")
+        save_checkpoint(build_attacker("mlp", (1, 28, 28), hidden=16), attacker_meta("mlp", x.shape, 16, 8),
+                        tmp_path / "models/attackers/baseline/mlp.pt")
+    return p
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One full study built once (figures take a few seconds); the tests only read it."""
+    tmp_path = tmp_path_factory.mktemp("study")
+    p = make_study(tmp_path)
+    out = report.build_report(p, tmp_path)
+    return p, out, json.loads((tmp_path / "reports/results.json").read_text()), \
+        (tmp_path / "reports/report.md").read_text()
+
+
+def row(md: str, label: str, header_has: str) -> tuple[list[str], list[str]]:
+    """The header and the row of `label` in the first table whose header contains `header_has`."""
+    lines = md.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("| defender") and header_has in line:
+            header = [c.strip() for c in line.strip("|").split("|")]
+            for r in lines[i + 2:]:
+                if not r.startswith("|"):
+                    break
+                cells = [c.strip() for c in r.strip("|").split("|")]
+                if cells[0] == label:
+                    return header, cells
+    raise AssertionError(f"no row {label} under a header with {header_has}")
+
+
+def test_results_json_follows_the_contract(built):
+    p, out, res, _ = built
+    assert set(res) == CONTRACT
+    assert set(res["config"]) == CONFIG_KEYS
+    assert res["config"]["defenders"] == ["baseline", "adv-fgsm-3", "fgsm-at", "sens-fgsm", "alt", "minimax",
+                                          "maximin", "pgd-at", "magnet"]
+    assert res["config"]["rounds"] == 3 and res["config"]["eta"] == 0.3 and res["config"]["dataset"] == "mnist5k"
+    assert "maximin" not in res["defenders"] and res["defenders"]["minimax"]["results"]["pgd-curr"]["0.3"]["error"] == 0.25
+    assert res["catmouse"][1] == {"k": 2, "clean": 0.03, "own_attack": 0.04, "next_attack": 0.62}
+    # eval stages' time comes from the eval JSON; other stages from their stage report
+    assert res["timing"]["eval-minimax"] == 7.5 and res["timing"]["baseline"] == 20.0
+    assert "report" not in res["timing"]
+
+
+def test_report_md_has_every_section(built):
+    p, out, res, md = built
+    for d in res["config"]["defenders"]:
+        assert f"`{d}`" in md
+    assert "no evaluation found for `maximin`" in md
+    for h in ("Table 5", "Q1.", "Q2.", "Q3.", "Q4.", "Sanity checks", "Timing", "What is our reconstruction"):
+        assert h in md
+    assert "0.218" in md and "0.965" in md  # the paper's numbers, quoted
+    total = sum(res["timing"].values())
+    assert f"**{total:.1f}**" in md
+    assert "abc123" in md and "def456" in md  # data checksums
+    assert "(catmouse/curve.png)" in md and "catmouse/matrix.png" not in md  # only existing figures are linked
+    for f in ("heatmap.png", "eta_sweep.png", "examples.png"):
+        assert (out["report"].parent / "figures" / f).stat().st_size > 1000
+        assert f"(figures/{f})" in md
+    assert "K = 3 rounds (paper: 80)" in md and "mnist5k" in md
+
+
+def test_missing_attack_and_eta_render_as_na(built):
+    _, _, _, md = built
+    header, cells = row(md, "`alt`", "apgd-ce")
+    assert cells[header.index("apgd-ce")] == "n/a"
+    header, cells = row(md, "`minimax`", "apgd-ce")
+    assert cells[header.index("apgd-ce")].startswith("0.260")
+    # grey-box variants form their own row
+    header, cells = row(md, "`magnet (grey-box)`", "pgd-curr")
+    assert cells[header.index("pgd-curr")].startswith("0.330") and cells[header.index("clean")] == "n/a"
+    assert "grey-box setting (the attacker sees the bare classifier only): fgsm-curr 0.440" in md
+    # Table 5: ours at 0.3 and 0.4, n/a at 0.5 and 0.6 (not evaluated)
+    line = next(l for l in md.splitlines() if l.startswith("| Minimax | ours"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[2:6] == ["0.300", "0.100", "0.400", "0.200"] and cells[6:] == ["n/a"] * 4
+
+
+def test_sanity_section_explains_failures(built):
+    _, _, _, md = built
+    header, cells = row(md, "`sens-fgsm`", "pgd_ge_fgsm")
+    assert cells[header.index("pgd_ge_fgsm")] == "**FAIL**"
+    assert cells[header.index("pgd_not_below_apgd")] == "n/a"
+    assert "`sens-fgsm` fails `pgd_ge_fgsm`" in md and "PGD 0.012 < FGSM 0.050" in md
+
+
+def _study(**evals) -> report.Study:
+    p = config.parse(PARAMS)
+    return report.Study(p, {d: eval_obj(d, e) for d, e in evals.items()})
+
+
+def test_q4_verdict_follows_the_numbers():
+    better = _study(minimax=standard(worst=0.2), alt=standard(worst=0.6), **{"sens-fgsm": standard(worst=0.9)})
+    worse = _study(minimax=standard(worst=0.9), alt=standard(worst=0.6), **{"sens-fgsm": standard(worst=0.5)})
+    tie = _study(minimax=standard(worst=0.6), alt=standard(worst=0.61), **{"sens-fgsm": standard(worst=0.59)})
+    assert "**Yes**: minimax is better" in report.q4(better)
+    assert "**No**: minimax is not better" in report.q4(worse) and "`alt`, `sens-fgsm`" in report.q4(worse)
+    assert "**No clear difference**" in report.q4(tie)
+    assert "0.200 (0.180–0.220)" in report.q4(better)  # numbers are quoted
+    assert "n/a" in report.q4(_study(minimax=standard()))
+
+
+def test_q2_and_q1_follow_the_numbers():
+    wins = _study(**{"sens-fgsm": standard(fgsm=0.05, pgd=0.1), "adv-fgsm-3": standard(fgsm=0.7)})
+    loses = _study(**{"sens-fgsm": standard(fgsm=0.8, pgd=0.9), "adv-fgsm-3": standard(fgsm=0.3)})
+    assert "So Sens-FGSM does defend better" in report.q2(wins)
+    assert "carries over" in report.q2(wins)
+    assert "does **not** defend better" in report.q2(loses)
+    s1 = _study(**{"sens-fgsm": standard(worst=0.2), "pgd-at": standard(worst=0.6), "trades": standard(worst=0.1)})
+    text = report.q1(s1)
+    assert "better than `pgd-at`" in text and "worse than `trades`" in text
+
+
+def test_q3_verdicts():
+    s = _study(baseline=standard(pgd=1.0, worst=1.0), minimax=standard(pgd=0.2, att=0.1, worst=0.3))
+    text = report.q3(s)
+    base = next(l for l in text.splitlines() if l.startswith("- `baseline`"))
+    mm = next(l for l in text.splitlines() if l.startswith("- `minimax`"))
+    assert "**falls flat**" in base and "**holds**" in mm
+
+
+def test_tiny_config_with_baseline_only(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = {"study": {"defenders": ["baseline"]}, "eval": {"etas": [0.3]}}
+    p = make_study(tmp_path, params, evals={"baseline": eval_obj("baseline", {"clean": {"0": 0.05},
+                                                                               "fgsm-curr": {"0.3": 0.9}})},
+                   catmouse=False, models=False)
+    out = report.build_report(p, ".")
+    res = json.loads(out["results"].read_text())
+    md = out["report"].read_text()
+    assert set(res) == CONTRACT and res["catmouse"] == [] and res["config"]["rounds"] == 0
+    assert md.count("Not answerable") >= 3 and "`baseline`" in md
+    assert not (tmp_path / "reports/figures/examples.png").exists()
+    assert re.search(r"\| Sens FGSM \| ours \| n/a", md)
+
+
+def test_compare_and_fmt():
+    assert report.compare(res(0.1), res(0.5)) == "lower"
+    assert report.compare(res(0.5), res(0.1)) == "higher"
+    assert report.compare(res(0.5), res(0.52)) == "overlap"
+    assert report.compare(None, res(0.1)) is None
+    assert report.fmt(None) == "n/a"
+    assert report.fmt({"error": 0.5, "sd": 0.01, "ci95": [0.4, 0.6], "n": 10}) == "0.500±0.010 (0.400–0.600)"

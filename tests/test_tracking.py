@@ -1,0 +1,136 @@
+"""MLflow tracking: runs nested under one pipeline run, tags, params, metric history, a clear
+error for an unreachable server, and the input hash that tags every stage run."""
+from pathlib import Path
+
+import pytest
+
+from advgame import UserError, tracking
+from advgame.stage import hash_inputs, run_stage
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def mlflow_db(tmp_path, monkeypatch):
+    """Tracking on, into a throwaway SQLite store; the cwd is tmp so artifacts land there too."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ADVGAME_TRACKING", "on")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("ADVGAME_PIPELINE_ID", "test-pipeline-1")
+    import mlflow
+
+    yield mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(None)
+
+
+def test_tracker_child_run_with_tags_and_params(mlflow_db):
+    tags = {"advgame.input_hash": "abc123", "advgame.git_commit": "deadbeef"}
+    t = tracking.Tracker("baseline", {"baseline": {"lr": 0.001, "epochs": 2}}, tags)
+    t.finish()
+    run = mlflow_db.get_run(t.run_id)
+    assert run.data.tags["advgame.stage"] == "baseline"
+    assert run.data.tags["advgame.input_hash"] == "abc123"
+    assert run.data.tags["advgame.git_commit"] == "deadbeef"
+    assert run.data.params == {"baseline.lr": "0.001", "baseline.epochs": "2"}
+    assert run.info.status == "FINISHED"
+    parent = mlflow_db.get_run(run.data.tags["mlflow.parentRunId"])
+    assert parent.info.run_id == t.parent_id != t.run_id
+    assert parent.data.tags["advgame.pipeline_id"] == "test-pipeline-1"
+
+
+def test_trackers_of_one_pipeline_share_the_parent(mlflow_db, monkeypatch):
+    a = tracking.Tracker("prepare", {}, {})
+    b = tracking.Tracker("baseline", {}, {})
+    assert a.parent_id == b.parent_id
+    monkeypatch.setenv("ADVGAME_PIPELINE_ID", "test-pipeline-2")
+    c = tracking.Tracker("prepare", {}, {})
+    assert c.parent_id != a.parent_id
+    exp = mlflow_db.get_experiment_by_name(tracking.EXPERIMENT)
+    parents = mlflow_db.search_runs([exp.experiment_id], "tags.`advgame.stage` = 'pipeline'")
+    assert len(parents) == 2
+
+
+def test_metric_history_by_step(mlflow_db):
+    t = tracking.Tracker("baseline", {}, {})
+    for step, loss in enumerate([0.9, 0.5, 0.2]):
+        t.log_metrics({"loss": loss, "note": "text is skipped", "flag": True}, step=step)
+    hist = mlflow_db.get_metric_history(t.run_id, "loss")
+    assert sorted((m.step, m.value) for m in hist) == [(0, 0.9), (1, 0.5), (2, 0.2)]
+    assert set(mlflow_db.get_run(t.run_id).data.metrics) == {"loss"}
+
+
+def test_run_stage_tags_its_run(mlflow_db, tmp_path):
+    (tmp_path / "params.yaml").write_text("baseline: {epochs: 2}\n")
+    (tmp_path / "dep.txt").write_text("input")
+
+    def body(ctx):
+        ctx.log({"train_loss": 1.5}, step=0)
+        ctx.log({"train_loss": 0.5}, step=1)
+        return {"clean_error": 0.1}
+
+    run_stage("demo", body, sections=["baseline"], deps=["dep.txt"])
+    exp = mlflow_db.get_experiment_by_name(tracking.EXPERIMENT)
+    (run,) = mlflow_db.search_runs([exp.experiment_id], "tags.`advgame.stage` = 'demo'")
+    used = {"baseline": __import__("advgame").config.load("params.yaml").baseline.model_dump()}
+    assert run.data.tags["advgame.input_hash"] == hash_inputs(["dep.txt"], used)
+    assert run.data.tags["advgame.git_commit"]
+    assert run.data.params["baseline.epochs"] == "2"
+    assert run.data.metrics["clean_error"] == 0.1
+    assert [m.value for m in mlflow_db.get_metric_history(run.info.run_id, "train_loss")] == [1.5, 0.5]
+    assert run.info.status == "FINISHED" and "mlflow.parentRunId" in run.data.tags
+
+
+def test_tracking_off_is_a_noop(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ADVGAME_TRACKING", "off")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    t = tracking.Tracker("baseline", {"a": 1}, {})
+    t.log_metrics({"loss": 1.0}, step=0)
+    t.finish()
+    assert not t.active and t.run_id is None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unreachable_server_is_one_line_user_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ADVGAME_TRACKING", "on")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens on port 9
+    for var in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.setenv(var, "x")  # record the original state, then test connect's defaults
+        monkeypatch.delenv(var)
+    try:
+        with pytest.raises(UserError) as e:
+            tracking.Tracker("baseline", {}, {})
+    finally:
+        import mlflow
+
+        mlflow.set_tracking_uri(None)
+    msg = str(e.value)
+    assert "unreachable" in msg and "127.0.0.1:9" in msg and "ADVGAME_TRACKING=off" in msg
+    assert "\n" not in msg
+
+
+def test_default_tracking_uri_is_sqlite_at_repo_root(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(ROOT / "tests")  # from a subfolder too
+    uri = tracking.tracking_uri()
+    assert uri.startswith("sqlite:///")
+    path = Path(uri.removeprefix("sqlite:///"))
+    assert path.is_absolute() and path == ROOT / "mlflow.db"
+
+
+def test_hash_inputs_changes_with_deps_and_params(tmp_path):
+    (tmp_path / "d").mkdir()
+    f, g = tmp_path / "a.txt", tmp_path / "d" / "b.txt"
+    f.write_text("one")
+    g.write_text("two")
+    deps = [str(f), str(tmp_path / "d")]
+    params = {"baseline": {"lr": 0.001, "epochs": 2}}
+    h = hash_inputs(deps, params)
+    assert h == hash_inputs(list(reversed(deps)), {"baseline": {"epochs": 2, "lr": 0.001}})
+    assert h != hash_inputs(deps, {"baseline": {"lr": 0.001, "epochs": 3}})
+    f.write_text("one!")
+    h2 = hash_inputs(deps, params)
+    assert h2 != h
+    g.write_text("two!")  # a file inside a folder dependency
+    assert hash_inputs(deps, params) != h2
