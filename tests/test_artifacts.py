@@ -145,8 +145,6 @@ def test_missing_json(tmp_path):
     assert "not found" in assert_one_line_user_error(tmp_path / "r.json", artifacts.load_json)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: load_json reads text before parsing; bytes that are not "
-                   "UTF-8 raise UnicodeDecodeError (a traceback) instead of a UserError")
 def test_binary_garbage_json(tmp_path):
     path = tmp_path / "r.json"
     path.write_bytes(b"\xff\xfe\x00\x81garbage")

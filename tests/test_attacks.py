@@ -169,8 +169,6 @@ def test_batched_equals_unbatched(trained_smallcnn):
     assert torch.equal(attacks.predict(m, x, batch=7), attacks.predict(m, x, batch=1000))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: with restarts > 1 the random starts are drawn batch by "
-                   "batch inside the restart loop, so PGD's result depends on eval.batch")
 def test_pgd_restarts_batched_equals_unbatched(trained_smallcnn):
     m, x, y = trained_smallcnn
     x, y = x[:30], y[:30]

@@ -140,3 +140,14 @@ def test_run_stage_writes_report(tmp_path, monkeypatch):
     rep = yaml.safe_load((tmp_path / "reports/stages/demo.json").read_text())
     assert rep["stage"] == "demo" and rep["clean_error"] == 0.25 and rep["eta"] == 0.3
     assert rep["seconds"] >= 0
+
+
+@pytest.mark.parametrize("section, key", [("baseline", "epochs"), ("attack", "eta")])
+def test_boolean_for_a_number_is_rejected(section, key):
+    msg = error_for(lambda r: r[section].update({key: True}))
+    assert f"{section}.{key}" in msg
+
+
+def test_yaml_float_strings_still_parse():
+    # PyYAML reads `lr: 1e-3` as the string "1e-3": a fix for the bug above must keep accepting it
+    assert config.parse(yaml.safe_load("baseline: {lr: 1e-3}")).baseline.lr == 0.001

@@ -85,8 +85,6 @@ def test_train_n_keeps_stratified_subset_of_train(mnist5k):
     assert torch.equal(data.stratified_head(y, 0), torch.arange(len(y)))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: train_n below the number of classes raises sklearn's "
-                   "ValueError (a traceback), not a UserError naming data.train_n")
 def test_train_n_below_classes_is_user_error(tmp_path):
     with pytest.raises(UserError, match="train_n"):
         data.prepare("mnist5k", tmp_path / "prepared", train_n=5)

@@ -1,13 +1,15 @@
 """The AttNet attacker and the alt / minimax / maximin game (src/advgame/game.py, stages)."""
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from advgame import UserError
-from advgame.artifacts import save_checkpoint, save_torch
+from advgame.artifacts import load_checkpoint, save_checkpoint, save_torch
 from advgame.attacks import attnet, ce_loss
 from advgame.config import AttackerParams, GameParams
 from advgame.defenders import load_defender
@@ -74,7 +76,7 @@ def test_minimax_penalty_value_and_gradient_match_finite_differences():
     fd_v = fd_grad(lambda: game_value(g, h, x, y, ETA), v)
     plain = defender_objective(g, h, x, y, ETA, c)
     penalised = minimax_defender_objective(g, h, x, y, ETA, c, gamma)
-    assert float(penalised - plain) == pytest.approx((1 - c) * gamma / 2 * sq(fd_v), rel=1e-6)
+    assert float((penalised - plain).detach()) == pytest.approx((1 - c) * gamma / 2 * sq(fd_v), rel=1e-6)
 
     # and its gradient wrt u goes through grad_v f (double backprop)
     auto = torch.autograd.grad(minimax_defender_objective(g, h, x, y, ETA, c, gamma), u)
@@ -239,8 +241,6 @@ def workdir(tmp_path, monkeypatch, tiny_mnist):
 
 
 def _set(path, section, **values):
-    import yaml
-
     p = yaml.safe_load(path.read_text())
     p[section].update(values)
     path.write_text(yaml.safe_dump(p))
@@ -253,13 +253,9 @@ def test_game_stage_saves_both_players(workdir):
     run_stage("alt", lambda ctx: mod.body(ctx, "alt"), sections=["run", "attack", "attacker", "game"])
     d = load_defender("alt", "models/alt.pt")
     assert d.meta["defender"] == "alt"
-    from advgame.artifacts import load_checkpoint
-
     att = load_checkpoint("models/alt-attacker.pt")
     assert att["meta"]["arch"] == "mlp" and att["meta"]["eta"] == 0.3
     model_from_checkpoint(att)
-    import json
-
     rep = json.loads(Path("reports/stages/alt.json").read_text())
     assert {"clean_error", "own_attnet_error"} <= set(rep)
 
@@ -279,12 +275,8 @@ def test_attackers_stage_trains_one_attacker_per_arch(workdir):
     mod = _stage("attackers")
     run_stage("attackers-baseline", lambda ctx: mod.body(ctx, "baseline"),
               sections=["run", "attack", "attacker"])
-    import json
-
     rep = json.loads(Path("reports/stages/attackers-baseline.json").read_text())
     for arch in ("mlp", "conv", "unet"):
-        from advgame.artifacts import load_checkpoint
-
         ck = load_checkpoint(f"models/attackers/baseline/{arch}.pt")
         assert ck["meta"]["defender"] == "baseline" and ck["meta"]["arch"] == arch
         model_from_checkpoint(ck)

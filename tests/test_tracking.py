@@ -10,16 +10,25 @@ from advgame.stage import hash_inputs, run_stage
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def mlflow_db(tmp_path, monkeypatch):
-    """Tracking on, into a throwaway SQLite store; the cwd is tmp so artifacts land there too."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("ADVGAME_TRACKING", "on")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("ADVGAME_PIPELINE_ID", "test-pipeline-1")
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One throwaway SQLite store per module (creating its schema takes seconds)."""
     import mlflow
 
-    yield mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    return uri, mlflow.MlflowClient(tracking_uri=uri)
+
+
+@pytest.fixture
+def mlflow_db(store, tmp_path, monkeypatch, request):
+    """Tracking on, into the test store, as one pipeline execution of its own; cwd is tmp."""
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ADVGAME_TRACKING", "on")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store[0])
+    monkeypatch.setenv("ADVGAME_PIPELINE_ID", request.node.name)
+    yield store[1]
     mlflow.set_tracking_uri(None)
 
 
@@ -35,19 +44,22 @@ def test_tracker_child_run_with_tags_and_params(mlflow_db):
     assert run.info.status == "FINISHED"
     parent = mlflow_db.get_run(run.data.tags["mlflow.parentRunId"])
     assert parent.info.run_id == t.parent_id != t.run_id
-    assert parent.data.tags["advgame.pipeline_id"] == "test-pipeline-1"
+    assert parent.data.tags["advgame.pipeline_id"] == "test_tracker_child_run_with_tags_and_params"
 
 
 def test_trackers_of_one_pipeline_share_the_parent(mlflow_db, monkeypatch):
     a = tracking.Tracker("prepare", {}, {})
     b = tracking.Tracker("baseline", {}, {})
     assert a.parent_id == b.parent_id
-    monkeypatch.setenv("ADVGAME_PIPELINE_ID", "test-pipeline-2")
+    exp = mlflow_db.get_experiment_by_name(tracking.EXPERIMENT)
+    children = mlflow_db.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{a.parent_id}'")
+    assert {r.info.run_id for r in children} == {a.run_id, b.run_id}
+    monkeypatch.setenv("ADVGAME_PIPELINE_ID", "another-pipeline")
     c = tracking.Tracker("prepare", {}, {})
     assert c.parent_id != a.parent_id
-    exp = mlflow_db.get_experiment_by_name(tracking.EXPERIMENT)
-    parents = mlflow_db.search_runs([exp.experiment_id], "tags.`advgame.stage` = 'pipeline'")
-    assert len(parents) == 2
+    for pid in ("another-pipeline", "test_trackers_of_one_pipeline_share_the_parent"):
+        found = mlflow_db.search_runs([exp.experiment_id], f"tags.`advgame.pipeline_id` = '{pid}'")
+        assert len(found) == 1  # exactly one parent per pipeline execution
 
 
 def test_metric_history_by_step(mlflow_db):
@@ -71,6 +83,7 @@ def test_run_stage_tags_its_run(mlflow_db, tmp_path):
     run_stage("demo", body, sections=["baseline"], deps=["dep.txt"])
     exp = mlflow_db.get_experiment_by_name(tracking.EXPERIMENT)
     (run,) = mlflow_db.search_runs([exp.experiment_id], "tags.`advgame.stage` = 'demo'")
+    assert (tmp_path / "reports/stages/demo.json").exists()
     used = {"baseline": __import__("advgame").config.load("params.yaml").baseline.model_dump()}
     assert run.data.tags["advgame.input_hash"] == hash_inputs(["dep.txt"], used)
     assert run.data.tags["advgame.git_commit"]
@@ -134,3 +147,17 @@ def test_hash_inputs_changes_with_deps_and_params(tmp_path):
     assert h2 != h
     g.write_text("two!")  # a file inside a folder dependency
     assert hash_inputs(deps, params) != h2
+
+
+def test_crashing_stage_marks_its_run_failed(mlflow_db, tmp_path):
+    (tmp_path / "params.yaml").write_text("{}\n")
+
+    def body(ctx):
+        raise RuntimeError("a bug in a stage")
+
+    with pytest.raises(RuntimeError):
+        run_stage("crash", body, sections=["run"])
+    assert not (tmp_path / "reports").exists()
+    exp = mlflow_db.get_experiment_by_name(tracking.EXPERIMENT)
+    (run,) = mlflow_db.search_runs([exp.experiment_id], "tags.`advgame.stage` = 'crash'")
+    assert run.info.status == "FAILED"

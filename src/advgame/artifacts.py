@@ -39,7 +39,7 @@ def load_json(path: str | Path) -> Any:
         raise UserError(f"{path}: not found; run the stage that produces it (dvc repro)")
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: corrupt JSON ({e}); delete it and rerun dvc repro") from None
 
 

@@ -64,18 +64,16 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, steps: i
     example if one was found, else the one with the highest loss."""
     step_size = 2.5 * eta / steps if step_size is None else step_size
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    out = x.clone()
+    best = x.clone()
+    best_key = torch.full((len(x),), -float("inf"), device=x.device)
     with eval_mode(model):
-        for s in _batches(len(x), batch):
-            xb, yb = x[s], y[s]
-            best = xb.clone()
-            best_key = torch.full((len(xb),), -float("inf"), device=x.device)
-            for _ in range(restarts):
-                if random_start:
-                    noise = torch.empty(xb.shape).uniform_(-eta, eta, generator=gen).to(x.device)
-                    xa = (xb + noise).clamp(0.0, 1.0)
-                else:
-                    xa = xb.clone()
+        for _ in range(restarts):
+            # one draw per restart over all of x, so the result does not depend on `batch`
+            if random_start:
+                noise = torch.empty(x.shape).uniform_(-eta, eta, generator=gen).to(x.device)
+            for s in _batches(len(x), batch):
+                xb, yb = x[s], y[s]
+                xa = (xb + noise[s]).clamp(0.0, 1.0) if random_start else xb.clone()
                 for _ in range(steps):
                     g = input_grad(model, xa, yb, loss)
                     xa = project(xa + step_size * g.sign(), xb, eta)
@@ -83,11 +81,10 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, steps: i
                     lv = loss(model, xa, yb)
                     wrong = model(xa).argmax(1) != yb
                     key = torch.where(wrong, torch.full_like(lv, float("inf")), lv)
-                    better = key > best_key
-                    best[better] = xa[better]
-                    best_key = torch.where(better, key, best_key)
-            out[s] = best
-    return out
+                    better = key > best_key[s]
+                    best[s][better] = xa[better]
+                    best_key[s] = torch.where(better, key, best_key[s])
+    return best
 
 
 def attnet_example(attacker: nn.Module, x: torch.Tensor, eta: float) -> torch.Tensor:

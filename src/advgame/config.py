@@ -21,6 +21,14 @@ ATTACKER_ARCHS = ("mlp", "conv", "unet")
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, v, info):
+        # pydantic's lax mode would read YAML true/false as 1/0
+        if isinstance(v, bool) and cls.model_fields[info.field_name].annotation is not bool:
+            raise ValueError("must be a number, not true/false")
+        return v
+
 
 class RunParams(Section):
     device: str = "auto"
@@ -51,6 +59,7 @@ class TrainParams(Section):
     lr: float = Field(1e-3, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "cosine"] = "constant"
     epochs: int = Field(5, ge=1)
     batch: int = Field(128, ge=1)
     seed: int = 0

@@ -89,6 +89,9 @@ def stratified_head(y: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
 
     if n <= 0 or n >= len(y):
         return torch.arange(len(y))
+    classes = len(torch.unique(y))
+    if n < classes:
+        raise UserError(f"data.train_n: {n} is fewer than the {classes} classes; use 0 (all) or at least {classes}")
     idx, _ = train_test_split(np.arange(len(y)), train_size=n, stratify=y.numpy(), random_state=seed)
     return torch.from_numpy(np.sort(idx))
 

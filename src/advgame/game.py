@@ -17,6 +17,7 @@ In minimax the penalty stands in for the attacker's best response (max_v f ~ f +
 """
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
 from typing import Callable
 
@@ -95,7 +96,10 @@ def train_attacker(defender_model: nn.Module, attack_loss: LossFn, x: torch.Tens
     """A fresh attacker of `arch` trained to maximise mean attack_loss(g, z(x; v), y) against the
     frozen defender, for at most cfg.epochs; it stops earlier once an epoch raises the mean loss by
     less than `tol` (relative): the attacker has converged. Per epoch it logs the train loss and
-    the attack success (`errors`, default misclassification) on the first `probe` train images."""
+    the attack success (`errors`, default misclassification) on the first `probe` train images,
+    and it returns the attacker of the epoch with the highest success: once tanh saturates the
+    attacker can collapse to a weaker fixed pattern, and AttNet-curr should be the strongest one
+    training found (chosen on training images, never on the test split)."""
     torch.manual_seed(cfg.seed)
     attacker = build_attacker(arch, tuple(shape), cfg.hidden, cfg.width).to(device)
     opt = make_optimizer(TrainParams(optimizer=cfg.optimizer, lr=cfg.lr), attacker.parameters())
@@ -105,6 +109,7 @@ def train_attacker(defender_model: nn.Module, attack_loss: LossFn, x: torch.Tens
             return defender_model(xa).argmax(1) != ya
     xp, yp = x[:probe].to(device), y[:probe].to(device)
     history: list[dict] = []
+    best = None
     with frozen(defender_model):
         for epoch in range(cfg.epochs):
             attacker.train()
@@ -123,10 +128,13 @@ def train_attacker(defender_model: nn.Module, attack_loss: LossFn, x: torch.Tens
             history.append({"train_loss": total / max(count, 1), "train_attack_success": success})
             if log is not None:
                 log(history[-1], epoch)
+            if best is None or success > best[0]:
+                best = (success, copy.deepcopy(attacker.state_dict()))
             if epoch > 0:
                 prev = history[-2]["train_loss"]
                 if history[-1]["train_loss"] - prev < tol * abs(prev):
                     break
+    attacker.load_state_dict(best[1])
     attacker.eval()
     return attacker, history
 

@@ -89,6 +89,10 @@ def run_stage(name: str, body: Callable[[StageContext], dict | None], sections: 
             tracker.finish(ok=False)
         print(f"error [{name}]: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    except Exception:
+        if tracker is not None:
+            tracker.finish(ok=False)
+        raise
     except KeyboardInterrupt:
         if tracker is not None:
             tracker.finish(ok=False)

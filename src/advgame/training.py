@@ -73,6 +73,8 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective
     opt = make_optimizer(cfg, model.parameters())
     history = []
     nb = math.ceil(len(x) / cfg.batch)
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * nb)
+             if cfg.schedule == "cosine" else None)
     for epoch in range(cfg.epochs):
         model.train()
         total, count = 0.0, 0
@@ -83,6 +85,8 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             total, count = total + v * len(xb), count + len(xb)
         metrics = {"train_loss": total / max(count, 1)}
         if on_epoch is not None:

@@ -1,0 +1,66 @@
+"""Stage magnet: MagNet (Meng & Chen 2017) around the frozen baseline classifier.
+
+Trains the denoising autoencoder (reformer) on the first 90% of the training split, sets the
+detector threshold on the last 10% (held out) so that a fraction `magnet.fpr` of it is
+rejected, and saves models/magnet.pt (classifier state_dict + reformer + meta).
+The final PGD-40 errors are on the first 200 test images (the evaluation stage attacks the whole
+test split): grey-box = PGD against the bare classifier, the example then passed through
+MagNet; white-box = PGD through the reformer with the detector penalty (magnet.detector_weight).
+A rejected clean image is an error; a rejected adversarial image is defended.
+"""
+from advgame.artifacts import load_checkpoint, save_checkpoint
+from advgame.attacks import pgd
+from advgame.data import load_split
+from advgame.magnet import (Reformer, build_defender, denoising_objective, magnet_meta, recon_errors,
+                            split_holdout, threshold_for)
+from advgame.models import model_from_checkpoint
+from advgame.stage import run_stage
+from advgame.training import fit
+
+DATA = "data/prepared"
+BASELINE = "models/baseline.pt"
+PGD_N, PGD_STEPS = 200, 40
+
+
+def body(ctx):
+    p, cfg = ctx.params, ctx.params.magnet
+    eta = p.attack.eta
+    x, y = load_split(DATA, "train")
+    xt, yt = load_split(DATA, "test")
+    (x_fit, y_fit), (x_hold, _) = split_holdout(x, y)
+    ckpt = load_checkpoint(BASELINE)
+    classifier = model_from_checkpoint(ckpt).to(ctx.device).eval()
+    ae = Reformer(x.shape[1])
+    x_hold = x_hold.to(ctx.device)
+    fit(ae, x_fit, y_fit, denoising_objective(cfg.noise, cfg.seed), cfg, ctx.device, log=ctx.log,
+        desc="magnet reformer", on_epoch=lambda e: {"heldout_l1": float(recon_errors(ae, x_hold).mean())})
+    hold_err = recon_errors(ae, x_hold)
+    threshold = threshold_for(hold_err, cfg.fpr)
+    meta = magnet_meta({**ckpt["meta"], "defender": "magnet"}, ae, threshold, cfg.detector_weight,
+                       cfg.fpr, cfg.noise)
+    save_checkpoint(classifier, meta, "models/magnet.pt",
+                    reformer={k: v.detach().cpu() for k, v in ae.state_dict().items()})
+
+    d = build_defender("magnet", classifier, ae, threshold, cfg.detector_weight, meta)
+    xt, yt = xt.to(ctx.device), yt.to(ctx.device)
+    xa, ya = xt[:PGD_N], yt[:PGD_N]
+    grey = pgd(d.classifier, xa, ya, eta, steps=PGD_STEPS)
+    white = pgd(d.model, xa, ya, eta, steps=PGD_STEPS, loss=d.attack_loss)
+    out = {
+        "clean_error": float(d.errors(xt, yt, clean=True).float().mean()),
+        "false_positive_rate": float((hold_err > threshold).float().mean()),
+        "test_rejection_rate": float(d.reject(xt).float().mean()),
+        "threshold": threshold,
+        "greybox_pgd_error": float(d.errors(grey, ya, clean=False).float().mean()),
+        "whitebox_pgd_error": float(d.errors(white, ya, clean=False).float().mean()),
+        # how often each attack is caught by the detector (detected = defended)
+        "greybox_detected": float(d.reject(grey).float().mean()),
+        "whitebox_detected": float(d.reject(white).float().mean()),
+    }
+    ctx.tracker.log_model(ae, "reformer", x[:2])
+    return out
+
+
+if __name__ == "__main__":
+    run_stage("magnet", body, sections=["run", "attack", "magnet"],
+              deps=[DATA, BASELINE, "src/advgame/magnet.py"])

@@ -1,0 +1,173 @@
+"""dvc.yaml is generated from params.yaml: it must be current, and its shape must let DVC rerun
+only what changed."""
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from advgame import config, pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def params(**changes) -> config.Params:
+    """The default params with `section.key` overrides (write `section__key=value`)."""
+    raw = copy.deepcopy(RAW)
+    for k, v in changes.items():
+        section, key = k.split("__")
+        raw[section][key] = v
+    return config.parse(raw)
+
+
+def stages(p: config.Params) -> dict:
+    return yaml.safe_load(pipeline.render(p))["stages"]
+
+
+def test_committed_dvc_yaml_is_current(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert pipeline.main(["--check"]) == 0
+
+
+def test_check_detects_stale_file(tmp_path, capsys):
+    out = tmp_path / "dvc.yaml"
+    out.write_text(pipeline.render(params(catmouse__rounds=2)))
+    assert pipeline.main(["--check", "--params", str(ROOT / "params.yaml"), "--out", str(out)]) == 1
+    assert "stale" in capsys.readouterr().err
+    assert pipeline.main(["--params", str(ROOT / "params.yaml"), "--out", str(out)]) == 0
+    assert pipeline.main(["--check", "--params", str(ROOT / "params.yaml"), "--out", str(out)]) == 0
+
+
+def test_rounds_form_a_chain():
+    st = stages(params(catmouse__rounds=3))
+    assert [s for s in st if s.startswith("round-")] == ["round-1", "round-2", "round-3"]
+    for k in (1, 2, 3):
+        prev = "models/baseline.pt" if k == 1 else f"models/adv-fgsm-{k - 1}.pt"
+        r = st[f"round-{k}"]
+        assert prev in r["deps"]
+        assert f"models/adv-fgsm-{k}.pt" in r["outs"]
+        assert not any(d.startswith("models/adv-fgsm-") and d != prev for d in r["deps"])
+    assert "eval-adv-fgsm-3" in st and "eval-adv-fgsm-2" not in st
+
+
+def test_adding_a_round_leaves_earlier_rounds_unchanged():
+    three, four = stages(params(catmouse__rounds=3)), stages(params(catmouse__rounds=4))
+    for k in (1, 2, 3):
+        assert three[f"round-{k}"] == four[f"round-{k}"]
+        assert "catmouse.rounds" not in four[f"round-{k}"]["params"]
+        assert "catmouse.matrix_rounds" not in four[f"round-{k}"]["params"]
+        assert "catmouse" not in four[f"round-{k}"]["params"]  # the whole section would include rounds
+
+
+@pytest.mark.parametrize("gone", ["trades", "magnet", "minimax", "sens-fgsm"])
+def test_removing_a_defender_removes_its_stages(gone):
+    defenders = [d for d in RAW["study"]["defenders"] if d != gone]
+    st = stages(params(study__defenders=defenders))
+    assert gone not in st and f"attackers-{gone}" not in st and f"eval-{gone}" not in st
+    text = yaml.safe_dump(st)
+    assert f"models/{gone}.pt" not in text and f"reports/eval/{gone}.json" not in text
+    assert f"--defender {gone}" not in text
+
+
+def test_without_catmouse_there_are_no_rounds():
+    defenders = [d for d in RAW["study"]["defenders"] if d != "catmouse"]
+    st = stages(params(study__defenders=defenders))
+    assert not any(s.startswith("round-") or "adv-fgsm" in s for s in st) and "catmouse" not in st
+
+
+def walk_keys(d, prefix=""):
+    for k, v in d.items():
+        yield f"{prefix}{k}"
+        if isinstance(v, dict):
+            yield from walk_keys(v, f"{prefix}{k}.")
+
+
+def test_no_param_named_size_or_nfiles():
+    # DVC's run-cache treats keys named size/nfiles as file metadata and ignores them
+    bad = [k for k in walk_keys(RAW) if k.split(".")[-1] in ("size", "nfiles")]
+    assert not bad
+
+
+def lookup(raw: dict, dotted: str):
+    node = raw
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return KeyError
+        node = node[part]
+    return node
+
+
+def test_every_declared_param_exists_in_params_yaml():
+    # DVC refuses to run a stage whose declared param key is missing from params.yaml
+    st = stages(config.parse(RAW))
+    missing = {f"{name}: {key}" for name, s in st.items() for key in s.get("params", [])
+               if lookup(RAW, key) is KeyError}
+    assert not missing, sorted(missing)
+
+
+def test_default_stage_count_is_bounded():
+    st = stages(config.parse(RAW))
+    assert len(st) < 150
+    assert {"prepare", "baseline", "report"} <= set(st)
+
+
+def test_every_stage_dependency_is_produced_or_in_the_repo():
+    # a dependency that no stage writes must be a file in git (source or stage script)
+    st = stages(config.parse(RAW))
+    outs = set()
+    for s in st.values():
+        for group in ("outs", "metrics", "plots"):
+            for o in s.get(group, []):
+                outs.add(o if isinstance(o, str) else next(iter(o)))
+    for name, s in st.items():
+        for d in s["deps"]:
+            produced = any(d == o or d.startswith(o + "/") for o in outs)
+            assert produced or d.startswith(("src/", "stages/")), f"{name}: {d}"
+
+
+def advgame_imports(path: Path) -> set[str]:
+    """Modules of advgame a file imports (absolute `advgame.x` or, inside the package, `.x`)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("advgame.")}
+        elif isinstance(node, ast.ImportFrom):
+            inside = node.level == 1 or node.module == "advgame" or (node.module or "").startswith("advgame.")
+            if not inside:
+                continue
+            mod = (node.module or "").removeprefix("advgame").lstrip(".")
+            if mod:
+                found.add(mod.split(".")[0])
+            else:  # from advgame import config, UserError
+                found |= {a.name for a in node.names if (ROOT / "src/advgame" / f"{a.name}.py").exists()}
+    return found
+
+
+def closure(script: Path) -> set[str]:
+    todo, seen = list(advgame_imports(script)), set()
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo += advgame_imports(ROOT / "src/advgame" / f"{m}.py")
+    return seen
+
+
+@pytest.mark.parametrize("name", list(stages(config.parse(RAW))))
+def test_stage_depends_on_the_code_it_runs(name):
+    # editing a module a stage runs must rerun it; logging and the generator itself are exempt
+    st = stages(config.parse(RAW))[name]
+    script = ROOT / st["cmd"].split()[1]
+    exempt = {f"src/advgame/{m}.py" for m in ("tracking", "pipeline", "summary")}
+    needed = {f"src/advgame/{m}.py" for m in closure(script)} - exempt
+    assert needed <= set(st["deps"]), sorted(needed - set(st["deps"]))
+
+
+def test_every_stage_declares_its_stage_report():
+    # run_stage writes reports/stages/<stage>.json: an undeclared output is invisible to DVC
+    for name, st in stages(config.parse(RAW)).items():
+        declared = [next(iter(m)) for m in st.get("metrics", [])]
+        assert f"reports/stages/{name}.json" in declared, name
