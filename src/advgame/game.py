@@ -145,7 +145,7 @@ def play(mode: str, defender: nn.Module, attacker: nn.Module, x: torch.Tensor, y
          cfg: GameParams, eta: float, device="cpu", log: LogFn | None = None,
          xt: torch.Tensor | None = None, yt: torch.Tensor | None = None) -> list[dict]:
     """Train both players in place for cfg.epochs of `mode` (alt, minimax, maximin). Per epoch it
-    logs both curves (defender loss, attacker objective, f) and, given a test split, the clean
+    logs both curves (defender loss, attacker objective) and, given a test split, the clean
     and own-attacker test errors. NaN/inf or a loss above cfg.max_loss raises TrainingDiverged."""
     if mode not in MODES:
         raise UserError(f"game mode: unknown '{mode}'; allowed values: {', '.join(MODES)}")
