@@ -7,13 +7,13 @@ os.environ["ADVGAME_TRACKING"] = "off"  # unit tests never talk to MLflow (e2e t
 torch.set_num_threads(1)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_mnist():
     """A small, real slice of mnist5k (train 600, test 200) for quick training tests."""
     from advgame.data import load_mnist5k
 
     (x, y), (xt, yt) = load_mnist5k(0.2, 0)
-    return x[:600], y[:600], xt[:200], yt[:200]
+    return x[:600].clone(), y[:600].clone(), xt[:200].clone(), yt[:200].clone()
 
 
 @pytest.fixture(scope="session")
