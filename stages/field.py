@@ -4,7 +4,7 @@
 
 Per epoch it logs the training loss, the clean test error and a quick PGD-10 error on the first
 200 test images; the final `pgd_error` is PGD-40 (step 2.5 * eta / 40, one random start) on the
-first 500 test images (the evaluation stage attacks the whole test split).
+first 200 test images (the evaluation stage attacks the whole test split).
 """
 import argparse
 
@@ -19,7 +19,7 @@ from advgame.training import error_rate, fit
 DATA = "data/prepared"
 BASELINE = "models/baseline.pt"
 EPOCH_PGD_N, EPOCH_PGD_STEPS = 200, 10
-FINAL_PGD_N, FINAL_PGD_STEPS = 500, 40
+FINAL_PGD_N, FINAL_PGD_STEPS = 200, 40
 DEFENSES = ("pgd-at", "trades", "fgsm-rs")
 
 

@@ -20,19 +20,11 @@ def _pgd_error(model, x, y):
 
 
 @pytest.fixture(scope="module")
-def standard_tuned(trained_smallcnn, tiny_mnist_module):
-    x, y, xt, yt = tiny_mnist_module
+def standard_tuned(trained_smallcnn, tiny_mnist):
+    x, y, xt, yt = tiny_mnist
     m = copy.deepcopy(trained_smallcnn[0])
     fit(m, x, y, standard_objective, TUNE)
     return _pgd_error(m, xt, yt)
-
-
-@pytest.fixture(scope="module")
-def tiny_mnist_module():
-    from advgame.data import load_mnist5k
-
-    (x, y), (xt, yt) = load_mnist5k(0.2, 0)
-    return x[:600], y[:600], xt[:200], yt[:200]
 
 
 @pytest.mark.parametrize("objective", [
@@ -40,17 +32,17 @@ def tiny_mnist_module():
     field.trades_objective(ETA, 2, 2.5, 6.0),
     field.fgsm_rs_objective(ETA, 1.25),
 ], ids=["pgd-at", "trades", "fgsm-rs"])
-def test_defense_lowers_pgd_error(objective, trained_smallcnn, tiny_mnist_module, standard_tuned):
-    x, y, xt, yt = tiny_mnist_module
+def test_defense_lowers_pgd_error(objective, trained_smallcnn, tiny_mnist, standard_tuned):
+    x, y, xt, yt = tiny_mnist
     m = copy.deepcopy(trained_smallcnn[0])  # the same init as standard training
     fit(m, x, y, objective, TUNE)
     assert _pgd_error(m, xt, yt) < standard_tuned - 0.05
 
 
 @pytest.fixture
-def small(tiny_mnist_module):
+def small(tiny_mnist):
     torch.manual_seed(0)
-    x, y = tiny_mnist_module[0][:16], tiny_mnist_module[1][:16]
+    x, y = tiny_mnist[0][:16], tiny_mnist[1][:16]
     return SmallCNN(), x, y
 
 

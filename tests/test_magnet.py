@@ -24,11 +24,11 @@ def digits():
 
 @pytest.fixture(scope="module")
 def reformer(digits):
-    x, y = digits[0][:800], digits[1][:800]
+    x, y = digits[0][:1000], digits[1][:1000]
     torch.manual_seed(0)
     ae = magnet.Reformer(1)
     before = magnet.recon_errors(ae, digits[0][3000:3200]).mean()
-    fit(ae, x, y, magnet.denoising_objective(0.1), TrainParams(epochs=2, batch=32, lr=1e-2))
+    fit(ae, x, y, magnet.denoising_objective(0.1), TrainParams(epochs=2, batch=16, lr=3e-2))
     return ae, before
 
 

@@ -59,9 +59,14 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, batch: 
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, steps: int = 40,
         step_size: float | None = None, restarts: int = 1, random_start: bool = True,
-        seed: int = 0, batch: int = 1000, loss: LossFn = ce_loss) -> torch.Tensor:
+        seed: int = 0, batch: int = 1000, loss: LossFn = ce_loss,
+        success: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Madry's L-inf PGD with random start; over restarts keeps, per example, a misclassified
-    example if one was found, else the one with the highest loss."""
+    example if one was found, else the one with the highest loss.
+
+    `success(x_adv, y) -> bool` (e.g. "misclassified and not detected" for a defender with a
+    detector) is checked after every step, and an example that succeeds once is kept: an attacker
+    that swings back and forth across a detector threshold must not lose what it found."""
     step_size = 2.5 * eta / steps if step_size is None else step_size
     gen = torch.Generator(device="cpu").manual_seed(seed)
     best = x.clone()
@@ -74,12 +79,18 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, steps: i
             for s in _batches(len(x), batch):
                 xb, yb = x[s], y[s]
                 xa = (xb + noise[s]).clamp(0.0, 1.0) if random_start else xb.clone()
+                done = torch.zeros(len(xb), dtype=torch.bool, device=x.device)
                 for _ in range(steps):
                     g = input_grad(model, xa, yb, loss)
-                    xa = project(xa + step_size * g.sign(), xb, eta)
+                    step = project(xa + step_size * g.sign(), xb, eta)
+                    xa = torch.where(done.view(-1, *[1] * (x.ndim - 1)), xa, step)
+                    if success is not None:
+                        with torch.no_grad():
+                            done |= success(xa, yb)
                 with torch.no_grad():
                     lv = loss(model, xa, yb)
-                    wrong = model(xa).argmax(1) != yb
+                    wrong = done | (model(xa).argmax(1) != yb) if success is not None else \
+                        model(xa).argmax(1) != yb
                     key = torch.where(wrong, torch.full_like(lv, float("inf")), lv)
                     better = key > best_key[s]
                     best[s][better] = xa[better]

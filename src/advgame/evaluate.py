@@ -66,9 +66,12 @@ class Plan:
 
 def _pgd(defender: Defender, x, y, eta, plan: Plan, seed: int, target: nn.Module | None = None,
          loss=None):
+    # with a detector, success = misclassified and not rejected, kept from any step
+    success = None if defender.reject is None else (
+        lambda xa, ya: defender.errors(xa, ya, clean=False, batch=len(xa)))
     return pgd(target or defender.model, x, y, eta, steps=plan.pgd_steps,
                step_size=plan.pgd_step_ratio * eta / plan.pgd_steps, restarts=plan.pgd_restarts,
-               seed=seed, batch=plan.batch, loss=loss or defender.attack_loss)
+               seed=seed, batch=plan.batch, loss=loss or defender.attack_loss, success=success)
 
 
 def evaluate_defender(defender: Defender, x: torch.Tensor, y: torch.Tensor, plan: Plan,
