@@ -39,7 +39,8 @@ def body(ctx, name):
     # saved only once every attacker trained: a divergence leaves nothing behind
     for arch, attacker in trained.items():
         path = f"models/attackers/{name}/{arch}.pt"
-        save_checkpoint(attacker, attacker_meta(arch, x.shape, a.hidden, a.width, defender=name, eta=eta), path)
+        meta = attacker_meta(arch, x.shape, a.hidden, a.width, defender=name, eta=eta)
+        save_checkpoint(attacker, meta, path)
         ctx.tracker.log_artifact(path, "attackers")
     return final
 

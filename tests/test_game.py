@@ -94,7 +94,8 @@ def test_maximin_penalty_value_and_gradient_match_finite_differences():
 
     fd_u = fd_grad(lambda: game_value(g, h, x, y, ETA), u)
     obj = maximin_attacker_objective(g, h, x, y, ETA, gamma)
-    assert float(obj.detach()) == pytest.approx(float(game_value(g, h, x, y, ETA)) - gamma / 2 * sq(fd_u), rel=1e-6)
+    f = float(game_value(g, h, x, y, ETA).detach())
+    assert float(obj.detach()) == pytest.approx(f - gamma / 2 * sq(fd_u), rel=1e-6)
 
     auto = torch.autograd.grad(maximin_attacker_objective(g, h, x, y, ETA, gamma), v)
     assert_close(auto, fd_grad(lambda: maximin_attacker_objective(g, h, x, y, ETA, gamma), v))
@@ -105,7 +106,7 @@ def test_maximin_penalty_value_and_gradient_match_finite_differences():
 def test_sq_grad_norm_is_differentiable():
     w = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
     s = sq_grad_norm((w ** 3).sum(), [w])  # sum (3 w^2)^2 = 9 sum w^4
-    assert float(s) == pytest.approx(9 * (1 + 16))
+    assert float(s.detach()) == pytest.approx(9 * (1 + 16))
     (d,) = torch.autograd.grad(s, w)
     torch.testing.assert_close(d, 36 * w.detach() ** 3)
 
@@ -113,7 +114,7 @@ def test_sq_grad_norm_is_differentiable():
 def _play(mode, gamma, k=2, epochs=2):
     g, h = tiny_players()
     x, y = tiny_data(n=40)
-    cfg = GameParams(epochs=epochs, batch=8, k=k, gamma=gamma, lr=1e-2, lr_attacker=1e-2, seed=3)
+    cfg = GameParams(epochs=epochs, batch=8, k=k, gamma=gamma, gamma_maximin=gamma, lr=1e-2, lr_attacker=1e-2, seed=3)
     hist = play(mode, g, h, x, y, cfg, ETA, xt=x, yt=y)
     return g, h, hist
 
@@ -151,15 +152,15 @@ def test_alt_attacker_ascends_and_defender_descends():
     """One alt minibatch: the attacker's step raises f, the defender's step lowers its loss."""
     g, h = tiny_players()
     x, y = tiny_data(n=8)
-    f0 = float(game_value(g, h, x, y, ETA))
+    f0 = float(game_value(g, h, x, y, ETA).detach())
     cfg = GameParams(epochs=1, batch=8, k=1, lr=1e-2, lr_attacker=1e-2, clean_weight=0.0)
     g2, h2 = tiny_players()
     # attacker alone: the defender's learning rate is negligible
     play("alt", g2, h2, x, y, cfg.model_copy(update={"lr": 1e-12}), ETA)
-    assert float(game_value(g2, h2, x, y, ETA)) > f0
+    assert float(game_value(g2, h2, x, y, ETA).detach()) > f0
     # defender alone: the attacker's learning rate is negligible
     play("alt", g, h, x, y, cfg.model_copy(update={"lr_attacker": 1e-12}), ETA)
-    assert float(game_value(g, h, x, y, ETA)) < f0
+    assert float(game_value(g, h, x, y, ETA).detach()) < f0
 
 
 def test_unknown_mode_is_a_user_error():

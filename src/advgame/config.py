@@ -135,7 +135,9 @@ class GameParams(TrainParams):
     attacker_arch: Literal["mlp", "conv", "unet"] = "mlp"
     k: int = Field(1, ge=1, description="attacker ascent steps per defender descent step")
     lr_attacker: float = Field(1e-3, gt=0)
-    gamma: float = Field(1.0, ge=0, description="sensitivity penalty weight (minimax, maximin)")
+    gamma: float = Field(1.0, ge=0, description="minimax: weight of gamma/2 ||grad_v f||^2")
+    gamma_maximin: float = Field(0.01, ge=0, description="maximin: weight of gamma/2 ||grad_u f||^2 "
+                                 "(||grad_u f||^2 is ~1e8 times ||grad_v f||^2, so one gamma cannot serve both)")
     clean_weight: float = Field(0.5, ge=0, le=1)
     max_loss: float = Field(1e4, gt=0, description="a loss above this stops training")
 

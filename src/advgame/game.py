@@ -159,7 +159,7 @@ def play(mode: str, defender: nn.Module, attacker: nn.Module, x: torch.Tensor, y
 
     def attacker_objective(xb, yb):
         if mode == "maximin":
-            return maximin_attacker_objective(defender, attacker, xb, yb, eta, cfg.gamma)
+            return maximin_attacker_objective(defender, attacker, xb, yb, eta, cfg.gamma_maximin)
         return game_value(defender, attacker, xb, yb, eta)
 
     def defender_loss(xb, yb):
