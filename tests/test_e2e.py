@@ -44,7 +44,10 @@ def project(tmp_path_factory):
     d = tmp_path_factory.mktemp("proj")
     for sub in ("stages", "src"):
         shutil.copytree(ROOT / sub, d / sub, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    (d / "params.yaml").write_text(yaml.safe_dump(TINY))
+    # DVC needs every declared key in params.yaml: write the tiny overrides on top of the defaults
+    from advgame import config
+
+    (d / "params.yaml").write_text(yaml.safe_dump(config.parse(TINY).model_dump(), sort_keys=False))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "ADVGAME_TRACKING": "on",
            "MLFLOW_TRACKING_URI": f"sqlite:///{d}/mlflow.db", "PYTHONPATH": str(d / "src"),
            "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",

@@ -38,8 +38,10 @@ def round_objective(a: float) -> Objective:
 
 def play_round(prev_model: nn.Module, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor,
                yt: torch.Tensor, eta: float, cfg: CatMouseParams, device: torch.device | str = "cpu",
-               log: LogFn | None = None, batch: int = 1000, desc: str = "round"):
+               log: LogFn | None = None, batch: int = 256, desc: str = "round"):
     """One round: returns (u_k, metrics, FGSM-k test examples). `prev_model` is left untouched.
+    `batch` only chunks the attacks and evaluations: 256 runs about twice as fast on a CPU as
+    1000 (whose activations fall out of cache).
 
     metrics: "clean" error on the clean test set, "own_attack" error on FGSM-k (made against
     u_(k-1)), "next_attack" error on FGSM-(k+1) (made against u_k)."""
