@@ -139,7 +139,8 @@ def test_run_stage_writes_report(tmp_path, monkeypatch):
               sections=["run", "attack"])
     rep = yaml.safe_load((tmp_path / "reports/stages/demo.json").read_text())
     assert rep["stage"] == "demo" and rep["clean_error"] == 0.25 and rep["eta"] == 0.3
-    assert rep["seconds"] >= 0
+    took = rep["seconds"]  # the stage report records its duration (a value, not a timing check)
+    assert isinstance(took, float) and took >= 0
 
 
 @pytest.mark.parametrize("section, key", [("baseline", "epochs"), ("attack", "eta")])
