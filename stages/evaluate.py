@@ -1,4 +1,7 @@
-"""Stage eval-<defender>: the cross-evaluation row of one defender -> reports/eval/<defender>.json."""
+"""Stage eval-<defender>: the cross-evaluation row of one defender -> reports/eval/<defender>.json.
+
+It reads only that defender, its own attackers and the cat-and-mouse rounds whose FGSM-k is a
+column (`--fgsm-rounds`); the AttNet-transfer matrix is the `transfer` stage's."""
 import argparse
 import time
 from pathlib import Path
@@ -9,45 +12,38 @@ from advgame.data import load_split
 from advgame.defenders import load_defender
 from advgame.evaluate import Plan, evaluate_defender
 from advgame.models import model_from_checkpoint
-from advgame.pipeline import final_defenders, fgsm_rounds, model_path
+from advgame.names import DATA, attackers_dir, fgsm_source, model_path
 from advgame.stage import run_stage
 from advgame.training import progress
 
-DATA = "data/prepared"
 
 
 def _load(path, device):
     return model_from_checkpoint(load_checkpoint(path)).to(device).eval()
 
 
-def attackers_of(defender: str, archs, device) -> dict:
-    out = {}
-    for arch in archs:
-        path = Path("models/attackers") / defender / f"{arch}.pt"
-        if not path.exists():
-            raise UserError(f"{path}: not found; run `dvc repro attackers-{defender}`")
-        out[arch] = _load(path, device)
-    return out
+def attackers_of(defender: str, device) -> dict:
+    """arch -> attacker network, every one the defender's attackers stage wrote."""
+    found = sorted(Path(attackers_dir(defender)).glob("*.pt"))
+    if not found:
+        raise UserError(f"{attackers_dir(defender)}: no attacker found; run `dvc repro attackers-{defender}`")
+    return {f.stem: _load(f, device) for f in found}
 
 
-def body(ctx, name: str):
+def body(ctx, name: str, rounds: list[int]):
     p, dev = ctx.params, ctx.device
     start = time.perf_counter()
-    if name not in final_defenders(p):
-        raise UserError(f"--defender {name}: not a final defender of this study; "
-                        f"allowed values: {', '.join(final_defenders(p))}")
+    if not Path(model_path(name)).exists():
+        raise UserError(f"{model_path(name)}: not found; run `dvc repro {name}` (or the stage that "
+                        "trains this defender; `dvc stage list` names them)")
     x, y = load_split(DATA, "test", p.eval.n_test)
     x, y = x.to(dev), y.to(dev)
     defender = load_defender(name, model_path(name), dev)
-    archs = p.attacker.archs
     plan = Plan(
         etas=p.eval.etas, main_eta=p.attack.eta, seeds=p.eval.seeds, pgd_steps=p.eval.pgd_steps,
         pgd_step_ratio=p.eval.pgd_step_ratio, pgd_restarts=p.eval.pgd_restarts, batch=p.eval.batch,
-        fgsm_sources={k: _load(model_path("baseline" if k == 1 else f"adv-fgsm-{k - 1}"), dev)
-                      for k in fgsm_rounds(p)},
-        own_attackers=attackers_of(name, archs, dev),
-        transfer_attackers={(src, a): h for src in final_defenders(p) if src != name
-                            for a, h in attackers_of(src, archs, dev).items()},
+        fgsm_sources={k: _load(model_path(fgsm_source(k)), dev) for k in rounds},
+        own_attackers=attackers_of(name, dev),
         art_attacks=p.art.attacks, art_etas=p.art.etas, art_n=p.art.n_test,
         apgd_iters=p.art.apgd_iters, square_queries=p.art.square_queries,
         classes=int(defender.meta.get("classes", 10)) if defender.meta else 10,
@@ -80,7 +76,13 @@ def body(ctx, name: str):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--defender", required=True)
+    ap.add_argument("--fgsm-rounds", default="", help="comma-separated k of the FGSM-k columns")
     a = ap.parse_args()
-    run_stage(f"eval-{a.defender}", lambda ctx: body(ctx, a.defender),
-              sections=["run", "attack", "eval", "art", "attacker", "catmouse", "study"],
-              deps=[DATA, model_path(a.defender)])
+    try:
+        ks = [int(k) for k in a.fgsm_rounds.split(",") if k]
+    except ValueError:
+        raise SystemExit(f"error [eval-{a.defender}]: bad --fgsm-rounds '{a.fgsm_rounds}'; use e.g. 1,2,5") from None
+    run_stage(f"eval-{a.defender}", lambda ctx: body(ctx, a.defender, ks),
+              sections=["run", "attack", "eval", "art"],
+              deps=[DATA, model_path(a.defender), attackers_dir(a.defender),
+                    *[model_path(fgsm_source(k)) for k in ks]])

@@ -3,7 +3,7 @@ import argparse
 
 import torch
 
-from advgame.artifacts import load_checkpoint, save_checkpoint
+from advgame.artifacts import load_checkpoint, save_checkpoint, write_csv
 from advgame.attacks import attnet
 from advgame.data import load_split
 from advgame.game import MODES, play
@@ -11,8 +11,9 @@ from advgame.models import attacker_meta, build_attacker, classifier_meta, model
 from advgame.stage import run_stage
 from advgame.training import error_rate
 
-DATA = "data/prepared"
-BASELINE = "models/baseline.pt"
+from advgame.names import DATA, model_path
+
+BASELINE = model_path("baseline")
 
 
 def body(ctx, mode):
@@ -23,14 +24,18 @@ def body(ctx, mode):
     defender = model_from_checkpoint(base)
     torch.manual_seed(g.seed)
     attacker = build_attacker(g.attacker_arch, tuple(x.shape[1:]), p.attacker.hidden, p.attacker.width)
-    play(mode, defender, attacker, x, y, g, eta, ctx.device, log=ctx.log, xt=xt, yt=yt)
+    hist = play(mode, defender, attacker, x, y, g, eta, ctx.device, log=ctx.log, xt=xt, yt=yt)
+    # the convergence curves (paper: the three solvers compared on MNIST), for the report and DVC
+    write_csv([{"epoch": e + 1, **h} for e, h in enumerate(hist)], f"reports/game/{mode}.csv")
 
     xt_d, yt_d = xt.to(ctx.device), yt.to(ctx.device)
     final = {"clean_error": error_rate(defender, xt_d, yt_d),
              "own_attnet_error": error_rate(defender, attnet(attacker, xt_d, eta), yt_d)}
+    if mode == "minimax":
+        final["penalty_ratio_last_epoch"] = hist[-1]["penalty_ratio"]
     meta = base["meta"]
     save_checkpoint(defender, classifier_meta(meta["arch"], x.shape, meta["classes"], defender=mode),
-                    f"models/{mode}.pt")
+                    model_path(mode))
     att_path = f"models/{mode}-attacker.pt"
     save_checkpoint(attacker, attacker_meta(g.attacker_arch, x.shape, p.attacker.hidden, p.attacker.width,
                                             defender=mode, eta=eta), att_path)

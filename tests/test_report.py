@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from advgame import config, report
+from advgame import config, names, pipeline, report
 from advgame.artifacts import save_checkpoint, save_json, save_torch
 from advgame.models import SmallCNN, build_attacker, attacker_meta, classifier_meta
 
@@ -72,8 +72,15 @@ def make_study(tmp_path, params: dict = PARAMS, evals: dict | None = None, catmo
         }  # maximin deliberately absent
     for d, o in evals.items():
         save_json(o, tmp_path / "reports/eval" / f"{d}.json")
-    for s, sec in {"prepare": 3.0, "baseline": 20.0, "round-1": 4.0, "minimax": 30.0}.items():
+    for s, sec in {"prepare": 3.0, "baseline": 20.0, "round-1": 4.0, "minimax": 30.0, "eval-minimax": 7.5,
+                   "eval-gone": 9.0}.items():
         save_json({"stage": s, "device": "cpu", "seconds": sec}, tmp_path / "reports/stages" / f"{s}.json")
+    (tmp_path / "dvc.yaml").write_text(pipeline.render(p))  # the report times this pipeline's stages
+    save_json({"minimax": {"attnet-transfer:baseline:mlp": {"0.3": {"error": 0.2, "ci95": [0.15, 0.26], "n": 200}}}},
+              tmp_path / "reports/transfer.json")
+    save_json({"defender": "minimax", "results": {"fgsm-curr": {"0.4": {"error": 0.41, "ci95": [0.3, 0.5], "n": 200}},
+                                                  "attnet-curr:mlp": {"0.4": {"error": 0.52, "ci95": [0.4, 0.6], "n": 200}}}},
+              tmp_path / "reports/table5/minimax.json")
     save_json({"dataset": "mnist5k", "train": {"shape": [4000, 1, 28, 28], "sha256": "abc123"},
                "test": {"shape": [1000, 1, 28, 28], "sha256": "def456"}}, tmp_path / "data/prepared/meta.json")
     if catmouse:
@@ -130,9 +137,19 @@ def test_results_json_follows_the_contract(built):
     assert res["config"]["rounds"] == 3 and res["config"]["eta"] == 0.3 and res["config"]["dataset"] == "mnist5k"
     assert "maximin" not in res["defenders"] and res["defenders"]["minimax"]["results"]["pgd-curr"]["0.3"]["error"] == 0.25
     assert res["catmouse"][1] == {"k": 2, "clean": 0.03, "own_attack": 0.04, "next_attack": 0.62}
-    # eval stages' time comes from the eval JSON; other stages from their stage report
+    # every stage's time comes from its stage report; the eval's also lands in its defender's row
     assert res["timing"]["eval-minimax"] == 7.5 and res["timing"]["baseline"] == 20.0
-    assert "report" not in res["timing"]
+    assert res["defenders"]["minimax"]["seconds"] == 7.5
+    assert "report" not in res["timing"] and "eval-gone" not in res["timing"]  # not a stage of this study
+
+
+def test_transfer_and_table5_stages_join_the_report(built):
+    p, out, res, md = built
+    cell = res["defenders"]["minimax"]["results"]["attnet-transfer:baseline:mlp"]["0.3"]
+    assert cell["error"] == 0.2
+    assert "transfer_le_white_box" in res["defenders"]["minimax"]["sanity"]
+    ours = next(line for line in md.splitlines() if line.startswith("| Minimax | ours"))
+    assert "0.410" in ours and "0.520" in ours  # Table 5 at eta 0.4 from the table5 stage
 
 
 def test_report_md_has_every_section(built):
@@ -163,10 +180,12 @@ def test_missing_attack_and_eta_render_as_na(built):
     header, cells = row(md, "`magnet (grey-box)`", "pgd-curr")
     assert cells[header.index("pgd-curr")].startswith("0.330") and cells[header.index("clean")] == "n/a"
     assert "grey-box setting (the attacker sees the bare classifier only): fgsm-curr 0.440" in md
-    # Table 5: ours at 0.3 and 0.4, n/a at 0.5 and 0.6 (not evaluated)
+    # Table 5: ours at 0.3 from the evaluation, 0.4 from the table5 stage (an attacker retrained
+    # at that eta, not the eval's 0.3 attacker), n/a at 0.5 and 0.6 (not run); with intervals
     line = next(l for l in md.splitlines() if l.startswith("| Minimax | ours"))
-    cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[2:6] == ["0.300", "0.100", "0.400", "0.200"] and cells[6:] == ["n/a"] * 4
+    cells = [c.split(" (")[0].strip() for c in line.strip("|").split("|")]
+    assert cells[2:6] == ["0.300", "0.100", "0.410", "0.520"] and cells[6:] == ["n/a"] * 4
+    assert "(0.400–0.600)" in line
 
 
 def test_sanity_section_explains_failures(built):
@@ -234,3 +253,32 @@ def test_compare_and_fmt():
     assert report.compare(None, res(0.1)) is None
     assert report.fmt(None) == "n/a"
     assert report.fmt({"error": 0.5, "sd": 0.01, "ci95": [0.4, 0.6], "n": 10}) == "0.500±0.010 (0.400–0.600)"
+
+
+def test_gamma_sweep_figure_is_built_from_the_sweep_stages(tmp_path):
+    params = {**PARAMS, "game": {"gamma": 10.0, "gamma_sweep": [1.0, 10.0, 1000.0]}}
+    p = make_study(tmp_path, params, models=False)
+    for g, err in ((1.0, 0.7), (1000.0, 0.4)):
+        name = names.sweep_name(g)
+        save_json({"gamma": g, "eta": 0.3, "penalty_ratio_last_epoch": g / 100,
+                   "results": {"clean": {"error": 0.02, "ci95": [0.01, 0.04], "n": 200},
+                               "pgd-curr": {"error": err, "ci95": [err - 0.05, err + 0.05], "n": 200},
+                               "attnet-curr:mlp": {"error": err / 2, "ci95": [0, 1], "n": 200}}},
+                  tmp_path / "reports/sweep" / f"{name}.json")
+    save_json({"gamma": 5.0, "eta": 0.3, "results": {}}, tmp_path / "reports/sweep/stale.json")  # not in params
+    save_json({"stage": "minimax", "seconds": 1.0, "penalty_ratio_last_epoch": 0.12},
+              tmp_path / "reports/stages/minimax.json")
+    (tmp_path / "reports/game").mkdir(parents=True)
+    for mode in ("alt", "minimax"):
+        (tmp_path / f"reports/game/{mode}.csv").write_text(
+            "epoch,defender_loss,attacker_objective\n1,1.0,0.5\n2,0.8,0.6\n")
+    out = report.build_report(p, tmp_path, examples=False)
+    md = out["report"].read_text()
+    figs = {f.name for f in out["figures"]}
+    assert {"gamma_sweep.png", "convergence.png"} <= figs
+    # one row per point: alt (gamma 0), the sweep stages and the study's own minimax
+    rows = [l for l in md.splitlines() if re.match(r"\| (0|1|10|1000) \| `", l)]
+    assert [r.split("|")[1].strip() for r in rows] == ["0", "1", "10", "1000"]
+    assert "`sweep-minimax-g1000`" in md and "0.12 of f" in md and "| 5 |" not in md
+    pts = report.load_study(p, tmp_path).sweep
+    assert [q["pgd-curr"]["error"] for q in pts if q["source"].startswith("sweep")] == [0.7, 0.4]

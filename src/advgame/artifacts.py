@@ -46,6 +46,16 @@ def load_json(path: str | Path) -> Any:
         raise UserError(f"{path}: corrupt JSON ({e}); delete it and rerun dvc repro") from None
 
 
+def write_csv(rows: list[dict], path: str | Path) -> None:
+    """Rows of plain values as CSV (header from the first row), written atomically."""
+    import csv
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else [])
+        w.writeheader()
+        w.writerows(rows)
+
+
 def save_torch(obj: Any, path: str | Path) -> None:
     """Save tensors / state_dicts / plain containers (loadable with weights_only=True)."""
     with atomic_path(path) as tmp:

@@ -138,8 +138,18 @@ class GameParams(TrainParams):
     gamma: float = Field(1.0, ge=0, description="minimax: weight of gamma/2 ||grad_v f||^2")
     gamma_maximin: float = Field(0.01, ge=0, description="maximin: weight of gamma/2 ||grad_u f||^2 "
                                  "(||grad_u f||^2 is ~1e8 times ||grad_v f||^2, so one gamma cannot serve both)")
+    gamma_sweep: list[float] = Field([], description="minimax gammas of the sweep figure, one stage "
+                                     "each (the study's own gamma is the minimax stage itself)")
     clean_weight: float = Field(0.5, ge=0, le=1)
     max_loss: float = Field(1e4, gt=0, description="a loss above this stops training")
+
+
+    @field_validator("gamma_sweep")
+    @classmethod
+    def _sweep(cls, v: list[float]) -> list[float]:
+        if any(g < 0 for g in v):
+            raise ValueError("every gamma must be >= 0")
+        return sorted(set(v))
 
 
 class PgdAtParams(TrainParams):
@@ -169,6 +179,23 @@ class ArtParams(Section):
     square_queries: int = Field(500, ge=1)
 
     _etas = field_validator("etas")(EvalParams._etas.__func__)
+
+
+class Table5Params(Section):
+    """The paper's Table 5 beyond the main eta: FGSM-curr and a fresh AttNet-curr, retrained at
+    each eta (the paper's protocol), against a few defenders."""
+
+    defenders: list[Literal["sens-fgsm", "alt", "minimax", "maximin", "fgsm-at", "baseline"]] = \
+        ["minimax", "alt", "sens-fgsm"]
+    etas: list[float] = [0.4, 0.5, 0.6]
+    arch: Literal["mlp", "conv", "unet"] = "mlp"
+
+    @field_validator("etas")
+    @classmethod
+    def _t5_etas(cls, v: list[float]) -> list[float]:
+        if any(not (0 < e <= 1) for e in v):
+            raise ValueError("every eta must satisfy 0 < eta <= 1 (an empty list turns Table 5's extra etas off)")
+        return v
 
 
 class ReportParams(Section):
@@ -210,6 +237,7 @@ class Params(Section):
     fgsm_rs: FgsmRsParams = FgsmRsParams()
     magnet: MagnetParams = MagnetParams()
     art: ArtParams = ArtParams()
+    table5: Table5Params = Table5Params()
     report: ReportParams = ReportParams()
 
 

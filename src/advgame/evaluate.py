@@ -4,6 +4,7 @@ attack at every eta (the rows of reports/eval/<defender>.json, see STUDY.md's re
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -15,6 +16,8 @@ from .config import eta_key
 from .defenders import Defender
 
 Z95 = 1.959963984540054
+# white-box attacks on the defender itself (the bar a transfer attack must not beat)
+WHITE_BOX = ("fgsm-curr", "pgd-curr", "apgd-ce", "apgd-dlr", "apgd-t")
 
 
 def wilson(k: float, n: int, z: float = Z95) -> list[float]:
@@ -189,3 +192,23 @@ def sanity_checks(results: dict, plan: Plan, large_eta_pgd: dict) -> tuple[dict,
         sanity["pgd_not_below_apgd"] = None
         detail["pgd_not_below_apgd"] = "APGD-CE not run"
     return sanity, detail
+
+
+def transfer_check(results: dict, main_eta: float) -> tuple[dict, dict]:
+    """`transfer_le_white_box` over every transfer cell of a row (FGSM-k from other rounds and,
+    once the transfer stage's cells are merged in, AttNet-transfer): no transfer attack beats
+    the best white-box attack on the defender itself beyond the interval."""
+    key = eta_key(main_eta)
+    transfers = {a: r[key] for a, r in results.items()
+                 if key in r and (a.startswith("attnet-transfer:") or re.fullmatch(r"fgsm-\d+", a))}
+    white = [r[key] for a, r in results.items() if key in r and
+             (a in WHITE_BOX or a.startswith("attnet-curr:"))]
+    name = "transfer_le_white_box"
+    if not (transfers and white):
+        return {name: None}, {name: "no transfer attack evaluated"}
+    best = max(white, key=lambda c: c["error"])
+    bad = [a for a, c in transfers.items() if not _overlap_ge(best, c)]
+    detail = (f"transfer beats the best white-box attack ({best['error']:.3f}) at eta {key}: "
+              + ", ".join(f"{a} {transfers[a]['error']:.3f}" for a in bad) if bad
+              else f"every transfer attack <= best white-box error {best['error']:.3f} at eta {key}")
+    return {name: not bad}, {name: detail}

@@ -60,11 +60,15 @@ def defender_objective(model, attacker, x, y, eta: float, clean_weight: float) -
 
 
 def minimax_defender_objective(model, attacker, x, y, eta: float, clean_weight: float,
-                               gamma: float) -> torch.Tensor:
+                               gamma: float, parts: dict | None = None) -> torch.Tensor:
     """c CE(g(x)) + (1 - c) (f + gamma/2 ||grad_v f||^2): the gradient wrt u carries the
-    sensitivity of the attacker's best response."""
+    sensitivity of the attacker's best response. `parts`, if given, receives f and the penalty
+    (floats), so that training can show whether the penalty matters at this gamma."""
     f = game_value(model, attacker, x, y, eta)
-    lookahead = f + gamma / 2 * sq_grad_norm(f, _params(attacker))
+    penalty = gamma / 2 * sq_grad_norm(f, _params(attacker))
+    lookahead = f + penalty
+    if parts is not None:
+        parts["f"], parts["penalty"] = float(f.detach()), float(penalty.detach())
     return clean_weight * F.cross_entropy(model(x), y) + (1 - clean_weight) * lookahead
 
 
@@ -162,9 +166,11 @@ def play(mode: str, defender: nn.Module, attacker: nn.Module, x: torch.Tensor, y
             return maximin_attacker_objective(defender, attacker, xb, yb, eta, cfg.gamma_maximin)
         return game_value(defender, attacker, xb, yb, eta)
 
+    parts: dict = {}
+
     def defender_loss(xb, yb):
         if mode == "minimax":
-            return minimax_defender_objective(defender, attacker, xb, yb, eta, c, cfg.gamma)
+            return minimax_defender_objective(defender, attacker, xb, yb, eta, c, cfg.gamma, parts)
         return defender_objective(defender, attacker, xb, yb, eta, c)
 
     if xt is not None:
@@ -173,7 +179,7 @@ def play(mode: str, defender: nn.Module, attacker: nn.Module, x: torch.Tensor, y
     for epoch in range(cfg.epochs):
         defender.train()
         attacker.train()
-        sums, count = {"defender_loss": 0.0, "attacker_objective": 0.0}, 0
+        sums, count = {"defender_loss": 0.0, "attacker_objective": 0.0, "f": 0.0, "penalty": 0.0}, 0
         where = f"{mode} epoch {epoch + 1}"
         for xb, yb in progress(minibatches(x, y, cfg.batch, gen, device=device),
                                f"{where}/{cfg.epochs}", -(-len(x) // cfg.batch)):
@@ -190,8 +196,13 @@ def play(mode: str, defender: nn.Module, attacker: nn.Module, x: torch.Tensor, y
             opt_u.step()
             sums["defender_loss"] += d * len(xb)
             sums["attacker_objective"] += float(obj.detach()) * len(xb)  # at the last ascent step
+            sums["f"] += parts.get("f", 0.0) * len(xb)
+            sums["penalty"] += parts.get("penalty", 0.0) * len(xb)
             count += len(xb)
-        metrics = {k: s / max(count, 1) for k, s in sums.items()}
+        metrics = {k: s / max(count, 1) for k, s in sums.items() if k not in ("f", "penalty")}
+        if mode == "minimax":  # how much the look-ahead term weighs against f (0 = minimax is alt)
+            metrics["penalty"] = sums["penalty"] / max(count, 1)
+            metrics["penalty_ratio"] = sums["penalty"] / max(sums["f"], 1e-12)
         if xt is not None:
             metrics["clean_test_error"] = error_rate(defender, xt, yt)
             metrics["attnet_test_error"] = error_rate(defender, attnet(attacker, xt, eta), yt)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from . import attacks, config, pipeline
+from . import attacks, config, game_report, names
+from .evaluate import transfer_check
 from .artifacts import atomic_path, load_checkpoint, load_json, save_json
 
 # Hamm & Mehra, Table 5 (MNIST error rates): defender -> eta -> (FGSM-curr, AttNet-curr).
@@ -151,6 +152,9 @@ class Study:
     timing: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
     device: str = "cpu"
+    table5: dict = field(default_factory=dict)      # defender -> results at the extra etas
+    sweep: list = field(default_factory=list)       # minimax gamma sweep points
+    histories: dict = field(default_factory=dict)   # game mode -> per-epoch rows
 
     @property
     def n_eval(self) -> int | None:
@@ -181,9 +185,21 @@ def read_curve(path: Path) -> list[dict]:
     return sorted(out, key=lambda r: r["k"])
 
 
+def _stage_reports(root: Path) -> list[Path]:
+    """The stage reports of the current pipeline (dvc.yaml's stages, in its order): a report left
+    by a stage that is no longer in the pipeline is not timing of this run."""
+    import yaml
+
+    d = root / "reports/stages"
+    dvc = root / "dvc.yaml"
+    order = list(yaml.safe_load(dvc.read_text()).get("stages", {})) if dvc.exists() else \
+        sorted(f.stem for f in d.glob("*.json"))
+    return [d / f"{s}.json" for s in order if s != "report" and (d / f"{s}.json").exists()]
+
+
 def load_study(p: config.Params, root: str | Path = ".", device: str = "cpu") -> Study:
     root = Path(root)
-    finals = pipeline.final_defenders(p)
+    finals = names.final_defenders(p)
     defenders, missing = {}, []
     for d in finals:
         f = root / "reports/eval" / f"{d}.json"
@@ -194,22 +210,33 @@ def load_study(p: config.Params, root: str | Path = ".", device: str = "cpu") ->
     cm = root / "reports/catmouse"
     curve = read_curve(cm / "curve.csv") if (cm / "curve.csv").exists() else []
     matrix = load_json(cm / "matrix.json") if (cm / "matrix.json").exists() else None
+    # the AttNet-transfer matrix is its own stage: its cells join each target's row
+    tf = root / names.TRANSFER
+    if tf.exists():
+        for target, cells in load_json(tf).items():
+            if target in defenders:
+                res = defenders[target].setdefault("results", {})
+                res.update(cells)
+                sanity, detail = transfer_check(res, p.attack.eta)
+                defenders[target].setdefault("sanity", {}).update(sanity)
+                defenders[target].setdefault("sanity_detail", {}).update(detail)
     timing, devices = {}, []
-    for s in pipeline.stages(p):
-        if s == "report":
-            continue
-        if s.startswith("eval-") and s[5:] in defenders and defenders[s[5:]].get("seconds") is not None:
-            timing[s] = float(defenders[s[5:]]["seconds"])
-            continue
-        f = root / "reports/stages" / f"{s}.json"
-        if f.exists():
-            st = load_json(f)
-            timing[s] = float(st.get("seconds", 0.0))
-            devices.append(st.get("device"))
+    for f in _stage_reports(root):
+        st = load_json(f)
+        timing[f.stem] = float(st.get("seconds", 0.0))
+        devices.append(st.get("device"))
+        if f.stem.startswith("eval-") and f.stem[5:] in defenders:
+            defenders[f.stem[5:]]["seconds"] = timing[f.stem]
     meta_f = root / "data/prepared/meta.json"
     meta = load_json(meta_f) if meta_f.exists() else {}
     devs = sorted({str(x) for x in devices if x})
-    return Study(p, defenders, missing, curve, matrix, timing, meta, ", ".join(devs) or device)
+    sweep = game_report.sweep_points(p, root, defenders)
+    mm = root / "reports/stages/minimax.json"
+    for q in sweep:
+        if q["source"] == "eval-minimax" and mm.exists():
+            q["penalty_ratio"] = load_json(mm).get("penalty_ratio_last_epoch")
+    return Study(p, defenders, missing, curve, matrix, timing, meta, ", ".join(devs) or device,
+                 game_report.table5_cells(root), sweep, game_report.load_histories(root))
 
 
 def results_json(s: Study) -> dict:
@@ -222,7 +249,7 @@ def results_json(s: Study) -> dict:
             "etas": list(p.eval.etas),
             "eval": p.eval.model_dump(),
             "art": p.art.model_dump(),
-            "defenders": pipeline.final_defenders(p),
+            "defenders": names.final_defenders(p),
             "rounds": p.catmouse.rounds if "catmouse" in p.study.defenders else 0,
             "seeds": list(p.eval.seeds),
             "device": s.device,
@@ -556,15 +583,37 @@ def q4(s: Study) -> str:
 
 
 def table5(s: Study) -> str:
+    """The paper's rows and ours: the main eta from the evaluation, the other etas from the
+    table5 stages (an attacker retrained at each eta)."""
     header = ["defense", "source"] + [f"{a} {e}" for e in PAPER_TABLE5["minimax"] for a in ("FGSM-curr", "AttNet-curr")]
+    arch = s.params.table5.arch
     body = []
     for d, paper in PAPER_TABLE5.items():
         body.append([PAPER_NAMES[d], "paper"] + [f"{v:.3f}" for e in paper for v in paper[e]])
         ours = []
         for e in paper:
-            ours += [fmt(s.get(d, "fgsm-curr", e), False), fmt(s.get(d, "attnet-curr:mlp", e), False)]
+            if e == s.eta:
+                ours += [fmt(s.get(d, "fgsm-curr", e)), fmt(s.get(d, f"attnet-curr:{arch}", e))]
+            else:
+                t = s.table5.get(d, {})
+                ours += [fmt(t.get("fgsm-curr", {}).get(e)), fmt(t.get(f"attnet-curr:{arch}", {}).get(e))]
         body.append([PAPER_NAMES[d], "ours"] + ours)
     return md_table(header, body)
+
+
+def game_section(s: Study) -> str:
+    """The minimax gamma sweep as a table, with the rule that picked the study's gamma."""
+    if not s.sweep:
+        return "_no game defenders in this run_"
+    arch = s.params.game.attacker_arch
+    header, body = game_report.sweep_table(s.sweep, arch, fmt)
+    own = next((q for q in s.sweep if q["source"] == "eval-minimax"), None)
+    lines = [md_table(header, body), ""]
+    if own and own.get("penalty_ratio") is not None:
+        lines.append(f"The study's minimax uses gamma = {s.params.game.gamma:g}: its look-ahead penalty "
+                     f"gamma/2 ||grad_v f||^2 is {own['penalty_ratio']:.3g} of f over its last epoch "
+                     "(at a ratio near 0 minimax is alt).")
+    return "\n".join(lines)
 
 
 def sanity_section(s: Study) -> str:
@@ -685,7 +734,7 @@ def render(s: Study, figures: dict[str, str]) -> str:
            f"- ART: {', '.join(p.art.attacks)} at eta {p.art.etas} on {p.art.n_test} images, APGD "
            f"{p.art.apgd_iters} iterations, Square {p.art.square_queries} queries",
            f"- attacker networks: {', '.join(p.attacker.archs)}; seeds {p.eval.seeds}; device {s.device}",
-           f"- defenders: {', '.join(f'`{d}`' for d in pipeline.final_defenders(p))}"
+           f"- defenders: {', '.join(f'`{d}`' for d in names.final_defenders(p))}"
            + (f" (no evaluation found for {', '.join(f'`{d}`' for d in s.missing)})" if s.missing else ""), ""]
     md += ["## 2. Results", "", f"### Every defender under every attack at eta {s.eta}", "",
            error_table(tr, s.eta, main_cols), ""]
@@ -726,6 +775,7 @@ def render(s: Study, figures: dict[str, str]) -> str:
            q3(s), "",
            "### Q4. Is the minimax defense better than its baselines once the evaluation is strong?", "",
            q4(s), ""]
+    md += ["### The minimax gamma sweep (alt is gamma = 0)", "", game_section(s), ""]
     md += ["## 6. Sanity checks (gradient masking)", "", sanity_section(s) if s.defenders else "_no evaluations_", ""]
     md += ["## 7. Timing", "", timing_table(s.timing) if s.timing else "_no stage reports found_", ""]
     md += ["## 8. What is our reconstruction", "",
@@ -761,6 +811,11 @@ def build_report(p: config.Params, root: str | Path = ".", device: str | torch.d
 
     fig(f"Defender x attack error at eta {s.eta}", "heatmap.png", plot_heatmap(s, fig_dir / "heatmap.png"))
     fig("Error against eta, per defender", "eta_sweep.png", plot_eta_sweep(s, fig_dir / "eta_sweep.png"))
+    plt = _plt()
+    fig("Minimax error against gamma (alt at gamma = 0)", "gamma_sweep.png",
+        game_report.plot_sweep(s.sweep, p.game.attacker_arch, fig_dir / "gamma_sweep.png", plt, _save))
+    fig("Convergence of the game solvers: defender loss and attacker objective per epoch",
+        "convergence.png", game_report.plot_convergence(s.histories, fig_dir / "convergence.png", plt, _save))
     ex = load_examples(p, root, device) if examples else None
     fig("Adversarial examples against the baseline (title: predicted label)", "examples.png",
         ex is not None and plot_examples(ex[0], ex[1], fig_dir / "examples.png"))

@@ -1,0 +1,54 @@
+"""The study's names and paths, in one place: the dvc.yaml generator, the stages and the report
+all read them from here (and nothing here imports the rest of the library but config)."""
+from __future__ import annotations
+
+from . import config
+
+DATA = "data/prepared"
+TRANSFER = "reports/transfer.json"
+
+
+def model_path(defender: str) -> str:
+    return f"models/{defender}.pt"
+
+
+def attackers_dir(defender: str) -> str:
+    return f"models/attackers/{defender}"
+
+
+def eval_path(defender: str) -> str:
+    return f"reports/eval/{defender}.json"
+
+
+def round_model(k: int) -> str:
+    """u_k of the cat-and-mouse game: u_0 is the baseline."""
+    return "baseline" if k == 0 else f"adv-fgsm-{k}"
+
+
+def fgsm_source(k: int) -> str:
+    """FGSM-k is computed against u_(k-1)."""
+    return round_model(k - 1)
+
+
+def final_defenders(p: config.Params) -> list[str]:
+    """The defenders evaluated by the cross-evaluation, in report order."""
+    out = []
+    for d in p.study.defenders:
+        if d == "catmouse":
+            if p.catmouse.rounds > 0:
+                out.append(round_model(p.catmouse.rounds))
+        else:
+            out.append(d)
+    return out
+
+
+def fgsm_rounds(p: config.Params) -> list[int]:
+    """Rounds k whose FGSM-k attack is a column of the evaluation (FGSM-k comes from u_(k-1))."""
+    if "catmouse" not in p.study.defenders:
+        return []
+    return [k for k in p.catmouse.matrix_rounds if 1 <= k <= p.catmouse.rounds]
+
+
+def sweep_name(gamma: float) -> str:
+    """Stage / file name of one point of the minimax gamma sweep (no dots: DVC stage names)."""
+    return "sweep-minimax-g" + f"{gamma:g}".replace(".", "p").replace("+", "")

@@ -1,0 +1,61 @@
+"""Stage sweep-minimax-g<gamma>: one point of the minimax gamma sweep. It trains minimax at that
+gamma exactly as the `minimax` stage does, then measures it as the evaluation does: clean error,
+PGD-curr and a fresh AttNet-curr (the game's attacker architecture) on the evaluation's images.
+The study's own gamma is not a sweep stage: its point is the `minimax` evaluation itself, and
+`alt` (gamma = 0) is the other end."""
+import argparse
+
+import torch
+
+from advgame.artifacts import load_checkpoint, save_checkpoint, save_json
+from advgame.attacks import attnet, pgd
+from advgame.data import load_split
+from advgame.defenders import load_defender
+from advgame.evaluate import cell
+from advgame.game import play, train_attacker
+from advgame.models import build_attacker, classifier_meta, model_from_checkpoint
+from advgame.names import DATA, model_path, sweep_name
+from advgame.stage import run_stage
+
+
+def body(ctx, gamma: float):
+    p, eta, dev = ctx.params, ctx.params.attack.eta, ctx.device
+    g = p.game.model_copy(update={"gamma": gamma})
+    name = sweep_name(gamma)
+    x, y = load_split(DATA, "train")
+    xt, yt = load_split(DATA, "test", p.eval.n_test)
+    base = load_checkpoint(model_path("baseline"))
+    model = model_from_checkpoint(base)
+    torch.manual_seed(g.seed)
+    attacker = build_attacker(g.attacker_arch, tuple(x.shape[1:]), p.attacker.hidden, p.attacker.width)
+    hist = play("minimax", model, attacker, x, y, g, eta, dev, log=ctx.log)
+    path = f"models/sweep/{name}.pt"
+    meta = base["meta"]
+    save_checkpoint(model, classifier_meta(meta["arch"], x.shape, meta["classes"], defender=name,
+                                           gamma=gamma), path)
+
+    defender = load_defender(name, path, dev)
+    xt, yt = xt.to(dev), yt.to(dev)
+    e = p.eval
+    fresh, _ = train_attacker(defender.model, defender.attack_loss, x, y, g.attacker_arch, p.attacker,
+                              eta, x.shape[1:], dev)
+    masks = {
+        "clean": defender.errors(xt, yt, clean=True),
+        "pgd-curr": defender.errors(pgd(defender.model, xt, yt, eta, steps=e.pgd_steps,
+                                        step_size=e.pgd_step_ratio * eta / e.pgd_steps,
+                                        restarts=e.pgd_restarts, batch=e.batch), yt, clean=False),
+        f"attnet-curr:{g.attacker_arch}": defender.errors(attnet(fresh, xt, eta), yt, clean=False),
+    }
+    out = {"gamma": gamma, "eta": eta, "penalty_ratio_last_epoch": hist[-1]["penalty_ratio"],
+           "history": hist, "results": {a: cell([m]) for a, m in masks.items()}}
+    save_json(out, f"reports/sweep/{name}.json")
+    return {f"{a}_error": c["error"] for a, c in out["results"].items()} | {
+        "penalty_ratio_last_epoch": out["penalty_ratio_last_epoch"]}
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gamma", type=float, required=True)
+    gamma = ap.parse_args().gamma
+    run_stage(sweep_name(gamma), lambda ctx: body(ctx, gamma),
+              sections=["run", "attack", "attacker", "game", "eval"], deps=[DATA, model_path("baseline")])

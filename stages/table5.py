@@ -1,0 +1,44 @@
+"""Stage table5-<defender>: the paper's Table 5 beyond the main eta. At each eta of `table5.etas`
+a fresh AttNet-curr is trained against the frozen defender at that eta (the paper's protocol),
+and the defender's error is measured under it and under FGSM-curr on the evaluation's images.
+The main eta's cells come from the defender's evaluation."""
+import argparse
+
+from advgame.artifacts import save_json
+from advgame.attacks import attnet, fgsm
+from advgame.config import eta_key
+from advgame.data import load_split
+from advgame.defenders import load_defender
+from advgame.evaluate import cell
+from advgame.game import train_attacker
+from advgame.names import DATA, model_path
+from advgame.stage import run_stage
+
+
+def body(ctx, name: str):
+    p, dev, t5 = ctx.params, ctx.device, ctx.params.table5
+    defender = load_defender(name, model_path(name), dev)
+    x, y = load_split(DATA, "train")
+    xt, yt = load_split(DATA, "test", p.eval.n_test)
+    xt, yt = xt.to(dev), yt.to(dev)
+    results: dict = {"fgsm-curr": {}, f"attnet-curr:{t5.arch}": {}}
+    final = {}
+    for eta in t5.etas:
+        h, hist = train_attacker(defender.model, defender.attack_loss, x, y, t5.arch, p.attacker, eta,
+                                 x.shape[1:], dev)
+        k = eta_key(eta)
+        results["fgsm-curr"][k] = cell([defender.errors(
+            fgsm(defender.model, xt, yt, eta, p.eval.batch, defender.attack_loss), yt, clean=False)])
+        results[f"attnet-curr:{t5.arch}"][k] = cell([defender.errors(attnet(h, xt, eta), yt, clean=False)])
+        final[f"attnet_{k}_error"] = results[f"attnet-curr:{t5.arch}"][k]["error"]
+        final[f"attnet_{k}_epochs"] = len(hist)
+    save_json({"defender": name, "results": results}, f"reports/table5/{name}.json")
+    return final
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--defender", required=True)
+    name = ap.parse_args().defender
+    run_stage(f"table5-{name}", lambda ctx: body(ctx, name),
+              sections=["run", "attacker", "table5", "eval"], deps=[DATA, model_path(name)])
