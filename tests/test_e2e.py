@@ -15,13 +15,15 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 TINY = {
-    "study": {"defenders": ["baseline", "catmouse"]},
+    "study": {"defenders": ["baseline", "catmouse", "alt", "minimax"]},
     "run": {"device": "cpu", "threads": 1},
     "data": {"train_n": 300},
     "baseline": {"epochs": 2, "batch": 64, "lr": 0.002},
     "eval": {"etas": [0.3], "n_test": 100, "pgd_steps": 5},
     "catmouse": {"rounds": 2, "epochs": 1, "matrix_rounds": [0, 1, 2]},
     "attacker": {"archs": ["mlp"], "epochs": 1},
+    "game": {"epochs": 1, "gamma": 1.0, "gamma_sweep": [0.5]},
+    "table5": {"etas": [0.4]},
     "art": {"attacks": ["apgd-ce"], "n_test": 40, "apgd_iters": 5, "square_queries": 10},
     "report": {"examples": 2},
 }
@@ -63,9 +65,10 @@ def project(tmp_path_factory):
 
 def test_repro_builds_everything(project):
     d, env, first = project
-    assert ran(first) == {"prepare", "baseline", "round-1", "round-2", "catmouse",
-                          "attackers-baseline", "attackers-adv-fgsm-2", "eval-baseline",
-                          "eval-adv-fgsm-2", "report"}
+    finals = ("baseline", "adv-fgsm-2", "alt", "minimax")
+    assert ran(first) == {"prepare", "baseline", "round-1", "round-2", "catmouse", "alt", "minimax",
+                          *[f"attackers-{d}" for d in finals], *[f"eval-{d}" for d in finals],
+                          "transfer", "sweep-minimax-g0p5", "table5-alt", "table5-minimax", "report"}
     for f in ("data/prepared/train.pt", "models/baseline.pt", "models/adv-fgsm-2.pt",
               "data/fgsm/fgsm-2-test.pt", "reports/eval/baseline.json", "reports/results.json",
               "reports/report.md", "reports/catmouse/curve.png"):
@@ -109,7 +112,18 @@ def test_eval_param_reruns_only_evaluation(project):
     p = yaml.safe_load((d / "params.yaml").read_text())
     p["eval"]["pgd_steps"] = 6
     (d / "params.yaml").write_text(yaml.safe_dump(p))
-    assert ran(sh("dvc", "repro", cwd=d, env=env)) == {"eval-baseline", "eval-adv-fgsm-2", "report"}
+    assert ran(sh("dvc", "repro", cwd=d, env=env)) == {"eval-baseline", "eval-adv-fgsm-2", "eval-alt",
+                                                       "eval-minimax", "sweep-minimax-g0p5", "report"}
+
+
+def test_a_param_only_minimax_reads_reruns_only_minimax_and_its_readers(project):
+    d, env, _ = project
+    p = yaml.safe_load((d / "params.yaml").read_text())
+    p["game"]["gamma"] = 2.0  # not a sweep value, so the sweep's stages stay as they are
+    (d / "params.yaml").write_text(yaml.safe_dump(p))
+    sh(sys.executable, "-m", "advgame.pipeline", cwd=d, env=env)
+    assert ran(sh("dvc", "repro", cwd=d, env=env)) == {"minimax", "attackers-minimax", "eval-minimax",
+                                                       "transfer", "table5-minimax", "report"}
 
 
 def test_adding_a_round_reruns_only_that_round_and_its_readers(project):
@@ -120,5 +134,6 @@ def test_adding_a_round_reruns_only_that_round_and_its_readers(project):
     sh(sys.executable, "-m", "advgame.pipeline", cwd=d, env=env)
     out = ran(sh("dvc", "repro", cwd=d, env=env))
     assert "round-1" not in out and "round-2" not in out and "baseline" not in out
-    assert out == {"round-3", "catmouse", "attackers-adv-fgsm-3", "eval-baseline",
-                   "eval-adv-fgsm-3", "report"}
+    # eval-baseline, eval-alt and eval-minimax keep FGSM-1 and FGSM-2 (matrix_rounds [0, 1, 2]):
+    # a new last round only adds its own defender's stages
+    assert out == {"round-3", "catmouse", "attackers-adv-fgsm-3", "eval-adv-fgsm-3", "transfer", "report"}

@@ -169,5 +169,35 @@ def test_stage_depends_on_the_code_it_runs(name):
 def test_every_stage_declares_its_stage_report():
     # run_stage writes reports/stages/<stage>.json: an undeclared output is invisible to DVC
     for name, st in stages(config.parse(RAW)).items():
-        declared = [next(iter(m)) for m in st.get("metrics", [])]
+        declared = [o if isinstance(o, str) else next(iter(o)) for o in st.get("outs", [])]
         assert f"reports/stages/{name}.json" in declared, name
+
+
+def test_the_headline_file_is_the_only_metric_and_plots_have_data():
+    doc = yaml.safe_load(pipeline.render(config.parse(RAW)))
+    metrics = [next(iter(m)) for s in doc["stages"].values() for m in s.get("metrics", [])]
+    assert metrics == ["reports/metrics.json"]
+    names = [next(iter(p)) for p in doc["plots"]]
+    assert {"catmouse_curve", "eta_sweep", "gamma_sweep", "game_convergence", "reports/figures"} <= set(names)
+    assert not any("plots" in s for s in doc["stages"].values())  # no duplicate default plots
+
+
+@pytest.mark.parametrize("param, rerun", [
+    ("game.gamma", {"minimax"}), ("game.gamma_maximin", {"maximin"}),
+    ("magnet.lr", {"magnet"}), ("eval.pgd_steps", None)])
+def test_a_param_is_declared_only_by_the_stages_that_read_it(param, rerun):
+    st = stages(config.parse(RAW))
+    section = param.split(".")[0]
+    readers = {n for n, s in st.items() if param in s.get("params", []) or section in s.get("params", [])}
+    readers.discard("report")  # the report describes every section of the study
+    if rerun is not None:
+        assert readers == rerun
+    else:
+        assert readers and all(n.startswith(("eval-", "sweep-")) for n in readers)
+
+
+def test_a_defense_left_out_reruns_nothing():
+    defenders = [d for d in RAW["study"]["defenders"] if d != "magnet"]
+    st = stages(params(study__defenders=defenders))
+    assert not any("magnet" in s.get("params", []) or any(k.startswith("magnet.") for k in s.get("params", []))
+                   for s in st.values())

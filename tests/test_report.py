@@ -152,6 +152,19 @@ def test_transfer_and_table5_stages_join_the_report(built):
     assert "0.410" in ours and "0.520" in ours  # Table 5 at eta 0.4 from the table5 stage
 
 
+def test_headline_metrics_and_plot_data(built):
+    p, out, res, md = built
+    root = out["report"].parent.parent
+    m = json.loads((root / "reports/metrics.json").read_text())
+    assert m["minimax"]["pgd_curr"] == 0.25 and m["minimax"]["worst_case"] == 0.3
+    assert "error" not in json.dumps(m)  # DVC reads a nested key named error as a load failure
+    assert sum(len(v) for v in m.values()) <= 60
+    eta = (root / "reports/plots/eta_sweep.csv").read_text().splitlines()
+    assert eta[0].startswith("eta,") and "minimax" in eta[0] and len(eta) == 3  # header + etas 0.3, 0.4
+    mx = (root / "reports/plots/catmouse_matrix.csv").read_text().splitlines()
+    assert mx[0] == "j,u_0,u_1,u_3" and mx[1].startswith("1,0.9,0.1,0.4")
+
+
 def test_report_md_has_every_section(built):
     p, out, res, md = built
     for d in res["config"]["defenders"]:

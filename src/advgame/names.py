@@ -6,6 +6,12 @@ from . import config
 
 DATA = "data/prepared"
 TRANSFER = "reports/transfer.json"
+METRICS = "reports/metrics.json"   # the study's headline numbers: `dvc exp show`, `dvc metrics diff`
+PLOT_DATA = {  # data files the report writes for `dvc plots show/diff`
+    "eta_sweep": "reports/plots/eta_sweep.csv",
+    "matrix": "reports/plots/catmouse_matrix.csv",
+    "gamma_sweep": "reports/plots/gamma_sweep.csv",
+}
 
 
 def model_path(defender: str) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from . import attacks, config, game_report, names
+from . import attacks, config, exports, game_report, names
 from .evaluate import transfer_check
 from .artifacts import atomic_path, load_checkpoint, load_json, save_json
 
@@ -821,6 +821,7 @@ def build_report(p: config.Params, root: str | Path = ".", device: str | torch.d
         ex is not None and plot_examples(ex[0], ex[1], fig_dir / "examples.png"))
     res = results_json(s)
     save_json(res, root / "reports/results.json")
+    exports.write_all(s, root, names.METRICS, names.PLOT_DATA)
     with atomic_path(root / "reports/report.md") as tmp:
         tmp.write_text(render(s, figures))
     return {"results": root / "reports/results.json", "report": root / "reports/report.md", "figures": made}

@@ -1,0 +1,64 @@
+"""What the report stage writes for machines rather than people: the headline metrics file that
+DVC shows (`dvc exp show`, `dvc metrics diff`) and the data files behind its plots (`dvc plots
+diff` overlays two experiments). Every number is read from the study the report loaded."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .artifacts import save_json, write_csv
+
+
+def _err(c: dict | None) -> float | None:
+    return None if c is None else round(float(c["error"]), 4)
+
+
+def headline(s) -> dict:
+    """Per defender at the training eta: clean, worst-case, PGD-curr and the strongest learned
+    attacker; the cat-and-mouse means. Small on purpose: it is what people compare."""
+    out: dict = {}
+    for d, o in s.defenders.items():
+        res = o.get("results", {})
+        att = [c for a, r in res.items() if a.startswith("attnet-curr:") and (c := r.get(s.eta))]
+        row = {"clean": _err(s.get(d, "clean")), "worst_case": _err(s.get(d, "worst-case")),
+               "pgd_curr": _err(s.get(d, "pgd-curr")),
+               "attnet_curr": _err(max(att, key=lambda c: c["error"])) if att else None}
+        out[d] = {k: v for k, v in row.items() if v is not None}
+    if s.catmouse:
+        for col in ("own_attack", "next_attack"):
+            vals = [r[col] for r in s.catmouse if r.get(col) is not None]
+            if vals:
+                out.setdefault("catmouse", {})[f"{col}_mean"] = round(sum(vals) / len(vals), 4)
+    return out
+
+
+def eta_rows(s) -> list[dict]:
+    """eta, then one column per defender: its PGD-curr error (computed at every eta)."""
+    etas = sorted({float(k) for o in s.defenders.values() for k in o.get("results", {}).get("pgd-curr", {})})
+    return [{"eta": e, **{d: _err(o["results"]["pgd-curr"].get(next(
+        (k for k in o["results"]["pgd-curr"] if math.isclose(float(k), e)), ""))) for d, o in s.defenders.items()
+        if "pgd-curr" in o.get("results", {})}} for e in etas]
+
+
+def matrix_rows(mx: dict | None) -> list[dict]:
+    """j (the FGSM-j attack), then one column per round u_i."""
+    if not mx:
+        return []
+    return [{"j": int(a.split("-")[1]), **{f"u_{r}": vals[j] for r, vals in zip(mx["rounds"], mx["error"])}}
+            for j, a in enumerate(mx["attacks"])]
+
+
+def gamma_rows(pts: list[dict], arch: str) -> list[dict]:
+    attacks = ("clean", "pgd-curr", f"attnet-curr:{arch}")
+    return [{"gamma": q["gamma"], **{a: _err(q.get(a)) for a in attacks}} for q in pts]
+
+
+def write_all(s, root: Path, metrics: str, plot_files: dict[str, str]) -> list[Path]:
+    save_json(headline(s), root / metrics)
+    rows = {"eta_sweep": eta_rows(s), "matrix": matrix_rows(s.matrix),
+            "gamma_sweep": gamma_rows(s.sweep, s.params.game.attacker_arch)}
+    written = [root / metrics]
+    for name, path in plot_files.items():
+        write_csv(rows[name], root / path)  # an empty file (header only) when the study has none
+        written.append(root / path)
+    return written
