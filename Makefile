@@ -28,5 +28,7 @@ pipeline: $(STAMP)   ## regenerate dvc.yaml after changing catmouse.rounds or st
 bench: $(STAMP)      ## speed benchmarks (medians and ratios); never part of the tests
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b; done
 
-ui: $(STAMP)         ## MLflow UI on http://127.0.0.1:5000
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+ui: $(STAMP)         ## MLflow UI on http://127.0.0.1:5000 (of MLFLOW_TRACKING_URI's store if set)
+	@uri="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}"; \
+	case "$$uri" in http*) echo "MLFLOW_TRACKING_URI is a server: its UI is $$uri";; \
+	*) $(VENV)/bin/mlflow ui --backend-store-uri "$$uri" --host 127.0.0.1 --port 5000;; esac

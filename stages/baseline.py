@@ -21,7 +21,7 @@ def body(ctx):
         on_epoch=lambda e: {"test_error": error_rate(model, xt_d, yt_d)})
     err = error_rate(model, xt_d, yt_d)
     save_checkpoint(model, classifier_meta(arch, x.shape, classes, defender="baseline"), "models/baseline.pt")
-    ctx.tracker.log_model(model, "model", x[:2])
+    ctx.tracker.log_model(model, "baseline", x[:2])
     return {"clean_error": err}
 
 

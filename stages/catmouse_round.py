@@ -31,7 +31,7 @@ def body(ctx, k: int):
                                            round=k, eta=p.attack.eta), path)
     save_torch({"x": z_test.cpu(), "y": yt.cpu()}, f"data/fgsm/fgsm-{k}-test.pt")
     if k == cm.rounds:
-        ctx.tracker.log_model(model, "model", x[:2])
+        ctx.tracker.log_model(model, f"adv-fgsm-{k}", x[:2])
     else:
         ctx.tracker.log_artifact(path, "model")
     return {key: float(v) for key, v in metrics.items()}

@@ -38,7 +38,7 @@ def body(ctx, method: str):
     meta = ckpt["meta"]
     save_checkpoint(model, classifier_meta(meta["arch"], x.shape, meta["classes"], defender=method),
                     f"models/{method}.pt")
-    ctx.tracker.log_model(model, "model", x[:2])
+    ctx.tracker.log_model(model, method, x[:2])
     return final
 
 

@@ -49,7 +49,7 @@ def body(ctx, defense):
     m = ckpt["meta"]
     meta = classifier_meta(m["arch"], x.shape, m["classes"], defender=defense, eta=eta)
     save_checkpoint(model, meta, f"models/{defense}.pt")
-    ctx.tracker.log_model(model, "model", x[:2])
+    ctx.tracker.log_model(model, defense, x[:2])
     return {"clean_error": clean, "pgd_error": robust}
 
 

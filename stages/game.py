@@ -39,7 +39,7 @@ def body(ctx, mode):
     att_path = f"models/{mode}-attacker.pt"
     save_checkpoint(attacker, attacker_meta(g.attacker_arch, x.shape, p.attacker.hidden, p.attacker.width,
                                             defender=mode, eta=eta), att_path)
-    ctx.tracker.log_model(defender, "model", x[:2])
+    ctx.tracker.log_model(defender, mode, x[:2])
     ctx.tracker.log_artifact(att_path, "attacker")
     return final
 

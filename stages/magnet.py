@@ -57,7 +57,7 @@ def body(ctx):
         "greybox_detected": float(d.reject(grey).float().mean()),
         "whitebox_detected": float(d.reject(white).float().mean()),
     }
-    ctx.tracker.log_model(ae, "reformer", x[:2])
+    ctx.tracker.log_model(ae, "magnet-reformer", x[:2])
     return out
 
 

@@ -1,5 +1,8 @@
-"""Stage report: reports/results.json, reports/report.md and reports/figures/*.png from the
-evaluation results; logs them on the pipeline's parent MLflow run."""
+"""Stage report: reports/results.json, reports/report.md, reports/metrics.json, the plot data and
+reports/figures/*.png from the evaluation results; logs them, and the headline metrics, on the
+pipeline's parent MLflow run."""
+from advgame.artifacts import load_json
+from advgame.names import METRICS
 from advgame.report import build_report
 from advgame.stage import run_stage
 
@@ -8,6 +11,8 @@ def body(ctx):
     out = build_report(ctx.params, ".", ctx.device)
     for path in [out["results"], out["report"], *out["figures"]]:
         ctx.tracker.log_artifact(path, "report", parent=True)
+    ctx.tracker.log_parent_metrics({f"{d}.{k}": v for d, row in load_json(METRICS).items()
+                                    for k, v in row.items()})
     return {}
 
 

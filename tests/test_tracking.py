@@ -161,3 +161,79 @@ def test_crashing_stage_marks_its_run_failed(mlflow_db, tmp_path):
     exp = mlflow_db.get_experiment_by_name(tracking.EXPERIMENT)
     (run,) = mlflow_db.search_runs([exp.experiment_id], "tags.`advgame.stage` = 'crash'")
     assert run.info.status == "FAILED"
+
+
+def test_parent_is_running_during_a_stage_and_holds_params_and_headline(mlflow_db, monkeypatch):
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-gamma")
+    t = tracking.Tracker("minimax", {"game": {"gamma": 2.0}}, {}, all_params={"game": {"gamma": 2.0}, "eval": {"n_test": 5}})
+    parent = mlflow_db.get_run(t.parent_id)
+    assert parent.info.status == "RUNNING"  # not FINISHED at creation
+    assert parent.data.params == {"game.gamma": "2.0", "eval.n_test": "5"}
+    run = mlflow_db.get_run(t.run_id)
+    assert run.data.tags["advgame.dvc_exp"] == "exp-gamma" and run.data.tags["mlflow.user"]
+    assert run.data.tags["mlflow.source.name"]
+    t.log_parent_metrics({"minimax.pgd_curr": 0.5})
+    t.finish(ok=True)
+    parent = mlflow_db.get_run(t.parent_id)
+    assert parent.info.status == "FINISHED" and parent.data.metrics == {"minimax.pgd_curr": 0.5}
+    failing = tracking.Tracker("report", {}, {})
+    assert mlflow_db.get_run(t.parent_id).info.status == "RUNNING"
+    failing.finish(ok=False)
+    assert mlflow_db.get_run(t.parent_id).info.status == "FAILED"
+
+
+def test_a_killed_stage_run_is_marked_killed_by_the_next_run(mlflow_db):
+    import subprocess
+    import sys
+
+    # a run whose owning process is gone (as after kill -9)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    t = tracking.Tracker("round-1", {}, {})
+    import socket
+
+    mlflow_db.set_tag(t.run_id, "advgame.owner", f"{socket.gethostname()}:{gone.pid}")
+    alive = tracking.Tracker("round-2", {}, {})  # another stage's RUNNING run is not touched
+    rerun = tracking.Tracker("round-1", {}, {})
+    assert mlflow_db.get_run(t.run_id).info.status == "KILLED"
+    assert mlflow_db.get_run(alive.run_id).info.status == "RUNNING"
+    rerun.finish()
+    alive.finish()
+    assert mlflow_db.get_run(rerun.run_id).info.status == "FINISHED"
+
+
+def test_finish_never_raises_when_the_store_is_gone(mlflow_db, capsys):
+    t = tracking.Tracker("baseline", {}, {})
+
+    def boom(*a, **k):
+        raise ConnectionError("down")
+
+    t.client.set_terminated = boom
+    t.finish(ok=True)
+    assert "could not close MLflow run" in capsys.readouterr().err
+
+
+def test_only_local_stores_get_a_local_artifact_location():
+    assert tracking.is_local_store("sqlite:////tmp/x.db") and tracking.is_local_store("/tmp/mlruns")
+    assert not tracking.is_local_store("http://127.0.0.1:5000")
+
+
+def test_git_dirty_ignores_what_the_pipeline_rewrites(tmp_path):
+    import subprocess
+
+    def git(*a):
+        subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True,
+                       env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                            "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin"})
+
+    git("init", "-q")
+    (tmp_path / "reports").mkdir()
+    for f in ("dvc.lock", "reports/r.json", "params.yaml"):
+        (tmp_path / f).write_text("a")
+    git("add", "-A")
+    git("commit", "-qm", "x")
+    (tmp_path / "dvc.lock").write_text("b")
+    (tmp_path / "reports/r.json").write_text("b")
+    assert not tracking.git_commit(tmp_path).endswith("-dirty")
+    (tmp_path / "params.yaml").write_text("b")
+    assert tracking.git_commit(tmp_path).endswith("-dirty")

@@ -42,15 +42,27 @@ def artifact_root(root: str | Path | None = None) -> str:
     return (repo_root(root or ".") / "mlartifacts").as_uri()
 
 
+# what the pipeline itself rewrites: a change there does not make the commit's sources dirty
+PIPELINE_OUTPUTS = ("dvc.lock", "reports/", "models/", "data/", "mlflow.db", "mlartifacts/")
+
+
 def git_commit(root: str | Path = ".") -> str:
+    """HEAD, with `-dirty` only when tracked sources differ from it (params, code, dvc.yaml):
+    the outputs a running pipeline rewrites (dvc.lock, reports/) do not count."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                              text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, timeout=10).stdout.splitlines()
+        dirty = [ln[3:] for ln in status if not ln[3:].startswith(PIPELINE_OUTPUTS)]
         return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def is_local_store(uri: str) -> bool:
+    """SQLite or a plain folder: artifacts go to a folder of ours. A server decides for itself."""
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
 
 def pipeline_id() -> str:
@@ -94,7 +106,9 @@ def connect(root: str | Path | None = None):
     try:
         exp = mlflow.get_experiment_by_name(EXPERIMENT)
         if exp is None:
-            exp_id = mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root(root))
+            # a server (http[s]://) keeps its own artifact store; only a local store gets ours
+            local = {"artifact_location": artifact_root(root)} if is_local_store(uri) else {}
+            exp_id = mlflow.create_experiment(EXPERIMENT, **local)
         else:
             exp_id = exp.experiment_id
     except Exception as e:
@@ -117,35 +131,87 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _process_alive(tag: str | None) -> bool:
+    """tag = 'host:pid' of the process that owns a run; unknown owners count as alive."""
+    import socket
+
+    if not tag or ":" not in tag:
+        return True
+    host, pid = tag.rsplit(":", 1)
+    if host != socket.gethostname():
+        return True
+    try:
+        import psutil
+
+        return psutil.pid_exists(int(pid))
+    except (ImportError, ValueError):
+        return True
+
+
 class Tracker:
     """An MLflow run for one stage execution; a no-op when tracking is off."""
 
-    def __init__(self, stage: str, params: dict, tags: dict, root: str | Path | None = None):
+    def __init__(self, stage: str, params: dict, tags: dict, root: str | Path | None = None,
+                 all_params: dict | None = None):
         self.active = enabled()
         self.run_id = None
         if not self.active:
             return
+        import getpass
+        import socket
+
         mlflow, exp_id = connect(root)
         self.mlflow = mlflow
         self.client = mlflow.MlflowClient()
-        parent = self._parent_run(exp_id)
+        self.stage = stage
+        self._close_stale_runs(exp_id, stage)
+        exp_name = os.environ.get("DVC_EXP_NAME", "")
+        common = {"mlflow.user": getpass.getuser(), "mlflow.source.git.commit": tags.get("advgame.git_commit", ""),
+                  **({"advgame.dvc_exp": exp_name} if exp_name else {})}
+        parent = self._parent_run(exp_id, common, all_params)
         run = self.client.create_run(exp_id, run_name=stage, tags={
-            "mlflow.parentRunId": parent, "advgame.stage": stage, **tags})
+            "mlflow.parentRunId": parent, "advgame.stage": stage, "mlflow.source.type": "LOCAL",
+            "mlflow.source.name": f"stages ({stage})", "advgame.owner": f"{socket.gethostname()}:{os.getpid()}",
+            **common, **tags})
         self.run_id = run.info.run_id
         self.parent_id = parent
-        flat = _flatten(params)
-        batch = [mlflow.entities.Param(k, str(v)[:6000]) for k, v in flat.items()]
-        for i in range(0, len(batch), 100):
-            self.client.log_batch(self.run_id, params=batch[i:i + 100])
+        self._log_params(self.run_id, params)
 
-    def _parent_run(self, exp_id: str) -> str:
+    def _log_params(self, run_id: str, params: dict) -> None:
+        flat = _flatten(params)
+        batch = [self.mlflow.entities.Param(k, str(v)[:6000]) for k, v in flat.items()]
+        for i in range(0, len(batch), 100):
+            self.client.log_batch(run_id, params=batch[i:i + 100])
+
+    def _close_stale_runs(self, exp_id: str, stage: str) -> None:
+        """A run of this stage still RUNNING whose process is gone (killed, -9) is marked KILLED:
+        DVC never runs one stage twice at once in a workspace, and a queue worker elsewhere is
+        still alive, so it is left alone."""
+        stale = self.client.search_runs([exp_id], f"tags.`advgame.stage` = '{stage}' and attributes.status = 'RUNNING'",
+                                        max_results=50)
+        for r in stale:
+            if not _process_alive(r.data.tags.get("advgame.owner")):
+                self.client.set_terminated(r.info.run_id, "KILLED")
+                parent = r.data.tags.get("mlflow.parentRunId")
+                if parent:
+                    self.client.set_terminated(parent, "FAILED")
+
+    def _parent_run(self, exp_id: str, tags: dict, all_params: dict | None) -> str:
+        """One parent per pipeline execution: RUNNING while a stage runs, FINISHED after each
+        stage that succeeds (the last one leaves it FINISHED), FAILED when a stage fails. It
+        holds the pipeline's params and, after the report stage, the headline metrics."""
         pid = pipeline_id()
         found = self.client.search_runs([exp_id], f"tags.`advgame.pipeline_id` = '{pid}'", max_results=1)
         if found:
-            return found[0].info.run_id
+            run_id = found[0].info.run_id
+            if found[0].info.status != "FAILED":
+                self.client.update_run(run_id, status="RUNNING")
+            return run_id
         run = self.client.create_run(exp_id, run_name=f"pipeline {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                                     tags={"advgame.pipeline_id": pid, "advgame.stage": "pipeline"})
-        self.client.set_terminated(run.info.run_id, "FINISHED")
+                                     tags={"advgame.pipeline_id": pid, "advgame.stage": "pipeline",
+                                           "mlflow.source.name": "dvc", **tags})
+        if all_params:
+            self._log_params(run.info.run_id, all_params)
         return run.info.run_id
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None, run_id: str | None = None) -> None:
@@ -157,21 +223,25 @@ class Tracker:
         for i in range(0, len(ms), 500):
             self.client.log_batch(run_id or self.run_id, metrics=ms[i:i + 500])
 
+    def log_parent_metrics(self, metrics: dict[str, float]) -> None:
+        """Headline metrics on the pipeline's parent run (the report stage calls this)."""
+        if self.active:
+            self.log_metrics(metrics, run_id=self.parent_id)
+
     def log_artifact(self, path: str | Path, artifact_path: str | None = None, parent: bool = False) -> None:
         if self.active:
             self.client.log_artifact(self.parent_id if parent else self.run_id, str(path), artifact_path)
 
     def log_model(self, model, name: str, example) -> None:
-        """Log a trained torch model as an MLflow model (pt2 format: a traced graph, no pickle);
-        `example` is an input batch MLflow traces the model with."""
+        """Log a trained torch model as an MLflow model named for its defender (pt2 format: a
+        traced graph, no pickle); `example` is an input batch MLflow traces the model with."""
         if not self.active:
             return
         import mlflow.pytorch
 
         with self.mlflow.start_run(run_id=self.run_id):
             mlflow.pytorch.log_model(model.cpu().eval(), name=name, input_example=example[:2].cpu().numpy(),
-                                     serialization_format="pt2",
-                                     pip_requirements=["torch", "torchvision"])
+                                     serialization_format="pt2", pip_requirements=_pinned_requirements())
 
     def set_tags(self, tags: dict) -> None:
         if self.active:
@@ -179,6 +249,20 @@ class Tracker:
                 self.client.set_tag(self.run_id, k, str(v))
 
     def finish(self, ok: bool = True) -> None:
-        if self.active and self.run_id:
+        """Close the run (and mark the parent); never raises: it runs inside error handlers."""
+        if not (self.active and self.run_id):
+            return
+        try:
             self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
-            self.client.set_terminated(self.parent_id, "FINISHED")
+            self.client.set_terminated(self.parent_id, "FINISHED" if ok else "FAILED")
+        except Exception as e:  # the store went away after the work was done: say so, keep going
+            import sys
+
+            print(f"warning [{self.stage}]: could not close MLflow run {self.run_id} "
+                  f"({type(e).__name__}); the outputs are written", file=sys.stderr)
+
+
+def _pinned_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"torch=={version('torch')}", f"torchvision=={version('torchvision')}"]
