@@ -73,11 +73,14 @@ def _keys(section: str, model: type, exclude: tuple = ()) -> list[str]:
 def _metric(name: str) -> dict:
     """The stage report (timing, device, final numbers): an output, not a DVC metric (its seconds
     differ on every run and would drown real changes in `dvc metrics diff`)."""
-    return {f"reports/stages/{name}.json": {"cache": False}}
+    return _outs(f"reports/stages/{name}.json")[0]
 
 
 def _outs(*paths: str) -> list[dict]:
-    return [{p: {"cache": False}} for p in paths]
+    """Uncached outputs (results people read, committed to git). `persist`: DVC leaves them in
+    place while the stage runs, and the stage replaces each one atomically on success, so a
+    stage that fails (bad input, tracking outage) loses none of the previous results."""
+    return [{p: {"cache": False, "persist": True}} for p in paths]
 
 
 
@@ -221,7 +224,7 @@ def stages(p: config.Params) -> dict:
         "params": list(dict.fromkeys(sections)),
         "outs": [*_outs("reports/report.md", "reports/figures", "reports/results.json",
                         *PLOT_DATA.values()), _metric("report")],
-        "metrics": [{METRICS: {"cache": False}}],
+        "metrics": [{METRICS: {"cache": False, "persist": True}}],
     }
     return st
 
