@@ -6,12 +6,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: study test pipeline check-pipeline bench ui clean-tracking
+.PHONY: study test pipeline check-pipeline bench ui clean-tracking lock
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
 	touch $@
 
 study: $(STAMP)
@@ -32,3 +32,8 @@ ui: $(STAMP)         ## MLflow UI on http://127.0.0.1:5000 (of MLFLOW_TRACKING_U
 	@uri="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}"; \
 	case "$$uri" in http*) echo "MLFLOW_TRACKING_URI is a server: its UI is $$uri";; \
 	*) $(VENV)/bin/mlflow ui --backend-store-uri "$$uri" --host 127.0.0.1 --port 5000;; esac
+
+lock:                ## refresh constraints.txt (the exact versions make and CI install) from a fresh resolve
+	rm -rf .venv-lock && python3 -m venv .venv-lock && .venv-lock/bin/python -m pip install -q --upgrade pip
+	.venv-lock/bin/python -m pip install -q -e ".[test]"
+	.venv-lock/bin/python -m pip freeze --exclude-editable > constraints.txt && rm -rf .venv-lock
