@@ -1,4 +1,6 @@
-"""Atomic writes and safe loads: no half-written file, no unpickling of arbitrary objects."""
+"""Atomic writes, safe loads, stable bytes: no half-written file, no unpickling of arbitrary objects,
+equal state gives equal bytes."""
+import hashlib
 import os
 
 import pytest
@@ -33,8 +35,7 @@ def test_save_torch_interrupted_keeps_old_file(tmp_path, monkeypatch):
 
     def half_save(obj, f):
         real_save(obj, f)
-        with open(f, "r+b") as fh:
-            fh.truncate(10)
+        f.truncate(10)
         raise KeyboardInterrupt  # the user pressed Ctrl-C mid-write
 
     monkeypatch.setattr(torch, "save", half_save)
@@ -42,6 +43,48 @@ def test_save_torch_interrupted_keeps_old_file(tmp_path, monkeypatch):
         artifacts.save_torch({"w": torch.zeros(3)}, path)
     assert files(tmp_path) == ["m.pt"]  # no temporary file left behind
     assert torch.equal(artifacts.load_torch(path)["w"], torch.ones(3))
+
+
+def sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_equal_state_gives_equal_bytes(tmp_path):
+    """Two saves of equal tensors, to files of different names, give the same bytes (DVC sees no change)."""
+    torch.manual_seed(0)
+    model = build_classifier("smallcnn", 1, 10, 28)
+    meta = classifier_meta("smallcnn", (5, 1, 28, 28), 10, defender="baseline")
+    twin = build_classifier("smallcnn", 1, 10, 28)
+    twin.load_state_dict(model.state_dict())
+    artifacts.save_checkpoint(model, meta, tmp_path / "a.pt", epoch=1)
+    artifacts.save_checkpoint(twin, dict(meta), tmp_path / "sub" / "other-name.pt", epoch=1)
+    assert sha256(tmp_path / "a.pt") == sha256(tmp_path / "sub" / "other-name.pt")
+    data = {"x": torch.rand(7, 1, 4, 4), "y": torch.arange(7), "note": "plain", "eta": 0.3}
+    artifacts.save_torch(data, tmp_path / "d1.pt")
+    artifacts.save_torch({k: v.clone() if torch.is_tensor(v) else v for k, v in data.items()}, tmp_path / "d2.pt")
+    assert sha256(tmp_path / "d1.pt") == sha256(tmp_path / "d2.pt")
+    artifacts.save_torch({**data, "eta": 0.4}, tmp_path / "d3.pt")
+    assert sha256(tmp_path / "d3.pt") != sha256(tmp_path / "d1.pt")
+
+
+def test_save_torch_roundtrip_of_plain_containers(tmp_path):
+    data = {"x": torch.rand(3, 2), "y": torch.arange(3), "names": ["a", "b"], "n": 3, "eta": 0.3,
+            "nested": {"w": torch.ones(2, dtype=torch.float64)}}
+    artifacts.save_torch(data, tmp_path / "d.pt")
+    back = artifacts.load_torch(tmp_path / "d.pt")
+    assert back.keys() == data.keys() and back["names"] == ["a", "b"] and back["n"] == 3 and back["eta"] == 0.3
+    for a, b in [(back["x"], data["x"]), (back["y"], data["y"]), (back["nested"]["w"], data["nested"]["w"])]:
+        assert a.dtype == b.dtype and torch.equal(a, b)
+
+
+def test_checkpoint_saved_by_path_still_loads(tmp_path):
+    """Files written before the fixed archive name (torch.save to a path) stay readable."""
+    model = build_classifier("smallcnn", 1, 10, 28)
+    meta = classifier_meta("smallcnn", (5, 1, 28, 28), 10)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "meta": meta}, tmp_path / "old.pt")
+    ckpt = artifacts.load_checkpoint(tmp_path / "old.pt")
+    assert ckpt["meta"] == meta and all(torch.equal(ckpt["state_dict"][k], v) for k, v in state.items())
 
 
 def test_save_json_failure_keeps_old_file(tmp_path):

@@ -57,9 +57,16 @@ def write_csv(rows: list[dict], path: str | Path) -> None:
 
 
 def save_torch(obj: Any, path: str | Path) -> None:
-    """Save tensors / state_dicts / plain containers (loadable with weights_only=True)."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """Save tensors / state_dicts / plain containers (loadable with weights_only=True).
+
+    The bytes depend only on `obj`: torch.save given a *path* names the zip archive's top folder
+    after the file (here the random temporary name), so two saves of equal tensors differed and
+    DVC reran everything downstream. Given an open file it uses the fixed name "archive"; the
+    archive's other fields (serialization_id: a hash of record names and CRC32s; zip timestamps:
+    fixed 1980-01-01) are content-derived in torch 2.x.
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def load_torch(path: str | Path, map_location: str | torch.device = "cpu") -> Any:

@@ -33,7 +33,8 @@ class Section(BaseModel):
 class RunParams(Section):
     device: str = "auto"
     seed: int = 0
-    threads: int = Field(0, ge=0, description="torch CPU threads; 0 keeps torch's default")
+    threads: int = Field(2, ge=0, description="torch CPU threads; results can depend on it, so fixed "
+                         "(0 = torch's default, which varies with the machine)")
 
     @field_validator("device")
     @classmethod

@@ -27,7 +27,7 @@ import torch
 
 from . import UserError, config, tracking
 from .artifacts import save_json
-from .utils import resolve_device, seed_all, setup_torch
+from .utils import compute_env, resolve_device, seed_all, setup_torch
 
 
 def hash_inputs(deps: list[str], params: dict) -> str:
@@ -72,15 +72,17 @@ def run_stage(name: str, body: Callable[[StageContext], dict | None], sections: 
         setup_torch(params.run.threads)
         device = resolve_device(params.run.device)
         seed_all(params.run.seed)
+        env = compute_env(device)
         tags = {"advgame.input_hash": hash_inputs(list(deps), used),
-                "advgame.git_commit": tracking.git_commit(), "advgame.device": str(device)}
+                "advgame.git_commit": tracking.git_commit(),
+                **{f"advgame.{k}": str(v) for k, v in env.items()}}
         tracker = tracking.Tracker(name, used, tags)
         ctx = StageContext(name, params, device, tracker)
         final = body(ctx) or {}
         seconds = round(time.perf_counter() - start, 2)
         final = {**final, "seconds": seconds}
         tracker.log_metrics(final)
-        save_json({"stage": name, "device": str(device), **final}, stage_report_path(name))
+        save_json({"stage": name, "device": str(device), **final, "env": env}, stage_report_path(name))
         tracker.finish(ok=True)
         summary = _summary(final)
         print(f"{name}: done in {seconds:.1f}s" + (f" ({summary})" if summary else ""))

@@ -1,6 +1,7 @@
-"""Device choice and seeding."""
+"""Device choice, seeding and deterministic compute."""
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -28,6 +29,31 @@ def seed_all(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def setup_torch(threads: int = 0) -> None:
+def setup_torch(threads: int = 2, deterministic: bool = True) -> None:
+    """Same params on the same machine give the same bits.
+
+    A fixed thread count, because how a reduction is split over threads can change its rounding;
+    deterministic kernels where torch has them (warn_only: an op without one, CUDA only in this
+    project, warns instead of failing the stage); no cuDNN autotuning, which picks kernels by
+    timing. Across machines, kernels also depend on the CPU's instruction set: pin it with the
+    environment variables in README ("Determinism"), set before Python starts.
+    """
+    # cuBLAS reads this when its first handle is made; deterministic GEMMs on CUDA >= 10.2 need it
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if threads:
         torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = deterministic
+
+
+def compute_env(device: torch.device) -> dict:
+    """What the bits of a result depend on besides params and inputs (tags of the run)."""
+    return {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "deterministic": torch.are_deterministic_algorithms_enabled(),
+            **{k.lower(): os.environ[k] for k in PIN_VARS if os.environ.get(k)}}
+
+
+# Environment variables that pin the CPU kernels across machines (see README, "Determinism")
+PIN_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")
