@@ -201,3 +201,21 @@ def test_a_defense_left_out_reruns_nothing():
     st = stages(params(study__defenders=defenders))
     assert not any("magnet" in s.get("params", []) or any(k.startswith("magnet.") for k in s.get("params", []))
                    for s in st.values())
+
+
+def test_a_stage_stops_before_work_when_dvc_yaml_is_stale(tmp_path, monkeypatch):
+    from advgame import UserError
+    from advgame.stage import check_pipeline_current
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(RAW))
+    check_pipeline_current()  # no dvc.yaml: nothing to compare
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    check_pipeline_current()  # a hand-written dvc.yaml is the user's own
+    (tmp_path / "dvc.yaml").write_text(pipeline.render(config.parse(RAW)))
+    check_pipeline_current()
+    raw = copy.deepcopy(RAW)
+    raw["catmouse"]["rounds"] = 3  # what `dvc exp run -S catmouse.rounds=3` writes
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(UserError, match="dvc.yaml is stale.*make pipeline"):
+        check_pipeline_current()

@@ -58,6 +58,23 @@ class StageContext:
         self.tracker.log_metrics(metrics, step)
 
 
+def check_pipeline_current(params_path: str = "params.yaml", dvc_yaml: str = "dvc.yaml") -> None:
+    """Stop before any work when dvc.yaml was generated from other params: a shape param
+    (catmouse.rounds, study.defenders, game.gamma_sweep, table5) changed, e.g. by
+    `dvc exp run -S`, and the stages DVC runs would mix the old shape's files into new results.
+    Only where dvc.yaml is the generated one (a unit test's bare folder has none)."""
+    from . import pipeline  # the generator: imported here only, it imports nothing of ours back
+
+    path = Path(dvc_yaml)
+    if not path.exists() or not path.read_text().startswith(pipeline.HEADER):
+        return
+    if path.read_text() != pipeline.render(config.load(params_path)):
+        raise UserError(f"{dvc_yaml} is stale: {params_path} changes the pipeline's shape "
+                        "(catmouse.rounds, study.defenders, game.gamma_sweep, table5, ...); run "
+                        "`make pipeline` (python -m advgame.pipeline), commit dvc.yaml, then rerun. "
+                        "With `dvc exp run -S`, change params.yaml and run `make pipeline` first instead")
+
+
 def stage_report_path(name: str) -> Path:
     return Path("reports/stages") / f"{name}.json"
 
@@ -68,6 +85,7 @@ def run_stage(name: str, body: Callable[[StageContext], dict | None], sections: 
     tracker = None
     try:
         params = config.load(params_path)
+        check_pipeline_current(params_path)
         used = {s: getattr(params, s).model_dump() for s in sections}
         setup_torch(params.run.threads)
         device = resolve_device(params.run.device)
@@ -76,7 +94,7 @@ def run_stage(name: str, body: Callable[[StageContext], dict | None], sections: 
         tags = {"advgame.input_hash": hash_inputs(list(deps), used),
                 "advgame.git_commit": tracking.git_commit(),
                 **{f"advgame.{k}": str(v) for k, v in env.items()}}
-        tracker = tracking.Tracker(name, used, tags)
+        tracker = tracking.Tracker(name, used, tags, all_params=params.model_dump())
         ctx = StageContext(name, params, device, tracker)
         final = body(ctx) or {}
         seconds = round(time.perf_counter() - start, 2)
