@@ -137,3 +137,19 @@ def test_adding_a_round_reruns_only_that_round_and_its_readers(project):
     # eval-baseline, eval-alt and eval-minimax keep FGSM-1 and FGSM-2 (matrix_rounds [0, 1, 2]):
     # a new last round only adds its own defender's stages
     assert out == {"round-3", "catmouse", "attackers-adv-fgsm-3", "eval-adv-fgsm-3", "transfer", "report"}
+
+
+def test_a_stage_rerun_gives_identical_bytes(project):
+    import hashlib
+
+    d, env, _ = project
+    files = ("models/baseline.pt", "reports/eval/baseline.json", "reports/transfer.json")
+
+    def digest():
+        return {f: hashlib.sha256((d / f).read_bytes()).hexdigest() for f in files}
+
+    before = digest()
+    for stage in ("baseline", "eval-baseline", "transfer"):
+        sh("dvc", "repro", "-f", "-s", stage, cwd=d, env=env)
+    assert digest() == before
+    assert "up to date" in sh("dvc", "status", cwd=d, env=env).lower()  # nothing downstream moved
