@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from advgame.artifacts import load_checkpoint, save_checkpoint
-from advgame.attacker import train_attacker
+from advgame.attacker import attack_objective, margin, train_attacker
 from advgame.attacks import PARAMS, attnet, attnet_example, ce_loss
 from advgame.config import AttackerParams
 from advgame.models import attacker_meta, build_attacker, model_from_checkpoint
@@ -52,6 +52,18 @@ def test_trained_attacker_beats_random_signs(trained_smallcnn, tiny_mnist):
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert all(p.requires_grad for p in model.parameters())
     assert {"heldout_attack_success", "mean_abs_h", "saturated", "pert_std", "seconds"} <= set(hist[0])
+
+
+def test_margin_objective_keeps_a_defenders_extra_term():
+    g, x, y = tiny_problem(n=8)
+    cfg = tiny_cfg(kappa=0.5)
+
+    def with_penalty(m, z, t):  # like MagNet's: cross-entropy minus a detector penalty
+        return ce_loss(m, z, t) - z.mean((1, 2, 3))
+
+    plain = attack_objective(g, ce_loss, x, y, cfg)
+    assert torch.equal(plain, margin(g(x), y, 0.5)) and plain.max() <= 0.5
+    assert torch.allclose(attack_objective(g, with_penalty, x, y, cfg), plain - x.mean((1, 2, 3)), atol=1e-6)
 
 
 def test_training_stops_when_heldout_success_stalls():
