@@ -4,10 +4,10 @@ import argparse
 import re
 
 from advgame.artifacts import save_checkpoint
+from advgame.attacker import diagnostics, train_attacker
 from advgame.attacks import attnet
 from advgame.data import load_split
 from advgame.defenders import load_defender
-from advgame.game import train_attacker
 from advgame.models import attacker_meta
 from advgame.stage import run_stage
 
@@ -35,11 +35,13 @@ def body(ctx, name):
                                         x.shape[1:], ctx.device, log=log, errors=errors)
         trained[arch] = attacker
         final[f"attnet_{arch}_test_error"] = float(errors(attnet(attacker, xt_d, eta), yt_d).float().mean())
-        final[f"attnet_{arch}_epochs"] = len(hist)
+        d = diagnostics(attacker, xt_d, eta)
+        final.update({f"attnet_{arch}_pert_std": d["pert_std"], f"attnet_{arch}_saturated": d["saturated"],
+                      f"attnet_{arch}_epochs": len(hist), f"attnet_{arch}_seconds": hist[-1]["seconds"]})
     # saved only once every attacker trained: a divergence leaves nothing behind
     for arch, attacker in trained.items():
         path = f"models/attackers/{name}/{arch}.pt"
-        meta = attacker_meta(arch, x.shape, a.hidden, a.width, defender=name, eta=eta)
+        meta = attacker_meta(arch, x.shape, a.hidden, a.width, a.param, defender=name, eta=eta)
         save_checkpoint(attacker, meta, path)
         ctx.tracker.log_artifact(path, "attackers")
     return final

@@ -122,13 +122,30 @@ class SensFgsmParams(FgsmAtParams):
 
 
 class AttackerParams(Section):
+    """AttNet-curr: a fresh attacker per arch trained against the frozen defender (attacker.py)."""
     archs: list[Literal["mlp", "conv", "unet"]] = list(ATTACKER_ARCHS)
     hidden: int = Field(300, ge=1, description="mlp hidden units")
     width: int = Field(32, ge=1, description="channels of conv and unet attackers")
+    param: Literal["box", "tanh"] = Field("box", description="z = lo + (hi-lo) sigmoid(h) within the "
+                                          "eta-box (no clip dead zone) or the paper's clip(x + eta tanh(h))")
+    loss: Literal["margin", "ce"] = Field("margin", description="attack loss: CW margin capped at kappa "
+                                          "(plus a defender's extra term, e.g. MagNet's) or the defender's own")
+    kappa: float = Field(20.0, gt=0, description="margin cap: fooled examples stop pulling the attacker")
+    penalty: float = Field(0.1, ge=0, description="weight of relu(|h| - h_bound)^2: keeps h off saturation")
+    h_bound: float = Field(3.0, gt=0, description="|h| allowed before the penalty starts")
+    init_scale: float = Field(0.01, ge=0, description="last layer's initial weights scaled by this: "
+                              "training starts near h = 0, away from saturation")
+    warmup_epochs: int = Field(2, ge=0, description="epochs regressing z onto FGSM examples before the "
+                               "attack loss: an image-dependent start (0: none)")
+    warmup_size: float = Field(1.0, gt=0, le=1, description="warm-start target step, as a fraction of eta")
     optimizer: Literal["sgd", "adam"] = "adam"
-    lr: float = Field(1e-3, gt=0)
-    epochs: int = Field(5, ge=1)
-    batch: int = Field(128, ge=1)
+    lr: float = Field(3e-3, gt=0, description="peak lr; cosine decay to 0 over `epochs`")
+    epochs: int = Field(3, ge=1, description="at most this many epochs")
+    patience: int = Field(1, ge=1, description="stop after this many epochs without held-out gain")
+    tol: float = Field(0.005, ge=0, description="held-out success gain that counts as progress")
+    holdout: int = Field(500, ge=1, description="last train images kept out of training: they pick "
+                         "the best epoch and the early stop (never the test split)")
+    batch: int = Field(32, ge=1, description="small: the attacker needs steps more than clean gradients")
     seed: int = 0
 
 

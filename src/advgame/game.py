@@ -1,9 +1,9 @@
-"""The learning-based attacker (AttNet) and the defender-vs-attacker game.
+"""The defender-vs-attacker game (AttNet-curr, the attacker trained alone, is in attacker.py).
 
 Notation (STUDY.md): defender g(x; u) -> logits, attacker h(x; v), adversarial example
-z(x; v) = clip(x + eta * tanh(h(x; v)), 0, 1) and game value f(u, v) = E l(g(z(x; v); u), y).
+z(x; v) = clip(x + eta * tanh(h(x; v)), 0, 1) (attacks.attnet_example: an attacker built with
+param "box" uses the box form instead) and game value f(u, v) = E l(g(z(x; v); u), y).
 
-`train_attacker` is AttNet-curr: a fresh attacker ascends the attack loss of a frozen defender.
 `play` is the game: per minibatch, k ascent steps of the attacker, then one descent step of the
 defender, who also keeps a clean-loss weight c:
 
@@ -17,22 +17,16 @@ In minimax the penalty stands in for the attacker's best response (max_v f ~ f +
 """
 from __future__ import annotations
 
-import copy
-from contextlib import contextmanager
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import UserError
 from .attacks import LossFn, attnet, attnet_example, ce_loss
-from .config import AttackerParams, GameParams, TrainParams
-from .models import build_attacker
+from .config import GameParams
 from .training import LogFn, check_finite, error_rate, make_optimizer, minibatches, progress
 
 MODES = ("alt", "minimax", "maximin")
-ErrorsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 # ---------------------------------------------------------------- objectives (one per role)
@@ -76,71 +70,6 @@ def maximin_attacker_objective(model, attacker, x, y, eta: float, gamma: float) 
     """f - gamma/2 ||grad_u f||^2: the attacker leads, anticipating the defender's reply."""
     f = game_value(model, attacker, x, y, eta)
     return f - gamma / 2 * sq_grad_norm(f, _params(model))
-
-
-# ---------------------------------------------------------------- AttNet-curr
-
-@contextmanager
-def frozen(model: nn.Module):
-    """Eval mode and no parameter gradients for the duration; restores both afterwards."""
-    flags, was_training = [p.requires_grad for p in model.parameters()], model.training
-    model.eval().requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p, f in zip(model.parameters(), flags):
-            p.requires_grad_(f)
-        model.train(was_training)
-
-
-def train_attacker(defender_model: nn.Module, attack_loss: LossFn, x: torch.Tensor, y: torch.Tensor,
-                   arch: str, cfg: AttackerParams, eta: float, shape, device="cpu",
-                   log: LogFn | None = None, errors: ErrorsFn | None = None, tol: float = 0.01,
-                   probe: int = 1000) -> tuple[nn.Module, list[dict]]:
-    """A fresh attacker of `arch` trained to maximise mean attack_loss(g, z(x; v), y) against the
-    frozen defender, for at most cfg.epochs; it stops earlier once an epoch raises the mean loss by
-    less than `tol` (relative): the attacker has converged. Per epoch it logs the train loss and
-    the attack success (`errors`, default misclassification) on the first `probe` train images,
-    and it returns the attacker of the epoch with the highest success: once tanh saturates the
-    attacker can collapse to a weaker fixed pattern, and AttNet-curr should be the strongest one
-    training found (chosen on training images, never on the test split)."""
-    torch.manual_seed(cfg.seed)
-    attacker = build_attacker(arch, tuple(shape), cfg.hidden, cfg.width).to(device)
-    opt = make_optimizer(TrainParams(optimizer=cfg.optimizer, lr=cfg.lr), attacker.parameters())
-    gen = torch.Generator().manual_seed(cfg.seed)
-    if errors is None:
-        def errors(xa, ya):
-            return defender_model(xa).argmax(1) != ya
-    xp, yp = x[:probe].to(device), y[:probe].to(device)
-    history: list[dict] = []
-    best = None
-    with frozen(defender_model):
-        for epoch in range(cfg.epochs):
-            attacker.train()
-            total, count = 0.0, 0
-            desc = f"attacker {arch} epoch {epoch + 1}/{cfg.epochs}"
-            for xb, yb in progress(minibatches(x, y, cfg.batch, gen, device=device), desc,
-                                   -(-len(x) // cfg.batch)):
-                loss = game_value(defender_model, attacker, xb, yb, eta, attack_loss)
-                v = check_finite(loss, f"attacker {arch} epoch {epoch + 1}")
-                opt.zero_grad(set_to_none=True)
-                (-loss).backward()
-                opt.step()
-                total, count = total + v * len(xb), count + len(xb)
-            with torch.no_grad():
-                success = float(errors(attnet(attacker, xp, eta), yp).float().mean())
-            history.append({"train_loss": total / max(count, 1), "train_attack_success": success})
-            if log is not None:
-                log(history[-1], epoch)
-            if best is None or success > best[0]:
-                best = (success, copy.deepcopy(attacker.state_dict()))
-            if epoch > 0:
-                prev = history[-2]["train_loss"]
-                if history[-1]["train_loss"] - prev < tol * abs(prev):
-                    break
-    attacker.load_state_dict(best[1])
-    attacker.eval()
-    return attacker, history
 
 
 # ---------------------------------------------------------------- the game

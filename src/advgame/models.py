@@ -83,6 +83,23 @@ class MLPAttacker(nn.Module):
         return self.net(x).view(-1, *self.shape)
 
 
+class GlobalContext(nn.Module):
+    """Adds to a side x side feature map a map computed from the whole of it (an MLP bottleneck
+    of `k` units): a perturbation that fools a classifier is a class-dependent pattern over the
+    whole digit, which the small receptive field of the conv layers does not see, and a vector
+    broadcast to every position cannot draw."""
+
+    def __init__(self, channels: int, side: int, k: int = 64):
+        super().__init__()
+        s = (side + 1) // 2
+        self.net = nn.Sequential(nn.Conv2d(channels, channels, 3, stride=2, padding=1), nn.ReLU(),
+                                 nn.Flatten(), nn.Linear(channels * s * s, k), nn.ReLU(),
+                                 nn.Linear(k, channels * side * side))
+
+    def forward(self, x):
+        return x + self.net(x).view_as(x)
+
+
 class ConvAttacker(nn.Module):
     """All-convolutional encoder-decoder (one stride-2 down, one transposed-conv up)."""
 
@@ -92,7 +109,7 @@ class ConvAttacker(nn.Module):
         self.net = nn.Sequential(
             nn.Conv2d(c, w, 3, padding=1), nn.ReLU(),
             nn.Conv2d(w, 2 * w, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.ReLU(), GlobalContext(2 * w, shape[1] // 2),
             nn.ConvTranspose2d(2 * w, w, 4, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(w, c, 3, padding=1),
         )
@@ -114,24 +131,32 @@ class UNetAttacker(nn.Module):
 
         self.enc1, self.enc2 = block(c, w), block(w, 2 * w)
         self.down = nn.MaxPool2d(2)
+        self.context = GlobalContext(2 * w, shape[1] // 2)
         self.up = nn.ConvTranspose2d(2 * w, w, 2, stride=2)
         self.dec = block(2 * w, w)
         self.out = nn.Conv2d(w, c, 1)
 
     def forward(self, x):
         e1 = self.enc1(x)
-        e2 = self.enc2(self.down(e1))
+        e2 = self.context(self.enc2(self.down(e1)))
         return self.out(self.dec(torch.cat([self.up(e2), e1], dim=1)))
 
 
-def build_attacker(arch: str, shape: tuple[int, int, int], hidden: int = 300, width: int = 32) -> nn.Module:
+def build_attacker(arch: str, shape: tuple[int, int, int], hidden: int = 300, width: int = 32,
+                   param: str = "tanh") -> nn.Module:
+    """h(x; v) of `arch`; `param` (tanh | box) tells attacks.attnet_example how to turn h into z."""
     if arch == "mlp":
-        return MLPAttacker(shape, hidden)
-    if arch == "conv":
-        return ConvAttacker(shape, width)
-    if arch == "unet":
-        return UNetAttacker(shape, width)
-    raise UserError(f"attacker arch: unknown '{arch}'; allowed values: mlp, conv, unet")
+        m = MLPAttacker(shape, hidden)
+    elif arch == "conv":
+        m = ConvAttacker(shape, width)
+    elif arch == "unet":
+        m = UNetAttacker(shape, width)
+    else:
+        raise UserError(f"attacker arch: unknown '{arch}'; allowed values: mlp, conv, unet")
+    if param not in ("tanh", "box"):
+        raise UserError(f"attacker param: unknown '{param}'; allowed values: tanh, box")
+    m.param = param
+    return m
 
 
 def classifier_meta(arch: str, x_shape, classes: int, **extra) -> dict:
@@ -140,16 +165,18 @@ def classifier_meta(arch: str, x_shape, classes: int, **extra) -> dict:
             "side": int(h), **extra}
 
 
-def attacker_meta(arch: str, x_shape, hidden: int, width: int, **extra) -> dict:
+def attacker_meta(arch: str, x_shape, hidden: int, width: int, param: str = "tanh", **extra) -> dict:
     return {"kind": "attacker", "arch": arch, "shape": [int(s) for s in x_shape[-3:]],
-            "hidden": hidden, "width": width, **extra}
+            "hidden": hidden, "width": width, "param": param, **extra}
 
 
 def model_from_checkpoint(ckpt: dict) -> nn.Module:
     """Rebuild a classifier or attacker from an advgame checkpoint (see artifacts.save_checkpoint)."""
     meta = ckpt["meta"]
     if meta.get("kind") == "attacker":
-        m = build_attacker(meta["arch"], tuple(meta["shape"]), meta["hidden"], meta["width"])
+        # checkpoints written before the box form existed are tanh attackers
+        m = build_attacker(meta["arch"], tuple(meta["shape"]), meta["hidden"], meta["width"],
+                           meta.get("param", "tanh"))
     else:
         m = build_classifier(meta["arch"], meta["in_channels"], meta["classes"], meta["side"])
     try:

@@ -671,9 +671,18 @@ def reconstruction(s: Study) -> str:
                      f"steps per defender step, gamma = {g.gamma:g}, clean-loss weight {g.clean_weight:g}, "
                      f"attacker lr {g.lr_attacker:g}, {sched(g)}.")
     a = p.attacker
+    form = ("z = lo + (hi - lo) sigmoid(h) within the eta-box" if a.param == "box"
+            else "z = clip(x + eta tanh(h), 0, 1)")
+    loss = f"CW margin capped at {a.kappa:g}" if a.loss == "margin" else "the defender's attack loss"
+    warm = (f"{a.warmup_epochs} warm-start epochs regressing z onto FGSM examples, " if a.warmup_epochs
+            else "")
     items.append(f"AttNet-curr attackers ({', '.join(a.archs)}; mlp hidden {a.hidden}, conv/unet width "
-                 f"{a.width}) trained from scratch against each frozen defender for {a.epochs} epochs "
-                 f"({a.optimizer} lr {a.lr:g}, batch {a.batch}): our schedule for 'to convergence'.")
+                 f"{a.width}) trained from scratch against each frozen defender: {form}; against "
+                 f"saturation {warm}last layer scaled by {a.init_scale:g} at start, {loss}, penalty "
+                 f"{a.penalty:g}·relu(|h| - {a.h_bound:g})²; at most {a.epochs} epochs ({a.optimizer} lr "
+                 f"{a.lr:g} cosine, batch {a.batch}), stopped when the success on {a.holdout} held-out "
+                 f"training images gains less than {a.tol:g}, best held-out epoch kept: our schedule for "
+                 f"'to convergence'.")
     for d, t in (("pgd-at", p.pgd_at), ("trades", p.trades)):
         if d in defs:
             extra = f", beta {p.trades.beta:g}" if d == "trades" else ""
