@@ -1,17 +1,15 @@
 """Stage alt | minimax | maximin: the defender (from u_0) plays against a fresh attacker network."""
 import argparse
 
-import torch
-
 from advgame.artifacts import load_checkpoint, save_checkpoint, write_csv
+from advgame.attacker import game_attacker
 from advgame.attacks import attnet
 from advgame.data import load_split
 from advgame.game import MODES, play
-from advgame.models import attacker_meta, build_attacker, classifier_meta, model_from_checkpoint
+from advgame.models import attacker_meta, classifier_meta, model_from_checkpoint
+from advgame.names import DATA, model_path
 from advgame.stage import run_stage
 from advgame.training import error_rate
-
-from advgame.names import DATA, model_path
 
 BASELINE = model_path("baseline")
 
@@ -22,8 +20,8 @@ def body(ctx, mode):
     xt, yt = load_split(DATA, "test")
     base = load_checkpoint(BASELINE)
     defender = model_from_checkpoint(base)
-    torch.manual_seed(g.seed)
-    attacker = build_attacker(g.attacker_arch, tuple(x.shape[1:]), p.attacker.hidden, p.attacker.width)
+    attacker = game_attacker(g.attacker_arch, x.shape[1:], p.attacker, defender, x, y, eta, g.lr_attacker,
+                             g.seed, ctx.device)
     hist = play(mode, defender, attacker, x, y, g, eta, ctx.device, log=ctx.log, xt=xt, yt=yt)
     # the convergence curves (paper: the three solvers compared on MNIST), for the report and DVC
     write_csv([{"epoch": e + 1, **h} for e, h in enumerate(hist)], f"reports/game/{mode}.csv")
@@ -38,7 +36,7 @@ def body(ctx, mode):
                     model_path(mode))
     att_path = f"models/{mode}-attacker.pt"
     save_checkpoint(attacker, attacker_meta(g.attacker_arch, x.shape, p.attacker.hidden, p.attacker.width,
-                                            defender=mode, eta=eta), att_path)
+                                            p.attacker.param, defender=mode, eta=eta), att_path)
     ctx.tracker.log_model(defender, mode, x[:2])
     ctx.tracker.log_artifact(att_path, "attacker")
     return final

@@ -5,15 +5,14 @@ The study's own gamma is not a sweep stage: its point is the `minimax` evaluatio
 `alt` (gamma = 0) is the other end."""
 import argparse
 
-import torch
-
 from advgame.artifacts import load_checkpoint, save_checkpoint, save_json
+from advgame.attacker import game_attacker, train_attacker
 from advgame.attacks import attnet, pgd
 from advgame.data import load_split
 from advgame.defenders import load_defender
 from advgame.evaluate import cell
-from advgame.game import play, train_attacker
-from advgame.models import build_attacker, classifier_meta, model_from_checkpoint
+from advgame.game import play
+from advgame.models import classifier_meta, model_from_checkpoint
 from advgame.names import DATA, model_path, sweep_name
 from advgame.stage import run_stage
 
@@ -26,8 +25,8 @@ def body(ctx, gamma: float):
     xt, yt = load_split(DATA, "test", p.eval.n_test)
     base = load_checkpoint(model_path("baseline"))
     model = model_from_checkpoint(base)
-    torch.manual_seed(g.seed)
-    attacker = build_attacker(g.attacker_arch, tuple(x.shape[1:]), p.attacker.hidden, p.attacker.width)
+    attacker = game_attacker(g.attacker_arch, x.shape[1:], p.attacker, model, x, y, eta, g.lr_attacker,
+                             g.seed, dev)
     hist = play("minimax", model, attacker, x, y, g, eta, dev, log=ctx.log)
     path = f"models/sweep/{name}.pt"
     meta = base["meta"]

@@ -10,7 +10,7 @@ from advgame.config import eta_key
 from advgame.data import load_split
 from advgame.defenders import load_defender
 from advgame.evaluate import cell
-from advgame.game import train_attacker
+from advgame.attacker import train_attacker
 from advgame.names import DATA, model_path
 from advgame.stage import run_stage
 

@@ -118,12 +118,26 @@ def _play(mode, gamma, k=2, epochs=2):
     return g, h, hist
 
 
+def test_minimax_reports_how_much_its_penalty_weighs():
+    _, _, hist = _play("minimax", 5.0)
+    g, h = tiny_players()
+    x, y = tiny_data(n=8)
+    parts = {}
+    minimax_defender_objective(g, h, x, y, ETA, 0.5, 5.0, parts)
+    f = float(game_value(g, h, x, y, ETA).detach())
+    assert parts["f"] == pytest.approx(f)
+    assert parts["penalty"] == pytest.approx(2.5 * float(sq_grad_norm(game_value(g, h, x, y, ETA), list(h.parameters()))))
+    assert all(r["penalty_ratio"] > 0 for r in hist)
+
+
 def test_minimax_with_gamma_zero_is_exactly_alt():
     ga, ha, hist_a = _play("alt", 0.0)
     gm, hm, hist_m = _play("minimax", 0.0)
     for a, b in zip([*ga.parameters(), *ha.parameters()], [*gm.parameters(), *hm.parameters()]):
         assert torch.equal(a, b)
-    assert hist_a == hist_m
+    # same play; minimax also reports its (here zero) penalty
+    assert [{k: v for k, v in h.items() if k not in ("penalty", "penalty_ratio")} for h in hist_m] == hist_a
+    assert all(h["penalty"] == 0.0 and h["penalty_ratio"] == 0.0 for h in hist_m)
     # the penalty does change the play when gamma > 0
     gp, _, _ = _play("minimax", 5.0)
     assert not torch.equal(next(gp.parameters()), next(ga.parameters()))

@@ -172,3 +172,20 @@ def train_attacker(defender_model: nn.Module, attack_loss: LossFn, x: torch.Tens
     attacker.load_state_dict(best[1])
     attacker.eval()
     return attacker, history
+
+
+def game_attacker(arch: str, shape, cfg: AttackerParams, model: nn.Module, x: torch.Tensor,
+                  y: torch.Tensor, eta: float, lr: float, seed: int, device="cpu") -> nn.Module:
+    """The game's opening attacker: the same network, parameterisation and remedy as AttNet-curr
+    (near-zero start, then cfg.warmup_epochs regressing onto FGSM examples of the opening
+    defender), so that the game starts from an attacker that attacks instead of collapsing to
+    one universal pattern. The game itself then ascends the paper's f."""
+    torch.manual_seed(seed)
+    attacker = start_near_zero(build_attacker(arch, tuple(shape), cfg.hidden, cfg.width, cfg.param),
+                               cfg.init_scale).to(device)
+    if cfg.warmup_epochs:
+        opt = make_optimizer(TrainParams(optimizer=cfg.optimizer, lr=lr), attacker.parameters())
+        with frozen(model):
+            warm_start(attacker, opt, model, ce_loss, x.to(device), y.to(device), eta, cfg,
+                       torch.Generator().manual_seed(seed))
+    return attacker

@@ -27,8 +27,10 @@ ROOT = PKG.parents[1]
 # modules whose edits must not rerun the science: logging and this generator itself
 NOT_DEPS = {"tracking", "pipeline", "summary"}
 RUN = ["run.device", "run.seed", "run.threads"]
-# the attacker network's shape: what a stage that builds (not trains) an attacker reads
-ATTACKER_NET = ["attacker.hidden", "attacker.width"]
+# what the game's opening attacker is built from (attacker.game_attacker): net, parameterisation,
+# near-zero start and warm start; not the AttNet-curr training schedule
+ATTACKER_NET = [f"attacker.{k}" for k in ("hidden", "width", "param", "init_scale", "warmup_epochs",
+                                          "warmup_size", "batch", "loss", "kappa", "optimizer")]
 # the game's params that every mode reads; each mode adds its own gamma
 GAME_SHARED = [f"game.{k}" for k in config.GameParams.model_fields
                if k not in ("gamma", "gamma_maximin", "gamma_sweep", "schedule")]  # play() has no schedule
