@@ -48,9 +48,13 @@ def body(ctx, name: str):
         own_attackers=attackers_of(name, archs, dev),
         transfer_attackers={(src, a): h for src in final_defenders(p) if src != name
                             for a, h in attackers_of(src, archs, dev).items()},
+        strong_attacks=p.eval.strong_attacks, strong_etas=p.eval.strong_etas or [p.attack.eta],
+        apgd_iters=p.eval.apgd_iters, apgd_restarts=p.eval.apgd_restarts,
+        apgd_targets=p.eval.apgd_targets, square_queries=p.eval.square_queries,
         art_attacks=p.art.attacks, art_etas=p.art.etas, art_n=p.art.n_test,
-        apgd_iters=p.art.apgd_iters, square_queries=p.art.square_queries,
+        art_apgd_iters=p.art.apgd_iters, art_square_queries=p.art.square_queries,
         classes=int(defender.meta.get("classes", 10)) if defender.meta else 10,
+        is_baseline=name == "baseline",
     )
     bar = progress(iter(int, 1), f"eval {name}")
     out = evaluate_defender(defender, x, y, plan, progress=lambda m: bar.set_postfix_str(m))
@@ -62,9 +66,13 @@ def body(ctx, name: str):
                "sanity_pgd_large_eta": out["sanity_pgd_large_eta"],
                "settings": {"n_test": len(x), "pgd_steps": p.eval.pgd_steps,
                             "pgd_restarts": p.eval.pgd_restarts, "seeds": p.eval.seeds,
-                            "attacker_eta": p.attack.eta, "art_n": min(p.art.n_test, len(x)),
-                            "apgd_iters": p.art.apgd_iters, "square_queries": p.art.square_queries},
-               "seconds": seconds}, f"reports/eval/{name}.json")
+                            "attacker_eta": p.attack.eta,
+                            "strong_attacks": p.eval.strong_attacks,
+                            "apgd_iters": p.eval.apgd_iters, "apgd_restarts": p.eval.apgd_restarts,
+                            "square_queries": p.eval.square_queries,
+                            "art_attacks": p.art.attacks, "art_n": min(p.art.n_test or len(x), len(x)),
+                            "attacks_by_eta": out["attacks_by_eta"]},
+               "seconds": seconds, "seconds_by_attack": out["seconds_by_attack"]}, f"reports/eval/{name}.json")
     k = f"{p.attack.eta!r}"
     final = {"clean_error": res["clean"]["0"]["error"]}
     for a in ("fgsm-curr", "pgd-curr", "worst-case"):
