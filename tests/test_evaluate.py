@@ -141,3 +141,13 @@ def test_attnet_attacks_on_the_baseline_only():
     assert s["attnet_attacks"] is None
     s, _ = sanity_checks({k: v for k, v in res.items() if not k.startswith("attnet")}, _plan(is_baseline=True), {})
     assert s["attnet_attacks"] is None
+
+
+def test_one_missed_image_at_the_top_is_no_failure():
+    res = {"pgd-curr": {"0.3": _c(0.998, 500)}, "apgd-ce": {"0.3": _c(1.0, 500)},
+           "fgsm-curr": {"0.3": _c(0.85, 500)}}
+    s, _ = sanity_checks(res, _plan(), {})
+    assert s["pgd_not_below_apgd"] is True
+    s, _ = sanity_checks({**res, "pgd-curr": {"0.3": _c(0.504, 500)}, "apgd-ce": {"0.3": _c(0.552, 500)}},
+                         _plan(), {})
+    assert s["pgd_not_below_apgd"] is False
