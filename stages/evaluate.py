@@ -44,9 +44,13 @@ def body(ctx, name: str, rounds: list[int]):
         pgd_step_ratio=p.eval.pgd_step_ratio, pgd_restarts=p.eval.pgd_restarts, batch=p.eval.batch,
         fgsm_sources={k: _load(model_path(fgsm_source(k)), dev) for k in rounds},
         own_attackers=attackers_of(name, dev),
+        strong_attacks=p.eval.strong_attacks, strong_etas=p.eval.strong_etas or [p.attack.eta],
+        apgd_iters=p.eval.apgd_iters, apgd_restarts=p.eval.apgd_restarts,
+        apgd_targets=p.eval.apgd_targets, square_queries=p.eval.square_queries,
         art_attacks=p.art.attacks, art_etas=p.art.etas, art_n=p.art.n_test,
-        apgd_iters=p.art.apgd_iters, square_queries=p.art.square_queries,
+        art_apgd_iters=p.art.apgd_iters, art_square_queries=p.art.square_queries,
         classes=int(defender.meta.get("classes", 10)) if defender.meta else 10,
+        is_baseline=name == "baseline",
     )
     bar = progress(iter(int, 1), f"eval {name}")
     out = evaluate_defender(defender, x, y, plan, progress=lambda m: bar.set_postfix_str(m))
@@ -58,11 +62,18 @@ def body(ctx, name: str, rounds: list[int]):
                "sanity_pgd_large_eta": out["sanity_pgd_large_eta"],
                "settings": {"n_test": len(x), "pgd_steps": p.eval.pgd_steps,
                             "pgd_restarts": p.eval.pgd_restarts, "seeds": p.eval.seeds,
-                            "attacker_eta": p.attack.eta, "art_n": min(p.art.n_test, len(x)),
-                            "apgd_iters": p.art.apgd_iters, "square_queries": p.art.square_queries},
-               "seconds": seconds}, f"reports/eval/{name}.json")
+                            "attacker_eta": p.attack.eta,
+                            "strong_attacks": p.eval.strong_attacks,
+                            "apgd_iters": p.eval.apgd_iters, "apgd_restarts": p.eval.apgd_restarts,
+                            "square_queries": p.eval.square_queries,
+                            "art_attacks": p.art.attacks, "art_n": min(p.art.n_test or len(x), len(x)),
+                            "attacks_by_eta": out["attacks_by_eta"]}}, f"reports/eval/{name}.json")
+    # timings go to the stage report and MLflow, not the results: the results' bytes must not
+    # change when the same commit is rerun
+
     k = f"{p.attack.eta!r}"
-    final = {"clean_error": res["clean"]["0"]["error"]}
+    final = {"clean_error": res["clean"]["0"]["error"], "eval_seconds": seconds,
+             **{f"seconds_{a}": t for a, t in out["seconds_by_attack"].items()}}
     for a in ("fgsm-curr", "pgd-curr", "worst-case"):
         if k in res.get(a, {}):
             final[f"{a}_error"] = res[a][k]["error"]

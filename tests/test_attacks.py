@@ -46,10 +46,18 @@ def test_fgsm_matches_closed_form_on_linear_model():
 
 
 def test_pgd_one_full_step_without_random_start_is_fgsm(trained_smallcnn):
+    # PGD keeps the best of its iterates (x itself and the step): an example already
+    # misclassified stays x, any other gets the FGSM step where that raised the loss
     m, x, y = trained_smallcnn
     x, y = x[:50], y[:50]
     p = attacks.pgd(m, x, y, 0.3, steps=1, step_size=0.3, random_start=False)
-    assert torch.allclose(p, attacks.fgsm(m, x, y, 0.3), atol=1e-6)
+    f = attacks.fgsm(m, x, y, 0.3)
+    with torch.no_grad():
+        wrong = m(x).argmax(1) != y
+        up = attacks.ce_loss(m, f, y) > attacks.ce_loss(m, x, y)
+    assert torch.equal(p[wrong], x[wrong])
+    assert (up & ~wrong).sum() > 40
+    assert torch.allclose(p[up & ~wrong], f[up & ~wrong], atol=1e-6)
 
 
 @pytest.mark.parametrize("eta", [0.1, 0.3])

@@ -62,6 +62,15 @@ def test_eval_etas_out_of_range():
     assert "eval.etas" in msg and "0 < eta <= 1" in msg
 
 
+def test_strong_attacks_and_etas_validated():
+    msg = error_for(lambda r: r["eval"].update(strong_attacks=["apgd-ce", "fab"]))
+    assert "eval.strong_attacks" in msg and all(a in msg for a in ("apgd-ce", "apgd-dlr", "apgd-t", "square"))
+    msg = error_for(lambda r: r["eval"].update(strong_etas=[1.5]))
+    assert "eval.strong_etas" in msg and "0 < eta <= 1" in msg
+    msg = error_for(lambda r: r["eval"].update(apgd_iters=0))
+    assert "eval.apgd_iters" in msg and "APGD iterations" in msg
+
+
 def test_unknown_dataset_lists_datasets():
     msg = error_for(lambda r: r["data"].update(dataset="imagenet"))
     assert "data.dataset" in msg and "imagenet" in msg

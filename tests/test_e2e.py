@@ -19,7 +19,7 @@ TINY = {
     "run": {"device": "cpu", "threads": 1},
     "data": {"train_n": 300},
     "baseline": {"epochs": 2, "batch": 64, "lr": 0.002},
-    "eval": {"etas": [0.3], "n_test": 100, "pgd_steps": 5},
+    "eval": {"etas": [0.3], "n_test": 100, "pgd_steps": 5, "apgd_iters": 5, "square_queries": 10},
     "catmouse": {"rounds": 2, "epochs": 1, "matrix_rounds": [0, 1, 2]},
     "attacker": {"archs": ["mlp"], "epochs": 1},
     "game": {"epochs": 1, "gamma": 1.0, "gamma_sweep": [0.5]},

@@ -25,8 +25,8 @@ def test_cell_mean_and_sd_over_seeds():
 
 
 def _plan(**kw):
-    base = dict(etas=[0.1, 0.3], main_eta=0.3, pgd_steps=10, batch=100, art_attacks=["apgd-ce", "square"],
-                art_etas=[0.3], art_n=60, apgd_iters=10, square_queries=30, sanity_eta=1.0)
+    base = dict(etas=[0.1, 0.3], main_eta=0.3, pgd_steps=10, batch=100, strong_attacks=["apgd-ce", "square"],
+                apgd_iters=10, square_queries=30, sanity_eta=1.0)
     base.update(kw)
     return Plan(**base)
 
@@ -44,7 +44,11 @@ def test_evaluate_defender_on_trained_model(trained_smallcnn):
     for a in ("fgsm-1", "fgsm-curr", "pgd-curr", "attnet-curr:mlp", "worst-case"):
         assert set(r[a]) == {"0.1", "0.3"}, a
     assert set(r["attnet-transfer:other:mlp"]) == {"0.3"}  # transfer only at the training eta
-    assert r["apgd-ce"]["0.3"]["n"] == 60 and "0.1" not in r["apgd-ce"]
+    # the strong set on every image at the main eta only, and the JSON says what ran where
+    assert r["apgd-ce"]["0.3"]["n"] == 120 and "0.1" not in r["apgd-ce"] and "0.1" not in r["square"]
+    assert {"apgd-ce", "square", "pgd-curr"} <= set(out["attacks_by_eta"]["0.3"])
+    assert "apgd-ce" not in out["attacks_by_eta"]["0.1"] and "pgd-curr" in out["attacks_by_eta"]["0.1"]
+    assert out["seconds_by_attack"]["pgd-curr"] > 0
     # FGSM-1 made against the defender itself is FGSM-curr
     assert r["fgsm-1"]["0.3"]["error"] == r["fgsm-curr"]["0.3"]["error"]
     # worst case is at least every single attack
@@ -55,6 +59,26 @@ def test_evaluate_defender_on_trained_model(trained_smallcnn):
     assert out["sanity"]["pgd_ge_fgsm"] is True
     assert out["sanity"]["error_grows_to_one"] is True  # PGD at eta 1 fools an undefended model
     assert out["sanity"]["pgd_not_below_apgd"] is not None
+    assert out["sanity"]["attnet_attacks"] is None  # not the baseline
+
+
+def test_strong_attacks_come_from_the_registry(trained_smallcnn):
+    from advgame.evaluate import STRONG
+
+    assert {"apgd-ce", "apgd-dlr", "apgd-t", "square"} <= set(STRONG)
+    model, x, y = trained_smallcnn
+    with pytest.raises(ValueError, match="unknown strong attack"):
+        evaluate_defender(Defender("m", model, model), x[:4], y[:4], _plan(strong_attacks=["fab"]))
+
+
+def test_art_check_cells(trained_smallcnn):
+    model, x, y = trained_smallcnn
+    x, y = x[:50], y[:50]
+    out = evaluate_defender(Defender("m", model, model), x, y, _plan(
+        etas=[0.3], strong_attacks=[], art_attacks=["apgd-ce"], art_etas=[0.3], art_n=20,
+        art_apgd_iters=5, sanity_eta=0))
+    r = out["results"]
+    assert r["art:apgd-ce"]["0.3"]["n"] == 20 and r["pgd-curr:art-subset"]["0.3"]["n"] == 20
 
 
 def test_rejecting_defender_counts_rejected_clean_as_error(trained_smallcnn):
@@ -76,15 +100,54 @@ def _c(e, n=1000):
 def test_sanity_checks_flag_gradient_masking():
     plan = _plan()
     good = {"fgsm-curr": {"0.3": _c(0.5)}, "pgd-curr": {"0.3": _c(0.7)},
-            "pgd-curr:art-subset": {"0.3": _c(0.7)}, "apgd-ce": {"0.3": _c(0.72)},
+            "apgd-ce": {"0.3": _c(0.72)},
             "square": {"0.3": _c(0.4)}, "attnet-transfer:a:mlp": {"0.3": _c(0.3)}}
     s, _ = sanity_checks(good, plan, _c(1.0, 200))
     assert s == {"pgd_ge_fgsm": True, "error_grows_to_one": True, "black_box_le_white_box": True,
-                 "transfer_le_white_box": True, "pgd_not_below_apgd": True}
-    masked = {**good, "pgd-curr": {"0.3": _c(0.2)}, "pgd-curr:art-subset": {"0.3": _c(0.2)},
+                 "transfer_le_white_box": True, "pgd_not_below_apgd": True, "attnet_le_pgd": None,
+                 "attnet_attacks": None}
+    masked = {**good, "pgd-curr": {"0.3": _c(0.2)},
               "fgsm-curr": {"0.3": _c(0.1)}, "square": {"0.3": _c(0.6)}, "apgd-ce": {"0.3": _c(0.25)},
               "attnet-transfer:a:mlp": {"0.3": _c(0.5)}}
     s, detail = sanity_checks(masked, plan, _c(0.3, 200))
     assert s["black_box_le_white_box"] is False and s["transfer_le_white_box"] is False
     assert s["pgd_not_below_apgd"] is False and s["error_grows_to_one"] is False
     assert "Square" in detail["black_box_le_white_box"]
+
+
+def test_attnet_le_pgd():
+    plan = _plan()
+    res = {"clean": {"0": _c(0.03)}, "pgd-curr": {"0.1": _c(0.3), "0.3": _c(0.9)},
+           "attnet-curr:mlp": {"0.1": _c(0.2), "0.3": _c(0.88)}, "attnet-curr:conv": {"0.1": _c(0.1), "0.3": _c(0.5)}}
+    s, d = sanity_checks(res, plan, {})
+    assert s["attnet_le_pgd"] is True
+    # a learned attacker beating PGD beyond the interval at any eta fails the check
+    s, d = sanity_checks({**res, "attnet-curr:unet": {"0.1": _c(0.45), "0.3": _c(0.9)}}, plan, {})
+    assert s["attnet_le_pgd"] is False and "attnet-curr:unet" in d["attnet_le_pgd"] and "0.1" in d["attnet_le_pgd"]
+    # within the interval is not a failure
+    s, _ = sanity_checks({**res, "attnet-curr:unet": {"0.3": _c(0.91)}}, plan, {})
+    assert s["attnet_le_pgd"] is True
+
+
+def test_attnet_attacks_on_the_baseline_only():
+    res = {"clean": {"0": _c(0.03)}, "pgd-curr": {"0.3": _c(1.0)},
+           "attnet-curr:mlp": {"0.3": _c(0.9)}, "attnet-curr:conv": {"0.3": _c(0.5)}}
+    s, _ = sanity_checks(res, _plan(is_baseline=True), {})
+    assert s["attnet_attacks"] is True
+    collapsed = {**res, "attnet-curr:conv": {"0.3": _c(0.035)}}  # no better than the clean error
+    s, d = sanity_checks(collapsed, _plan(is_baseline=True), {})
+    assert s["attnet_attacks"] is False and "attnet-curr:conv" in d["attnet_attacks"]
+    s, _ = sanity_checks(collapsed, _plan(is_baseline=False), {})
+    assert s["attnet_attacks"] is None
+    s, _ = sanity_checks({k: v for k, v in res.items() if not k.startswith("attnet")}, _plan(is_baseline=True), {})
+    assert s["attnet_attacks"] is None
+
+
+def test_one_missed_image_at_the_top_is_no_failure():
+    res = {"pgd-curr": {"0.3": _c(0.998, 500)}, "apgd-ce": {"0.3": _c(1.0, 500)},
+           "fgsm-curr": {"0.3": _c(0.85, 500)}}
+    s, _ = sanity_checks(res, _plan(), {})
+    assert s["pgd_not_below_apgd"] is True
+    s, _ = sanity_checks({**res, "pgd-curr": {"0.3": _c(0.504, 500)}, "apgd-ce": {"0.3": _c(0.552, 500)}},
+                         _plan(), {})
+    assert s["pgd_not_below_apgd"] is False

@@ -74,14 +74,25 @@ class AttackParams(Section):
     eta: float = Field(0.3, gt=0, le=1, description="L-inf budget every defense trains for")
 
 
+STRONG_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "square")
+
+
 class EvalParams(Section):
-    etas: list[float] = [0.1, 0.2, 0.3, 0.4]
+    etas: list[float] = Field([0.1, 0.2, 0.3, 0.4], description="the sweep: FGSM, PGD and AttNet run at each")
     n_test: int = Field(0, ge=0, description="first n test images; 0 = all")
-    batch: int = Field(500, ge=1)
-    pgd_steps: int = Field(40, ge=1)
+    batch: int = Field(500, ge=1, description="images per attack batch")
+    pgd_steps: int = Field(40, ge=1, description="PGD-curr steps")
     pgd_step_ratio: float = Field(2.5, gt=0, description="step = ratio * eta / steps")
-    pgd_restarts: int = Field(1, ge=1)
-    seeds: list[int] = [0]
+    pgd_restarts: int = Field(1, ge=1, description="PGD-curr random restarts")
+    seeds: list[int] = Field([0], description="attack seeds (random starts); cells average over them")
+    strong_attacks: list[Literal[STRONG_ATTACKS]] = Field(  # type: ignore[valid-type]
+        ["apgd-ce", "apgd-dlr", "square"],
+        description="the strong set, run on every evaluated image at strong_etas (our torch code)")
+    strong_etas: list[float] = Field([], description="etas of the strong set; [] = attack.eta")
+    apgd_iters: int = Field(100, ge=1, description="APGD iterations per run")
+    apgd_restarts: int = Field(1, ge=1, description="APGD-CE/-DLR random restarts")
+    apgd_targets: int = Field(3, ge=1, le=9, description="APGD-T: target classes tried per image")
+    square_queries: int = Field(1000, ge=1, description="Square: queries per image")
 
     @field_validator("etas")
     @classmethod
@@ -95,6 +106,13 @@ class EvalParams(Section):
     def _seeds(cls, v: list[int]) -> list[int]:
         if not v:
             raise ValueError("must name at least one seed")
+        return v
+
+    @field_validator("strong_etas")
+    @classmethod
+    def _strong_etas(cls, v: list[float]) -> list[float]:
+        if any(not (0 < e <= 1) for e in v):
+            raise ValueError("must be values with 0 < eta <= 1 ([] = attack.eta)")
         return v
 
 
@@ -190,11 +208,15 @@ class MagnetParams(TrainParams):
 
 
 class ArtParams(Section):
-    attacks: list[Literal["apgd-ce", "apgd-dlr", "square"]] = ["apgd-ce", "apgd-dlr", "square"]
-    etas: list[float] = [0.3]
-    n_test: int = Field(200, ge=1)
-    apgd_iters: int = Field(50, ge=1)
-    square_queries: int = Field(500, ge=1)
+    """ART (a library we did not write) as an optional independent check, cells `art:<name>`;
+    the tests and bench/bench_attacks.py compare our APGD with it."""
+
+    attacks: list[Literal["apgd-ce", "apgd-dlr", "square"]] = Field(
+        [], description="ART attacks to run in the evaluation as a check; [] = none")
+    etas: list[float] = Field([0.3], description="etas of the ART check")
+    n_test: int = Field(0, ge=0, description="first n evaluated images for ART; 0 = all")
+    apgd_iters: int = Field(100, ge=1, description="ART APGD iterations")
+    square_queries: int = Field(1000, ge=1, description="ART Square queries")
 
     _etas = field_validator("etas")(EvalParams._etas.__func__)
 

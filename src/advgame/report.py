@@ -32,12 +32,14 @@ SANITY = {
     "error_grows_to_one": "error reaches ~100% as eta grows",
     "black_box_le_white_box": "Square (black-box) error <= white-box error",
     "transfer_le_white_box": "transfer error <= white-box error",
-    "pgd_not_below_apgd": "our PGD is not clearly weaker than ART's APGD",
+    "pgd_not_below_apgd": "our PGD is not clearly weaker than APGD-CE",
+    "attnet_le_pgd": "no learned attacker beats PGD-curr",
+    "attnet_attacks": "every learned attacker beats the clean error (baseline)",
 }
 GREY = ":grey-box"
 FLAT, BROKEN = 0.9, 0.5  # "falls flat" / "largely broken" thresholds of question 3
 FIELD = ("pgd-at", "trades", "fgsm-rs", "magnet")
-STRONG = ("pgd-curr", "apgd-ce", "apgd-dlr", "square")
+STRONG = ("pgd-curr", "apgd-ce", "apgd-dlr", "apgd-t", "square")
 
 
 # ------------------------------------------------------------------------------ reading numbers
@@ -81,7 +83,7 @@ def _eta_sort(k: str) -> float:
 
 def attack_rank(name: str, archs: tuple = config.ATTACKER_ARCHS) -> tuple:
     """Report order: clean, FGSM-k, FGSM-curr, PGD, AttNet-curr, APGD, Square, transfer, worst."""
-    fam = {"clean": 0, "fgsm-curr": 2, "pgd-curr": 3, "apgd-ce": 5, "apgd-dlr": 6,
+    fam = {"clean": 0, "fgsm-curr": 2, "pgd-curr": 3, "apgd-ce": 5, "apgd-dlr": 6, "apgd-t": 6.2,
            "pgd-curr:art-subset": 6.5, "square": 7, "worst-case": 9}
     if name in fam:
         return (fam[name], 0, "")
@@ -703,11 +705,17 @@ def reconstruction(s: Study) -> str:
     items.append(f"Evaluation on {'all ' if n_ev == n_te else 'the first '}{n_ev} test "
                  f"images; PGD {e.pgd_steps} steps of {e.pgd_step_ratio:g}·eta/steps, {e.pgd_restarts} "
                  f"restart(s); seeds {e.seeds}.")
-    budgets = ([f"APGD {p.art.apgd_iters} iterations"] if any(a.startswith("apgd") for a in p.art.attacks) else []) \
-        + ([f"Square {p.art.square_queries} queries"] if "square" in p.art.attacks else [])
-    art_n = min(p.art.n_test, n_ev) if isinstance(n_ev, int) else p.art.n_test
-    items.append(f"ART check ({', '.join(p.art.attacks)}) on the first {art_n} test images at eta "
-                 f"{p.art.etas}: {', '.join(budgets)}.")
+    strong_etas = e.strong_etas or [p.attack.eta]
+    items.append(f"Strong set ({', '.join(e.strong_attacks) or 'none'}; our torch code, AutoAttack's recipe) on "
+                 f"every evaluated image at eta {strong_etas}: APGD {e.apgd_iters} iterations, "
+                 f"{e.apgd_restarts} restart(s); Square {e.square_queries} queries. The other etas: FGSM, PGD "
+                 f"and AttNet only (`settings.attacks_by_eta` of each evaluation). Every iterative attack keeps "
+                 f"an image's first fooling iterate.")
+    if p.art.attacks:
+        art_n = min(p.art.n_test or n_ev, n_ev) if isinstance(n_ev, int) else p.art.n_test
+        items.append(f"ART check (cells `art:<name>`: {', '.join(p.art.attacks)}) on the first {art_n} test "
+                     f"images at eta {p.art.etas}: APGD {p.art.apgd_iters} iterations, Square "
+                     f"{p.art.square_queries} queries.")
     items.append("worst-case: per test image, an error if any evaluated attack fools the defender.")
     out = "\n".join(f"- {i}" for i in items)
     notes = [(d, o["notes"]) for d, o in s.defenders.items() if isinstance(o.get("notes"), dict) and o["notes"]]
@@ -740,8 +748,9 @@ def render(s: Study, figures: dict[str, str]) -> str:
            f"- training eta {p.attack.eta:g}; evaluation etas {p.eval.etas}",
            f"- PGD: {p.eval.pgd_steps} steps of {p.eval.pgd_step_ratio:g}·eta/steps, {p.eval.pgd_restarts} restart(s); "
            f"test images: {s.n_eval or ('all' if p.eval.n_test == 0 else p.eval.n_test)}",
-           f"- ART: {', '.join(p.art.attacks)} at eta {p.art.etas} on {p.art.n_test} images, APGD "
-           f"{p.art.apgd_iters} iterations, Square {p.art.square_queries} queries",
+           f"- strong set: {', '.join(p.eval.strong_attacks)} at eta {p.eval.strong_etas or [p.attack.eta]}, APGD "
+           f"{p.eval.apgd_iters} iterations, Square {p.eval.square_queries} queries; ART check: "
+           f"{', '.join(p.art.attacks) or 'none'}",
            f"- attacker networks: {', '.join(p.attacker.archs)}; seeds {p.eval.seeds}; device {s.device}",
            f"- defenders: {', '.join(f'`{d}`' for d in names.final_defenders(p))}"
            + (f" (no evaluation found for {', '.join(f'`{d}`' for d in s.missing)})" if s.missing else ""), ""]
