@@ -36,14 +36,13 @@ def test_evaluate_defender_on_trained_model(trained_smallcnn):
     x, y = x[:120], y[:120]
     torch.manual_seed(0)
     h = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 784), torch.nn.Unflatten(1, (1, 28, 28)))
-    plan = _plan(own_attackers={"mlp": h}, transfer_attackers={("other", "mlp"): h},
-                 fgsm_sources={1: model})
+    plan = _plan(own_attackers={"mlp": h}, fgsm_sources={1: model})
     out = evaluate_defender(Defender("m", model, model), x, y, plan)
     r = out["results"]
     assert set(r["clean"]) == {"0"} and r["clean"]["0"]["n"] == 120
     for a in ("fgsm-1", "fgsm-curr", "pgd-curr", "attnet-curr:mlp", "worst-case"):
         assert set(r[a]) == {"0.1", "0.3"}, a
-    assert set(r["attnet-transfer:other:mlp"]) == {"0.3"}  # transfer only at the training eta
+    assert not any(a.startswith("attnet-transfer:") for a in r)  # the transfer stage's, not the eval's
     # the strong set on every image at the main eta only, and the JSON says what ran where
     assert r["apgd-ce"]["0.3"]["n"] == 120 and "0.1" not in r["apgd-ce"] and "0.1" not in r["square"]
     assert {"apgd-ce", "square", "pgd-curr"} <= set(out["attacks_by_eta"]["0.3"])
@@ -151,3 +150,18 @@ def test_one_missed_image_at_the_top_is_no_failure():
     s, _ = sanity_checks({**res, "pgd-curr": {"0.3": _c(0.504, 500)}, "apgd-ce": {"0.3": _c(0.552, 500)}},
                          _plan(), {})
     assert s["pgd_not_below_apgd"] is False
+
+
+def test_transfer_check_counts_every_white_box_attack():
+    from advgame.evaluate import transfer_check
+
+    def c(e):
+        return {"0.3": {"error": e, "ci95": [e - 0.03, e + 0.03], "n": 500}}
+
+    res = {"pgd-curr": c(0.2), "apgd-ce": c(0.5), "attnet-transfer:a:mlp": c(0.45), "fgsm-2": c(0.1)}
+    ok, detail = transfer_check(res, 0.3)
+    assert ok == {"transfer_le_white_box": True}  # APGD (0.5) is the bar, not PGD (0.2)
+    res["attnet-transfer:b:conv"] = c(0.7)
+    ok, detail = transfer_check(res, 0.3)
+    assert ok == {"transfer_le_white_box": False} and "attnet-transfer:b:conv 0.700" in detail["transfer_le_white_box"]
+    assert transfer_check({"pgd-curr": c(0.2)}, 0.3)[0] == {"transfer_le_white_box": None}

@@ -66,7 +66,6 @@ class Plan:
     batch: int = 500
     fgsm_sources: dict[int, nn.Module] = field(default_factory=dict)      # k -> u_(k-1)
     own_attackers: dict[str, nn.Module] = field(default_factory=dict)     # arch -> h
-    transfer_attackers: dict[tuple[str, str], nn.Module] = field(default_factory=dict)
     strong_attacks: list[str] = field(default_factory=lambda: ["apgd-ce", "apgd-dlr", "square"])
     strong_etas: list[float] | None = None   # None = [main_eta]
     apgd_iters: int = 100
@@ -155,9 +154,6 @@ def evaluate_defender(defender: Defender, x: torch.Tensor, y: torch.Tensor, plan
         for arch, h in plan.own_attackers.items():
             masks[f"attnet-curr:{arch}"] = timed(f"attnet-curr:{arch}", key,
                                                  lambda: [err(attnet(h, x, eta, plan.batch))] * len(S))
-        if math.isclose(eta, plan.main_eta):
-            for (src, arch), h in plan.transfer_attackers.items():
-                masks[f"attnet-transfer:{src}:{arch}"] = [err(attnet(h, x, eta, plan.batch))] * len(S)
         if any(math.isclose(eta, e) for e in strong_etas):
             for name in plan.strong_attacks:
                 masks[name] = timed(name, key, lambda: [
@@ -222,23 +218,9 @@ def sanity_checks(results: dict, plan: Plan, large_eta_pgd: dict) -> tuple[dict,
     else:
         sanity["black_box_le_white_box"] = None
         detail["black_box_le_white_box"] = "Square not run"
-    key = eta_key(plan.main_eta)
-    transfers = {a: r[key] for a, r in results.items()
-                 if key in r and (a.startswith("attnet-transfer:") or
-                                  (a.startswith("fgsm-") and a[5:].isdigit()))}
-    white = [results[a][key] for a in results if key in results[a] and
-             (a in ("pgd-curr", "fgsm-curr") or a.startswith("attnet-curr:"))]
-    if transfers and white:
-        best_white = max(white, key=lambda c: c["error"])
-        bad = [a for a, c in transfers.items() if not _overlap_ge(best_white, c)]
-        sanity["transfer_le_white_box"] = not bad
-        detail["transfer_le_white_box"] = (
-            f"transfer beats the best white-box attack ({best_white['error']:.3f}) at eta {key}: "
-            + ", ".join(f"{a} {transfers[a]['error']:.3f}" for a in bad) if bad
-            else f"every transfer attack <= best white-box error {best_white['error']:.3f} at eta {key}")
-    else:
-        sanity["transfer_le_white_box"] = None
-        detail["transfer_le_white_box"] = "no transfer attack evaluated"
+    t_sanity, t_detail = transfer_check(results, plan.main_eta)
+    sanity.update(t_sanity)
+    detail.update(t_detail)
     ap = results.get("apgd-ce", {})
     if ap and pg:
         bad = [k for k in ap if k in pg and not _overlap_ge(pg[k], ap[k])]
@@ -257,6 +239,7 @@ def sanity_checks(results: dict, plan: Plan, large_eta_pgd: dict) -> tuple[dict,
                                "a learned attacker beats PGD-curr: " + "; ".join(bad) if bad else
                                "no AttNet-curr error above PGD-curr beyond the interval, at any eta")
     clean = results.get("clean", {}).get("0")
+    key = eta_key(plan.main_eta)
     if plan.is_baseline and att and clean:
         weak = [f"{a} {r[key]['error']:.3f}" for a, r in att.items()
                 if key in r and not r[key]["ci95"][0] > clean["error"]]
