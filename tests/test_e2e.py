@@ -153,3 +153,20 @@ def test_a_stage_rerun_gives_identical_bytes(project):
         sh("dvc", "repro", "-f", "-s", stage, cwd=d, env=env)
     assert digest() == before
     assert "up to date" in sh("dvc", "status", cwd=d, env=env).lower()  # nothing downstream moved
+
+
+def test_a_colleague_pulls_the_models_instead_of_training(project, tmp_path):
+    # the README's sharing recipe: a DVC remote (here a local folder), push, clone, pull
+    d, env, _ = project
+    remote = tmp_path / "remote"
+    sh("dvc", "remote", "add", "-d", "shared", str(remote), cwd=d, env=env)
+    sh("dvc", "push", cwd=d, env=env)
+    sh("git", "add", "-A", cwd=d, env=env)
+    sh("git", "commit", "-qm", "study and remote", cwd=d, env=env)
+    clone = tmp_path / "clone"
+    sh("git", "clone", "-q", str(d), str(clone), cwd=tmp_path, env=env)
+    env2 = {**env, "PYTHONPATH": str(clone / "src"), "MLFLOW_TRACKING_URI": f"sqlite:///{clone}/mlflow.db"}
+    sh("dvc", "pull", cwd=clone, env=env2)
+    assert (clone / "models/minimax.pt").read_bytes() == (d / "models/minimax.pt").read_bytes()
+    assert "up to date" in sh("dvc", "status", cwd=clone, env=env2).lower()
+    assert ran(sh("dvc", "repro", cwd=clone, env=env2)) == set()  # nothing trains again
