@@ -295,3 +295,11 @@ def test_gamma_sweep_figure_is_built_from_the_sweep_stages(tmp_path):
     assert "`sweep-minimax-g1000`" in md and "0.12 of f" in md and "| 5 |" not in md
     pts = report.load_study(p, tmp_path).sweep
     assert [q["pgd-curr"]["error"] for q in pts if q["source"].startswith("sweep")] == [0.7, 0.4]
+
+
+def test_a_failing_pgd_vs_apgd_check_quotes_both_numbers(built):
+    p, out, res, _ = built
+    s = report.load_study(p, out["report"].parent.parent)
+    text = report._failure_numbers(s, "minimax", "pgd_not_below_apgd")
+    assert "pgd-curr 0.250" in text and "apgd-ce 0.260" in text and "0.010 apart" in text
+    assert report._failure_numbers(s, "minimax", "attnet_le_pgd") == ""  # its detail quotes numbers

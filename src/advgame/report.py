@@ -618,6 +618,19 @@ def game_section(s: Study) -> str:
     return "\n".join(lines)
 
 
+def _failure_numbers(s: Study, d: str, check: str) -> str:
+    """The cells a failing comparison rests on, where the check's own detail does not quote them."""
+    pairs = {"pgd_not_below_apgd": ("pgd-curr", "apgd-ce"), "black_box_le_white_box": ("square", "apgd-ce")}
+    if check not in pairs:
+        return ""
+    a, b = pairs[check]
+    if s.get(d, a) is None or s.get(d, b) is None:
+        return ""
+    gap = s.get(d, b)["error"] - s.get(d, a)["error"]
+    return (f" ({a} {fmt(s.get(d, a))} vs {b} {fmt(s.get(d, b))} at eta {s.eta}: {abs(gap):.3f} apart, "
+            f"{round(abs(gap) * (s.get(d, a)['n'] or 0))} images; `worst-case` counts both)")
+
+
 def sanity_section(s: Study) -> str:
     checks = list(SANITY) + sorted({c for o in s.defenders.values() for c in o.get("sanity", {})} - set(SANITY))
     body = []
@@ -632,7 +645,7 @@ def sanity_section(s: Study) -> str:
         lines.append(f"{len(fails)} failing check(s):")
         for d, c in fails:
             detail = s.defenders[d].get("sanity_detail", {}).get(c, "no detail recorded")
-            lines.append(f"- `{d}` fails `{c}` ({SANITY.get(c, c)}): {detail}")
+            lines.append(f"- `{d}` fails `{c}` ({SANITY.get(c, c)}): {detail}{_failure_numbers(s, d, c)}")
     else:
         lines.append("Every computable check passes.")
     return "\n".join(lines)
