@@ -303,3 +303,12 @@ def test_a_failing_pgd_vs_apgd_check_quotes_both_numbers(built):
     text = report._failure_numbers(s, "minimax", "pgd_not_below_apgd")
     assert "pgd-curr 0.250" in text and "apgd-ce 0.260" in text and "0.010 apart" in text
     assert report._failure_numbers(s, "minimax", "attnet_le_pgd") == ""  # its detail quotes numbers
+
+
+def test_attacker_diagnostics_table(tmp_path):
+    p = make_study(tmp_path, models=False)
+    save_json({"stage": "attackers-baseline", "seconds": 3.0, "attnet_mlp_test_error": 0.934,
+               "attnet_mlp_pert_std": 0.149, "attnet_mlp_saturated": 0.178, "attnet_mlp_epochs": 3},
+              tmp_path / "reports/stages/attackers-baseline.json")
+    md = report.build_report(p, tmp_path, examples=False)["report"].read_text()
+    assert "| `baseline` | mlp | 0.934 | 0.149 | 0.178 | 3 |" in md

@@ -112,3 +112,24 @@ def sweep_table(pts: list[dict], arch: str, fmt) -> tuple[list[str], list[list[s
         body.append([f"{q['gamma']:g}", f"`{q['source']}`", "n/a" if r is None else f"{r:.3g}",
                      fmt(q.get("clean")), fmt(q.get("pgd-curr")), fmt(q.get(f"attnet-curr:{arch}"))])
     return header, body
+
+
+def attacker_rows(root: Path, defenders: list[str]) -> tuple[list[str], list[list[str]]]:
+    """Per defender and attacker architecture, from the attackers stages' reports: AttNet-curr
+    test error on the whole test split, the perturbation's std across images (image dependence:
+    ~0.06 was the old universal pattern) and the saturated fraction, and the epochs trained."""
+    header = ["defender", "arch", "test error (all test images)", "pert std across images",
+              "saturated", "epochs"]
+    body = []
+    for d in defenders:
+        f = root / "reports/stages" / f"attackers-{d}.json"
+        if not f.exists():
+            continue
+        st = load_json(f)
+        for arch in ("mlp", "conv", "unet"):
+            k = f"attnet_{arch}"
+            if f"{k}_test_error" in st:
+                body.append([f"`{d}`", arch, f"{st[f'{k}_test_error']:.3f}",
+                             f"{st.get(f'{k}_pert_std', math.nan):.3f}",
+                             f"{st.get(f'{k}_saturated', math.nan):.3f}", str(st.get(f"{k}_epochs", "n/a"))])
+    return header, body

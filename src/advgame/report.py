@@ -157,6 +157,7 @@ class Study:
     table5: dict = field(default_factory=dict)      # defender -> results at the extra etas
     sweep: list = field(default_factory=list)       # minimax gamma sweep points
     histories: dict = field(default_factory=dict)   # game mode -> per-epoch rows
+    root: Path = Path(".")
 
     @property
     def n_eval(self) -> int | None:
@@ -238,7 +239,7 @@ def load_study(p: config.Params, root: str | Path = ".", device: str = "cpu") ->
         if q["source"] == "eval-minimax" and mm.exists():
             q["penalty_ratio"] = load_json(mm).get("penalty_ratio_last_epoch")
     return Study(p, defenders, missing, curve, matrix, timing, meta, ", ".join(devs) or device,
-                 game_report.table5_cells(root), sweep, game_report.load_histories(root))
+                 game_report.table5_cells(root), sweep, game_report.load_histories(root), root)
 
 
 def results_json(s: Study) -> dict:
@@ -788,6 +789,12 @@ def render(s: Study, figures: dict[str, str]) -> str:
                md_table(["round", *mx["attacks"]],
                         [[f"u_{r}"] + [f"{v:.3f}" if v is not None else "n/a" for v in vals]
                          for r, vals in zip(mx["rounds"], mx["error"])]), ""]
+    a_header, a_body = game_report.attacker_rows(s.root, list(s.defenders))
+    if a_body:
+        md += ["### Learned attackers (AttNet-curr): success and image dependence", "",
+               "Read from the attackers stages (trained at eta " f"{p.attack.eta:g}" "): a working "
+               "attacker has a perturbation that varies across images; one universal pattern has a "
+               "small std.", "", md_table(a_header, a_body), ""]
     md += ["## 3. Figures", ""]
     for title, rel in figures.items():
         md += [f"![{title}]({rel})", f"*{title}*", ""]
