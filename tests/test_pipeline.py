@@ -219,3 +219,13 @@ def test_a_stage_stops_before_work_when_dvc_yaml_is_stale(tmp_path, monkeypatch)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(UserError, match="dvc.yaml is stale.*make pipeline"):
         check_pipeline_current()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")))
+def test_shipped_configs_declare_every_param_their_pipeline_reads(path):
+    # `cp configs/X.yaml params.yaml && make pipeline && dvc repro` must not stop on a missing key
+    raw = yaml.safe_load(path.read_text())
+    st = stages(config.parse(raw))
+    missing = {f"{name}: {key}" for name, s in st.items() for key in s.get("params", [])
+               if lookup(raw, key) is KeyError}
+    assert not missing, sorted(missing)
