@@ -170,3 +170,22 @@ def test_a_colleague_pulls_the_models_instead_of_training(project, tmp_path):
     assert (clone / "models/minimax.pt").read_bytes() == (d / "models/minimax.pt").read_bytes()
     assert "up to date" in sh("dvc", "status", cwd=clone, env=env2).lower()
     assert ran(sh("dvc", "repro", cwd=clone, env=env2)) == set()  # nothing trains again
+
+
+def test_a_stage_that_fails_on_bad_input_keeps_the_previous_results(project):
+    import hashlib
+
+    d, env, _ = project
+    before = {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted((d / "reports").rglob("*"))
+              if f.is_file()}
+    good = (d / "params.yaml").read_text()
+    p = yaml.safe_load(good)
+    p["eval"]["nn_test"] = 5  # a typo of n_test: the evaluations rerun and stop at their start
+    (d / "params.yaml").write_text(yaml.safe_dump(p))
+    r = subprocess.run(["dvc", "repro"], cwd=d, env=env, capture_output=True, text=True, timeout=900)
+    (d / "params.yaml").write_text(good)
+    assert r.returncode != 0 and "unknown key 'eval.nn_test'" in r.stdout + r.stderr
+    after = {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted((d / "reports").rglob("*"))
+             if f.is_file()}
+    assert after == before  # persist: DVC left them in place and the stage never replaced them
+    assert "up to date" in sh("dvc", "status", cwd=d, env=env).lower()
