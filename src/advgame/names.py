@@ -58,3 +58,8 @@ def fgsm_rounds(p: config.Params) -> list[int]:
 def sweep_name(gamma: float) -> str:
     """Stage / file name of one point of the minimax gamma sweep (no dots: DVC stage names)."""
     return "sweep-minimax-g" + f"{gamma:g}".replace(".", "p").replace("+", "")
+
+
+def registered_model(defender: str) -> str:
+    """The MLflow registered model of a final defender (alias `study` = this study's version)."""
+    return f"advgame-{defender}"
