@@ -41,7 +41,7 @@ def load_model(path: str, robust: bool):
         m.load_state_dict(torch.load(path, weights_only=True))
     if robust:
         from advgame.config import TrainParams
-        from advgame.field import pgd_at_objective
+        from advgame.defenses.field import pgd_at_objective
         from advgame.training import fit
 
         x, y = load_split("data/prepared", "train")

@@ -16,7 +16,7 @@ import torch
 
 from advgame.config import TrainParams
 from advgame.data import load_mnist5k
-from advgame.fgsm_training import fgsm_at_objective, sens_fgsm_objective
+from advgame.defenses.fgsm_training import fgsm_at_objective, sens_fgsm_objective
 from advgame.models import SmallCNN
 from advgame.training import make_optimizer, minibatches, standard_objective
 

@@ -1,5 +1,8 @@
 """Stage attackers-<defender>: AttNet-curr, one attacker per architecture trained from scratch
-against the frozen defender; the evaluation replays them (AttNet-curr and AttNet-transfer)."""
+against the frozen defender; the evaluation replays them (AttNet-curr and AttNet-transfer).
+
+    python stages/attackers.py --defender D --data DIR --model MODEL --out DIR
+"""
 import argparse
 import re
 
@@ -11,15 +14,14 @@ from advgame.defenders import load_defender
 from advgame.models import attacker_meta
 from advgame.stage import run_stage
 
-DATA = "data/prepared"
 
-
-def body(ctx, name):
+def body(ctx, args):
+    name, out = args.defender, args.out
     p, eta = ctx.params, ctx.params.attack.eta
     a = p.attacker
-    defender = load_defender(name, f"models/{name}.pt", ctx.device)
-    x, y = load_split(DATA, "train")
-    xt, yt = load_split(DATA, "test")
+    defender = load_defender(name, args.model, ctx.device)
+    x, y = load_split(args.data, "train")
+    xt, yt = load_split(args.data, "test")
     xt_d, yt_d = xt.to(ctx.device), yt.to(ctx.device)
 
     def errors(xa, ya):
@@ -40,7 +42,7 @@ def body(ctx, name):
                       f"attnet_{arch}_epochs": len(hist), f"attnet_{arch}_seconds": hist[-1]["seconds"]})
     # saved only once every attacker trained: a divergence leaves nothing behind
     for arch, attacker in trained.items():
-        path = f"models/attackers/{name}/{arch}.pt"
+        path = f"{out}/{arch}.pt"
         meta = attacker_meta(arch, x.shape, a.hidden, a.width, a.param, defender=name, eta=eta)
         save_checkpoint(attacker, meta, path)
         ctx.tracker.log_artifact(path, "attackers")
@@ -50,8 +52,11 @@ def body(ctx, name):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--defender", required=True, help="a final defender, e.g. baseline, minimax")
-    name = ap.parse_args().defender
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--model", required=True, help="the defender's checkpoint")
+    ap.add_argument("--out", required=True, help="folder of its attackers, one file per arch")
+    args = ap.parse_args()
+    name = args.defender
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
         raise SystemExit(f"error [attackers]: bad --defender '{name}'; use a defender name such as baseline")
-    run_stage(f"attackers-{name}", lambda ctx: body(ctx, name), sections=["run", "attack", "attacker"],
-              deps=[DATA, f"models/{name}.pt"])
+    run_stage(f"attackers-{name}", lambda ctx: body(ctx, args), sections=["run", "attack", "attacker"])

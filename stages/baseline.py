@@ -1,4 +1,9 @@
-"""Stage baseline: u_0, the classifier trained on clean data."""
+"""Stage baseline: u_0, the classifier trained on clean data.
+
+    python stages/baseline.py --data DIR --out MODEL
+"""
+import argparse
+
 from advgame.artifacts import save_checkpoint
 from advgame.config import classifier_arch
 from advgame.data import load_split
@@ -6,13 +11,11 @@ from advgame.models import build_classifier, classifier_meta
 from advgame.stage import run_stage
 from advgame.training import error_rate, fit, standard_objective
 
-DATA = "data/prepared"
 
-
-def body(ctx):
+def body(ctx, a):
     p = ctx.params
-    x, y = load_split(DATA, "train")
-    xt, yt = load_split(DATA, "test")
+    x, y = load_split(a.data, "train")
+    xt, yt = load_split(a.data, "test")
     arch = classifier_arch(p)
     classes = int(max(y.max(), yt.max())) + 1
     model = build_classifier(arch, x.shape[1], classes, x.shape[2])
@@ -20,10 +23,14 @@ def body(ctx):
     fit(model, x, y, standard_objective, p.baseline, ctx.device, log=ctx.log, desc="baseline",
         on_epoch=lambda e: {"test_error": error_rate(model, xt_d, yt_d)})
     err = error_rate(model, xt_d, yt_d)
-    save_checkpoint(model, classifier_meta(arch, x.shape, classes, defender="baseline"), "models/baseline.pt")
+    save_checkpoint(model, classifier_meta(arch, x.shape, classes, defender="baseline"), a.out)
     ctx.tracker.log_model(model, "baseline", x[:2])
     return {"clean_error": err}
 
 
 if __name__ == "__main__":
-    run_stage("baseline", body, sections=["run", "classifier", "baseline"], deps=[DATA])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    run_stage("baseline", lambda ctx: body(ctx, a), sections=["run", "classifier", "baseline"])

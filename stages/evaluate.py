@@ -1,7 +1,11 @@
 """Stage eval-<defender>: the cross-evaluation row of one defender -> reports/eval/<defender>.json.
 
 It reads only that defender, its own attackers and the cat-and-mouse rounds whose FGSM-k is a
-column (`--fgsm-rounds`); the AttNet-transfer matrix is the `transfer` stage's."""
+column (`--fgsm-sources`); the AttNet-transfer matrix is the `transfer` stage's.
+
+    python stages/evaluate.py --defender D --data DIR --model MODEL --attackers DIR \
+        [--fgsm-sources 1=models/baseline.pt,2=models/adv-fgsm-1.pt] --out FILE
+"""
 import argparse
 import time
 from pathlib import Path
@@ -12,7 +16,6 @@ from advgame.data import load_split
 from advgame.defenders import load_defender
 from advgame.evaluate import Plan, evaluate_defender
 from advgame.models import model_from_checkpoint
-from advgame.names import DATA, attackers_dir, fgsm_source, model_path
 from advgame.stage import run_stage
 from advgame.training import progress
 
@@ -22,28 +25,28 @@ def _load(path, device):
     return model_from_checkpoint(load_checkpoint(path)).to(device).eval()
 
 
-def attackers_of(defender: str, device) -> dict:
+def attackers_of(defender: str, folder: str, device) -> dict:
     """arch -> attacker network, every one the defender's attackers stage wrote."""
-    found = sorted(Path(attackers_dir(defender)).glob("*.pt"))
+    found = sorted(Path(folder).glob("*.pt"))
     if not found:
-        raise UserError(f"{attackers_dir(defender)}: no attacker found; run `dvc repro attackers-{defender}`")
+        raise UserError(f"{folder}: no attacker found; run `dvc repro attackers-{defender}`")
     return {f.stem: _load(f, device) for f in found}
 
 
-def body(ctx, name: str, rounds: list[int]):
-    p, dev = ctx.params, ctx.device
+def body(ctx, a, sources: dict[int, str]):
+    p, dev, name = ctx.params, ctx.device, a.defender
     start = time.perf_counter()
-    if not Path(model_path(name)).exists():
-        raise UserError(f"{model_path(name)}: not found; run `dvc repro {name}` (or the stage that "
+    if not Path(a.model).exists():
+        raise UserError(f"{a.model}: not found; run `dvc repro {name}` (or the stage that "
                         "trains this defender; `dvc stage list` names them)")
-    x, y = load_split(DATA, "test", p.eval.n_test)
+    x, y = load_split(a.data, "test", p.eval.n_test)
     x, y = x.to(dev), y.to(dev)
-    defender = load_defender(name, model_path(name), dev)
+    defender = load_defender(name, a.model, dev)
     plan = Plan(
         etas=p.eval.etas, main_eta=p.attack.eta, seeds=p.eval.seeds, pgd_steps=p.eval.pgd_steps,
         pgd_step_ratio=p.eval.pgd_step_ratio, pgd_restarts=p.eval.pgd_restarts, batch=p.eval.batch,
-        fgsm_sources={k: _load(model_path(fgsm_source(k)), dev) for k in rounds},
-        own_attackers=attackers_of(name, dev),
+        fgsm_sources={k: _load(path, dev) for k, path in sources.items()},
+        own_attackers=attackers_of(name, a.attackers, dev),
         strong_attacks=p.eval.strong_attacks, strong_etas=p.eval.strong_etas or [p.attack.eta],
         apgd_iters=p.eval.apgd_iters, apgd_restarts=p.eval.apgd_restarts,
         apgd_targets=p.eval.apgd_targets, square_queries=p.eval.square_queries,
@@ -67,7 +70,7 @@ def body(ctx, name: str, rounds: list[int]):
                             "apgd_iters": p.eval.apgd_iters, "apgd_restarts": p.eval.apgd_restarts,
                             "square_queries": p.eval.square_queries,
                             "art_attacks": p.art.attacks, "art_n": min(p.art.n_test or len(x), len(x)),
-                            "attacks_by_eta": out["attacks_by_eta"]}}, f"reports/eval/{name}.json")
+                            "attacks_by_eta": out["attacks_by_eta"]}}, a.out)
     # timings go to the stage report and MLflow, not the results: the results' bytes must not
     # change when the same commit is rerun
 
@@ -80,20 +83,22 @@ def body(ctx, name: str, rounds: list[int]):
     for a, r in res.items():  # the whole row to MLflow, one metric per attack and eta
         for e, c in r.items():
             ctx.log({f"error.{a.replace(':', '.')}.{e}": c["error"]})
-    ctx.tracker.log_artifact(f"reports/eval/{name}.json", "eval")
+    ctx.tracker.log_artifact(a.out, "eval")
     return final
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--defender", required=True)
-    ap.add_argument("--fgsm-rounds", default="", help="comma-separated k of the FGSM-k columns")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--model", required=True, help="the defender's checkpoint")
+    ap.add_argument("--attackers", required=True, help="folder of its own attackers")
+    ap.add_argument("--fgsm-sources", default="", help="k=checkpoint of each FGSM-k column's source, comma-separated")
+    ap.add_argument("--out", required=True)
     a = ap.parse_args()
     try:
-        ks = [int(k) for k in a.fgsm_rounds.split(",") if k]
+        sources = {int(k): path for k, _, path in (s.partition("=") for s in a.fgsm_sources.split(",") if s)}
     except ValueError:
-        raise SystemExit(f"error [eval-{a.defender}]: bad --fgsm-rounds '{a.fgsm_rounds}'; use e.g. 1,2,5") from None
-    run_stage(f"eval-{a.defender}", lambda ctx: body(ctx, a.defender, ks),
-              sections=["run", "attack", "eval", "art"],
-              deps=[DATA, model_path(a.defender), attackers_dir(a.defender),
-                    *[model_path(fgsm_source(k)) for k in ks]])
+        raise SystemExit(f"error [eval-{a.defender}]: bad --fgsm-sources '{a.fgsm_sources}'; "
+                         "use e.g. 1=models/baseline.pt,2=models/adv-fgsm-1.pt") from None
+    run_stage(f"eval-{a.defender}", lambda ctx: body(ctx, a, sources), sections=["run", "attack", "eval", "art"])

@@ -1,30 +1,30 @@
 """Stages fgsm-at and sens-fgsm: the baseline fine-tuned by online FGSM adversarial training,
-without (fgsm-at) or with (sens-fgsm) the sensitivity term through the FGSM perturbation."""
+without (fgsm-at) or with (sens-fgsm) the sensitivity term through the FGSM perturbation.
+
+    python stages/fgsm_training.py --method fgsm-at|sens-fgsm --data DIR --base MODEL --out MODEL
+"""
 import argparse
 
 from advgame.artifacts import load_checkpoint, save_checkpoint
 from advgame.attacks import fgsm
 from advgame.data import load_split
-from advgame.fgsm_training import fgsm_at_objective, sens_fgsm_objective
+from advgame.defenses.fgsm_training import fgsm_at_objective, sens_fgsm_objective
 from advgame.models import classifier_meta, model_from_checkpoint
+from advgame.registry import get, names_for
 from advgame.stage import run_stage
 from advgame.training import error_rate, fit
 
-DATA = "data/prepared"
-BASELINE = "models/baseline.pt"
-METHODS = {"fgsm-at": "fgsm_at", "sens-fgsm": "sens_fgsm"}
 
-
-def body(ctx, method: str):
-    p = ctx.params
-    cfg, eta = getattr(p, METHODS[method]), p.attack.eta
+def body(ctx, a):
+    p, method = ctx.params, a.method
+    cfg, eta = getattr(p, get(method).section), p.attack.eta
     if method == "fgsm-at":
         objective = fgsm_at_objective(eta, cfg.a)
     else:
         objective = sens_fgsm_objective(eta, cfg.a, cfg.tau, cfg.surrogate)
-    x, y = load_split(DATA, "train")
-    xt, yt = load_split(DATA, "test")
-    ckpt = load_checkpoint(BASELINE)
+    x, y = load_split(a.data, "train")
+    xt, yt = load_split(a.data, "test")
+    ckpt = load_checkpoint(a.base)
     model = model_from_checkpoint(ckpt).to(ctx.device)
     xt_d, yt_d = xt.to(ctx.device), yt.to(ctx.device)
 
@@ -37,14 +37,16 @@ def body(ctx, method: str):
     final = test_errors()
     meta = ckpt["meta"]
     save_checkpoint(model, classifier_meta(meta["arch"], x.shape, meta["classes"], defender=method),
-                    f"models/{method}.pt")
+                    a.out)
     ctx.tracker.log_model(model, method, x[:2])
     return final
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--method", choices=list(METHODS), required=True)
-    method = ap.parse_args().method
-    run_stage(method, lambda ctx: body(ctx, method), sections=["run", "attack", METHODS[method]],
-              deps=[DATA, BASELINE])
+    ap.add_argument("--method", choices=names_for("stages/fgsm_training.py"), required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--base", required=True, help="the model it fine-tunes (the baseline)")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    run_stage(a.method, lambda ctx: body(ctx, a), sections=["run", "attack", get(a.method).section])

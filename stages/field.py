@@ -1,6 +1,6 @@
 """Stage pgd-at / trades / fgsm-rs: a defense from the wider field, fine-tuned from the baseline.
 
-    python stages/field.py --defense pgd-at|trades|fgsm-rs
+    python stages/field.py --defense pgd-at|trades|fgsm-rs --data DIR --base MODEL --out MODEL
 
 Per epoch it logs the training loss, the clean test error and a quick PGD-10 error on the first
 200 test images; the final `pgd_error` is PGD-40 (step 2.5 * eta / 40, one random start) on the
@@ -11,29 +11,27 @@ import argparse
 from advgame.artifacts import load_checkpoint, save_checkpoint
 from advgame.attacks import pgd
 from advgame.data import load_split
-from advgame.field import objective_for
+from advgame.defenses.field import objective_for
 from advgame.models import classifier_meta, model_from_checkpoint
+from advgame.registry import get, names_for
 from advgame.stage import run_stage
 from advgame.training import error_rate, fit
 
-DATA = "data/prepared"
-BASELINE = "models/baseline.pt"
 EPOCH_PGD_N, EPOCH_PGD_STEPS = 200, 10
 FINAL_PGD_N, FINAL_PGD_STEPS = 200, 40
-DEFENSES = ("pgd-at", "trades", "fgsm-rs")
 
 
 def pgd_error(model, x, y, eta, steps):
     return error_rate(model, pgd(model, x, y, eta, steps=steps), y)
 
 
-def body(ctx, defense):
-    p = ctx.params
+def body(ctx, a):
+    p, defense = ctx.params, a.defense
     eta = p.attack.eta
-    cfg = getattr(p, defense.replace("-", "_"))
-    x, y = load_split(DATA, "train")
-    xt, yt = load_split(DATA, "test")
-    ckpt = load_checkpoint(BASELINE)
+    cfg = getattr(p, get(defense).section)
+    x, y = load_split(a.data, "train")
+    xt, yt = load_split(a.data, "test")
+    ckpt = load_checkpoint(a.base)
     model = model_from_checkpoint(ckpt).to(ctx.device)
     xt, yt = xt.to(ctx.device), yt.to(ctx.device)
     xe, ye = xt[:EPOCH_PGD_N], yt[:EPOCH_PGD_N]
@@ -48,15 +46,16 @@ def body(ctx, defense):
     robust = pgd_error(model, xt[:FINAL_PGD_N], yt[:FINAL_PGD_N], eta, FINAL_PGD_STEPS)
     m = ckpt["meta"]
     meta = classifier_meta(m["arch"], x.shape, m["classes"], defender=defense, eta=eta)
-    save_checkpoint(model, meta, f"models/{defense}.pt")
+    save_checkpoint(model, meta, a.out)
     ctx.tracker.log_model(model, defense, x[:2])
     return {"clean_error": clean, "pgd_error": robust}
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description="Train a defense from the wider field.")
-    ap.add_argument("--defense", required=True, choices=DEFENSES)
+    ap.add_argument("--defense", required=True, choices=names_for("stages/field.py"))
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--base", required=True, help="the model it fine-tunes (the baseline)")
+    ap.add_argument("--out", required=True)
     a = ap.parse_args()
-    run_stage(a.defense, lambda ctx: body(ctx, a.defense),
-              sections=["run", "attack", a.defense.replace("-", "_")],
-              deps=[DATA, BASELINE, "src/advgame/field.py"])
+    run_stage(a.defense, lambda ctx: body(ctx, a), sections=["run", "attack", get(a.defense).section])

@@ -1,30 +1,32 @@
-"""Stage alt | minimax | maximin: the defender (from u_0) plays against a fresh attacker network."""
+"""Stage alt | minimax | maximin: the defender (from u_0) plays against a fresh attacker network.
+
+    python stages/game.py --mode M --data DIR --base MODEL --out MODEL --out-attacker MODEL --out-curve CSV
+"""
 import argparse
 
 from advgame.artifacts import load_checkpoint, save_checkpoint, write_csv
 from advgame.attacker import game_attacker
 from advgame.attacks import attnet
 from advgame.data import load_split
-from advgame.game import MODES, play
+from advgame.defenses.game import MODES, play
 from advgame.models import attacker_meta, classifier_meta, model_from_checkpoint
-from advgame.names import DATA, model_path
+from advgame.registry import names_for
 from advgame.stage import run_stage
 from advgame.training import error_rate
 
-BASELINE = model_path("baseline")
 
-
-def body(ctx, mode):
+def body(ctx, a):
+    mode = a.mode
     p, g, eta = ctx.params, ctx.params.game, ctx.params.attack.eta
-    x, y = load_split(DATA, "train")
-    xt, yt = load_split(DATA, "test")
-    base = load_checkpoint(BASELINE)
+    x, y = load_split(a.data, "train")
+    xt, yt = load_split(a.data, "test")
+    base = load_checkpoint(a.base)
     defender = model_from_checkpoint(base)
     attacker = game_attacker(g.attacker_arch, x.shape[1:], p.attacker, defender, x, y, eta, g.lr_attacker,
                              g.seed, ctx.device)
     hist = play(mode, defender, attacker, x, y, g, eta, ctx.device, log=ctx.log, xt=xt, yt=yt)
     # the convergence curves (paper: the three solvers compared on MNIST), for the report and DVC
-    write_csv([{"epoch": e + 1, **h} for e, h in enumerate(hist)], f"reports/game/{mode}.csv")
+    write_csv([{"epoch": e + 1, **h} for e, h in enumerate(hist)], a.out_curve)
 
     xt_d, yt_d = xt.to(ctx.device), yt.to(ctx.device)
     final = {"clean_error": error_rate(defender, xt_d, yt_d),
@@ -33,8 +35,8 @@ def body(ctx, mode):
         final["penalty_ratio_last_epoch"] = hist[-1]["penalty_ratio"]
     meta = base["meta"]
     save_checkpoint(defender, classifier_meta(meta["arch"], x.shape, meta["classes"], defender=mode),
-                    model_path(mode))
-    att_path = f"models/{mode}-attacker.pt"
+                    a.out)
+    att_path = a.out_attacker
     save_checkpoint(attacker, attacker_meta(g.attacker_arch, x.shape, p.attacker.hidden, p.attacker.width,
                                             p.attacker.param, defender=mode, eta=eta), att_path)
     ctx.tracker.log_model(defender, mode, x[:2])
@@ -44,7 +46,11 @@ def body(ctx, mode):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--mode", choices=MODES, required=True)
-    mode = ap.parse_args().mode
-    run_stage(mode, lambda ctx: body(ctx, mode), sections=["run", "attack", "attacker", "game"],
-              deps=[DATA, BASELINE])
+    ap.add_argument("--mode", choices=[m for m in names_for("stages/game.py") if m in MODES], required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--base", required=True, help="the defender's start (the baseline)")
+    ap.add_argument("--out", required=True, help="the defender")
+    ap.add_argument("--out-attacker", required=True, help="the game's final attacker")
+    ap.add_argument("--out-curve", required=True, help="per-epoch losses (CSV)")
+    a = ap.parse_args()
+    run_stage(a.mode, lambda ctx: body(ctx, a), sections=["run", "attack", "attacker", "game"])

@@ -7,28 +7,30 @@ The final PGD-40 errors are on the first 200 test images (the evaluation stage a
 test split): grey-box = PGD against the bare classifier, the example then passed through
 MagNet; white-box = PGD through the reformer with the detector penalty (magnet.detector_weight).
 A rejected clean image is an error; a rejected adversarial image is defended.
+
+    python stages/magnet.py --data DIR --base MODEL --out MODEL
 """
+import argparse
+
 from advgame.artifacts import load_checkpoint, save_checkpoint
 from advgame.attacks import pgd
 from advgame.data import load_split
-from advgame.magnet import (Reformer, build_defender, denoising_objective, magnet_meta, recon_errors,
+from advgame.defenses.magnet import (Reformer, build_defender, denoising_objective, magnet_meta, recon_errors,
                             split_holdout, threshold_for)
 from advgame.models import model_from_checkpoint
 from advgame.stage import run_stage
 from advgame.training import fit
 
-DATA = "data/prepared"
-BASELINE = "models/baseline.pt"
 PGD_N, PGD_STEPS = 200, 40
 
 
-def body(ctx):
+def body(ctx, a):
     p, cfg = ctx.params, ctx.params.magnet
     eta = p.attack.eta
-    x, y = load_split(DATA, "train")
-    xt, yt = load_split(DATA, "test")
+    x, y = load_split(a.data, "train")
+    xt, yt = load_split(a.data, "test")
     (x_fit, y_fit), (x_hold, _) = split_holdout(x, y)
-    ckpt = load_checkpoint(BASELINE)
+    ckpt = load_checkpoint(a.base)
     classifier = model_from_checkpoint(ckpt).to(ctx.device).eval()
     ae = Reformer(x.shape[1])
     x_hold = x_hold.to(ctx.device)
@@ -38,7 +40,7 @@ def body(ctx):
     threshold = threshold_for(hold_err, cfg.fpr)
     meta = magnet_meta({**ckpt["meta"], "defender": "magnet"}, ae, threshold, cfg.detector_weight,
                        cfg.fpr, cfg.noise)
-    save_checkpoint(classifier, meta, "models/magnet.pt",
+    save_checkpoint(classifier, meta, a.out,
                     reformer={k: v.detach().cpu() for k, v in ae.state_dict().items()})
 
     d = build_defender("magnet", classifier, ae, threshold, cfg.detector_weight, meta)
@@ -62,5 +64,9 @@ def body(ctx):
 
 
 if __name__ == "__main__":
-    run_stage("magnet", body, sections=["run", "attack", "magnet"],
-              deps=[DATA, BASELINE, "src/advgame/magnet.py"])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--base", required=True, help="the frozen classifier (the baseline)")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    run_stage("magnet", lambda ctx: body(ctx, a), sections=["run", "attack", "magnet"])

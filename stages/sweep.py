@@ -2,7 +2,10 @@
 gamma exactly as the `minimax` stage does, then measures it as the evaluation does: clean error,
 PGD-curr and a fresh AttNet-curr (the game's attacker architecture) on the evaluation's images.
 The study's own gamma is not a sweep stage: its point is the `minimax` evaluation itself, and
-`alt` (gamma = 0) is the other end."""
+`alt` (gamma = 0) is the other end.
+
+    python stages/sweep.py --gamma G --data DIR --base MODEL --out MODEL --out-json FILE
+"""
 import argparse
 
 from advgame.artifacts import load_checkpoint, save_checkpoint, save_json
@@ -11,24 +14,25 @@ from advgame.attacks import attnet, pgd
 from advgame.data import load_split
 from advgame.defenders import load_defender
 from advgame.evaluate import cell
-from advgame.game import play
+from advgame.defenses.game import play
 from advgame.models import classifier_meta, model_from_checkpoint
-from advgame.names import DATA, model_path, sweep_name
+from advgame.names import sweep_name
 from advgame.stage import run_stage
 
 
-def body(ctx, gamma: float):
+def body(ctx, a):
+    gamma = a.gamma
     p, eta, dev = ctx.params, ctx.params.attack.eta, ctx.device
     g = p.game.model_copy(update={"gamma": gamma})
     name = sweep_name(gamma)
-    x, y = load_split(DATA, "train")
-    xt, yt = load_split(DATA, "test", p.eval.n_test)
-    base = load_checkpoint(model_path("baseline"))
+    x, y = load_split(a.data, "train")
+    xt, yt = load_split(a.data, "test", p.eval.n_test)
+    base = load_checkpoint(a.base)
     model = model_from_checkpoint(base)
     attacker = game_attacker(g.attacker_arch, x.shape[1:], p.attacker, model, x, y, eta, g.lr_attacker,
                              g.seed, dev)
     hist = play("minimax", model, attacker, x, y, g, eta, dev, log=ctx.log)
-    path = f"models/sweep/{name}.pt"
+    path = a.out
     meta = base["meta"]
     save_checkpoint(model, classifier_meta(meta["arch"], x.shape, meta["classes"], defender=name,
                                            gamma=gamma), path)
@@ -47,7 +51,7 @@ def body(ctx, gamma: float):
     }
     out = {"gamma": gamma, "eta": eta, "penalty_ratio_last_epoch": hist[-1]["penalty_ratio"],
            "history": hist, "results": {a: cell([m]) for a, m in masks.items()}}
-    save_json(out, f"reports/sweep/{name}.json")
+    save_json(out, a.out_json)
     return {f"{a}_error": c["error"] for a, c in out["results"].items()} | {
         "penalty_ratio_last_epoch": out["penalty_ratio_last_epoch"]}
 
@@ -55,6 +59,9 @@ def body(ctx, gamma: float):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gamma", type=float, required=True)
-    gamma = ap.parse_args().gamma
-    run_stage(sweep_name(gamma), lambda ctx: body(ctx, gamma),
-              sections=["run", "attack", "attacker", "game", "eval"], deps=[DATA, model_path("baseline")])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--base", required=True, help="minimax's start (the baseline)")
+    ap.add_argument("--out", required=True, help="the minimax defender at this gamma")
+    ap.add_argument("--out-json", required=True, help="its results")
+    a = ap.parse_args()
+    run_stage(sweep_name(a.gamma), lambda ctx: body(ctx, a), sections=["run", "attack", "attacker", "game", "eval"])

@@ -1,7 +1,10 @@
 """Stage table5-<defender>: the paper's Table 5 beyond the main eta. At each eta of `table5.etas`
 a fresh AttNet-curr is trained against the frozen defender at that eta (the paper's protocol),
 and the defender's error is measured under it and under FGSM-curr on the evaluation's images.
-The main eta's cells come from the defender's evaluation."""
+The main eta's cells come from the defender's evaluation.
+
+    python stages/table5.py --defender D --data DIR --model MODEL --out FILE
+"""
 import argparse
 
 from advgame.artifacts import save_json
@@ -11,15 +14,15 @@ from advgame.data import load_split
 from advgame.defenders import load_defender
 from advgame.evaluate import cell
 from advgame.attacker import train_attacker
-from advgame.names import DATA, model_path
 from advgame.stage import run_stage
 
 
-def body(ctx, name: str):
+def body(ctx, a):
+    name = a.defender
     p, dev, t5 = ctx.params, ctx.device, ctx.params.table5
-    defender = load_defender(name, model_path(name), dev)
-    x, y = load_split(DATA, "train")
-    xt, yt = load_split(DATA, "test", p.eval.n_test)
+    defender = load_defender(name, a.model, dev)
+    x, y = load_split(a.data, "train")
+    xt, yt = load_split(a.data, "test", p.eval.n_test)
     xt, yt = xt.to(dev), yt.to(dev)
     results: dict = {"fgsm-curr": {}, f"attnet-curr:{t5.arch}": {}}
     final = {}
@@ -32,13 +35,15 @@ def body(ctx, name: str):
         results[f"attnet-curr:{t5.arch}"][k] = cell([defender.errors(attnet(h, xt, eta), yt, clean=False)])
         final[f"attnet_{k}_error"] = results[f"attnet-curr:{t5.arch}"][k]["error"]
         final[f"attnet_{k}_epochs"] = len(hist)
-    save_json({"defender": name, "results": results}, f"reports/table5/{name}.json")
+    save_json({"defender": name, "results": results}, a.out)
     return final
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--defender", required=True)
-    name = ap.parse_args().defender
-    run_stage(f"table5-{name}", lambda ctx: body(ctx, name),
-              sections=["run", "attacker", "table5", "eval"], deps=[DATA, model_path(name)])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--model", required=True, help="the defender's checkpoint")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    run_stage(f"table5-{a.defender}", lambda ctx: body(ctx, a), sections=["run", "attacker", "table5", "eval"])

@@ -2,7 +2,11 @@
 that defender) applied to every other defender at the main eta: forward passes only, so it is
 cheap, and it lives apart from the per-defender evaluations so that retraining one defender
 does not rerun the others' evaluations. -> reports/transfer.json
-({"<target>": {"attnet-transfer:<source>:<arch>": {"<eta>": cell}}})"""
+({"<target>": {"attnet-transfer:<source>:<arch>": {"<eta>": cell}}})
+
+    python stages/transfer.py --data DIR --models M1,M2,.. --attackers DIR1,DIR2,.. --out FILE
+
+A defender is named by its checkpoint's file name (models/minimax.pt is minimax)."""
 import argparse
 from pathlib import Path
 
@@ -13,32 +17,38 @@ from advgame.data import load_split
 from advgame.defenders import load_defender
 from advgame.evaluate import cell
 from advgame.models import model_from_checkpoint
-from advgame.names import DATA, TRANSFER, attackers_dir, model_path
 from advgame.stage import run_stage
 
 
-def body(ctx, names: list[str]):
+def body(ctx, a):
+    models = dict(zip([Path(m).stem for m in a.models.split(",")], a.models.split(",")))
+    attackers = dict(zip(models, a.attackers.split(",")))
+    names = list(models)
     p, dev, eta = ctx.params, ctx.device, ctx.params.attack.eta
-    xt, yt = load_split(DATA, "test", p.eval.n_test)
+    xt, yt = load_split(a.data, "test", p.eval.n_test)
     xt, yt = xt.to(dev), yt.to(dev)
     # every attacker's examples once (they do not depend on the target), then each target
     examples = {}
     for src in names:
-        for f in sorted(Path(attackers_dir(src)).glob("*.pt")):
+        for f in sorted(Path(attackers[src]).glob("*.pt")):
             h = model_from_checkpoint(load_checkpoint(f)).to(dev).eval()
             examples[(src, f.stem)] = attnet(h, xt, eta, p.eval.batch)
     out, k = {}, eta_key(eta)
     for target in names:
-        d = load_defender(target, model_path(target), dev)
+        d = load_defender(target, models[target], dev)
         out[target] = {f"attnet-transfer:{src}:{arch}": {k: cell([d.errors(z, yt, clean=False, batch=p.eval.batch)])}
                        for (src, arch), z in examples.items() if src != target}
-    save_json(out, TRANSFER)
+    save_json(out, a.out)
     return {"cells": sum(len(v) for v in out.values())}
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--defenders", required=True, help="comma-separated final defenders")
-    names = ap.parse_args().defenders.split(",")
-    run_stage("transfer", lambda ctx: body(ctx, names), sections=["run", "attack", "eval"],
-              deps=[DATA, *[model_path(d) for d in names], *[attackers_dir(d) for d in names]])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--models", required=True, help="comma-separated checkpoints of the final defenders")
+    ap.add_argument("--attackers", required=True, help="their attackers' folders, in the same order")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    if len(a.models.split(",")) != len(a.attackers.split(",")):
+        raise SystemExit("error [transfer]: --models and --attackers must name as many entries")
+    run_stage("transfer", lambda ctx: body(ctx, a), sections=["run", "attack", "eval"])

@@ -3,7 +3,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advgame.attacks import fgsm
-from advgame.catmouse import (attack_matrix, play_round, plot_curve, plot_matrix, round_loss,
+from advgame.defenses.catmouse import (attack_matrix, play_round, plot_curve, plot_matrix, round_loss,
                               round_objective, write_curve_csv)
 from advgame.config import CatMouseParams
 from advgame.models import SmallCNN

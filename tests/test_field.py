@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from advgame import field
+from advgame.defenses import field
 from advgame.attacks import ce_loss, input_grad, pgd
 from advgame.config import Params, TrainParams
 from advgame.models import SmallCNN

@@ -1,4 +1,5 @@
-"""The alt / minimax / maximin game (src/advgame/game.py) and the game and attackers stages."""
+"""The alt / minimax / maximin game (src/advgame/defenses/game.py) and the game and attackers stages."""
+import argparse
 import importlib.util
 import json
 from pathlib import Path
@@ -12,7 +13,7 @@ from advgame import UserError
 from advgame.artifacts import load_checkpoint, save_checkpoint, save_torch
 from advgame.config import GameParams
 from advgame.defenders import load_defender
-from advgame.game import (defender_objective, game_value, maximin_attacker_objective,
+from advgame.defenses.game import (defender_objective, game_value, maximin_attacker_objective,
                           minimax_defender_objective, play, sq_grad_norm)
 from advgame.models import SmallCNN, classifier_meta, model_from_checkpoint
 from advgame.stage import run_stage
@@ -224,6 +225,16 @@ def workdir(tmp_path, monkeypatch, tiny_mnist):
     return tmp_path
 
 
+def _game_args(mode):
+    return argparse.Namespace(mode=mode, data="data/prepared", base="models/baseline.pt", out=f"models/{mode}.pt",
+                              out_attacker=f"models/{mode}-attacker.pt", out_curve=f"reports/game/{mode}.csv")
+
+
+def _attackers_args(name):
+    return argparse.Namespace(defender=name, data="data/prepared", model=f"models/{name}.pt",
+                              out=f"models/attackers/{name}")
+
+
 def _set(path, section, **values):
     p = yaml.safe_load(path.read_text())
     p[section].update(values)
@@ -234,7 +245,7 @@ def test_game_stage_saves_both_players(workdir):
     _set(workdir / "params.yaml", "game", epochs=1, batch=32)
     _set(workdir / "params.yaml", "attacker", hidden=16)
     mod = _stage("game")
-    run_stage("alt", lambda ctx: mod.body(ctx, "alt"), sections=["run", "attack", "attacker", "game"])
+    run_stage("alt", lambda ctx: mod.body(ctx, _game_args("alt")), sections=["run", "attack", "attacker", "game"])
     d = load_defender("alt", "models/alt.pt")
     assert d.meta["defender"] == "alt"
     att = load_checkpoint("models/alt-attacker.pt")
@@ -248,7 +259,7 @@ def test_game_stage_saves_nothing_when_it_diverges(workdir):
     _set(workdir / "params.yaml", "game", epochs=1, batch=32, max_loss=1e-3)
     mod = _stage("game")
     with pytest.raises(SystemExit) as e:
-        run_stage("minimax", lambda ctx: mod.body(ctx, "minimax"),
+        run_stage("minimax", lambda ctx: mod.body(ctx, _game_args("minimax")),
                   sections=["run", "attack", "attacker", "game"])
     assert e.value.code == 2
     assert not Path("models/minimax.pt").exists() and not Path("models/minimax-attacker.pt").exists()
@@ -257,7 +268,7 @@ def test_game_stage_saves_nothing_when_it_diverges(workdir):
 def test_attackers_stage_trains_one_attacker_per_arch(workdir):
     _set(workdir / "params.yaml", "attacker", epochs=1, batch=32, hidden=16, width=4)
     mod = _stage("attackers")
-    run_stage("attackers-baseline", lambda ctx: mod.body(ctx, "baseline"),
+    run_stage("attackers-baseline", lambda ctx: mod.body(ctx, _attackers_args("baseline")),
               sections=["run", "attack", "attacker"])
     rep = json.loads(Path("reports/stages/attackers-baseline.json").read_text())
     for arch in ("mlp", "conv", "unet"):
@@ -275,6 +286,6 @@ def test_attackers_stage_saves_nothing_when_it_diverges(workdir):
     _set(workdir / "params.yaml", "attacker", epochs=1, batch=32, hidden=16, width=4)
     mod = _stage("attackers")
     with pytest.raises(SystemExit):
-        run_stage("attackers-baseline", lambda ctx: mod.body(ctx, "baseline"),
+        run_stage("attackers-baseline", lambda ctx: mod.body(ctx, _attackers_args("baseline")),
                   sections=["run", "attack", "attacker"])
     assert not Path("models/attackers").exists()

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from advgame import magnet
+from advgame.defenses import magnet
 from advgame.artifacts import save_checkpoint
 from advgame.attacks import pgd
 from advgame.config import TrainParams

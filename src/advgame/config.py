@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
-from . import UserError
+from . import UserError, registry
 
 Eta = float  # validated by the validators below: 0 < eta <= 1
 ATTACKER_ARCHS = ("mlp", "conv", "unet")
@@ -242,8 +242,7 @@ class ReportParams(Section):
     examples: int = Field(8, ge=1, description="images per attack in the example grid")
 
 
-DEFENDERS = ("baseline", "catmouse", "fgsm-at", "sens-fgsm", "alt", "minimax", "maximin",
-             "pgd-at", "trades", "fgsm-rs", "magnet")
+DEFENDERS = registry.NAMES  # the defense registry is the one list of defenders
 
 
 class StudyParams(Section):
@@ -279,6 +278,13 @@ class Params(Section):
     art: ArtParams = ArtParams()
     table5: Table5Params = Table5Params()
     report: ReportParams = ReportParams()
+
+
+# a defense registered with a section of its own gets it here, validated by its kind's class
+_NEW_SECTIONS = {d.section: (globals()[d.params_model], globals()[d.params_model]())
+                 for d in registry.DEFENSES if d.section and d.section not in Params.model_fields}
+if _NEW_SECTIONS:
+    Params = create_model("Params", __base__=Params, **_NEW_SECTIONS)  # type: ignore[misc]
 
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:

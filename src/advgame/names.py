@@ -6,6 +6,7 @@ from . import config
 
 DATA = "data/prepared"
 TRANSFER = "reports/transfer.json"
+CATMOUSE = "reports/catmouse"     # the cat-and-mouse curve and matrix
 METRICS = "reports/metrics.json"   # the study's headline numbers: `dvc exp show`, `dvc metrics diff`
 PLOT_DATA = {  # data files the report writes for `dvc plots show/diff`
     "eta_sweep": "reports/plots/eta_sweep.csv",
@@ -24,6 +25,35 @@ def attackers_dir(defender: str) -> str:
 
 def eval_path(defender: str) -> str:
     return f"reports/eval/{defender}.json"
+
+
+def attacker_path(defender: str, arch: str) -> str:
+    return f"{attackers_dir(defender)}/{arch}.pt"
+
+
+def fgsm_test_path(k: int) -> str:
+    """FGSM-k of the test split, made by round k against u_(k-1)."""
+    return f"data/fgsm/fgsm-{k}-test.pt"
+
+
+def game_attacker_path(mode: str) -> str:
+    return f"models/{mode}-attacker.pt"
+
+
+def game_curve_path(mode: str) -> str:
+    return f"reports/game/{mode}.csv"
+
+
+def sweep_model_path(name: str) -> str:
+    return f"models/sweep/{name}.pt"
+
+
+def sweep_path(name: str) -> str:
+    return f"reports/sweep/{name}.json"
+
+
+def table5_path(defender: str) -> str:
+    return f"reports/table5/{defender}.json"
 
 
 def round_model(k: int) -> str:

@@ -11,7 +11,11 @@ A stage script is then a few lines:
         return {"clean_error": 0.01}   # final metrics for reports/stages/<stage>.json
 
     if __name__ == "__main__":
-        run_stage("baseline", body, sections=["run", "data", "baseline"], deps=["data/prepared"])
+        run_stage("baseline", body, sections=["run", "data", "baseline"])
+
+Its paths come from its command line, which the generator writes into dvc.yaml
+(`python stages/baseline.py --data DIR --out MODEL`): the inputs named
+there are what the run's input hash covers.
 """
 from __future__ import annotations
 
@@ -43,6 +47,23 @@ def hash_inputs(deps: list[str], params: dict) -> str:
                     for chunk in iter(lambda: fh.read(1 << 20), b""):
                         h.update(chunk)
     return h.hexdigest()[:16]
+
+
+def input_paths(argv: list[str]) -> list[str]:
+    """The input files and folders a stage's command line names: the values of its `--x` options
+    (comma lists split) that exist, except outputs (`--out...`)."""
+    found, opt = [], None
+    for tok in argv:
+        if tok.startswith("--"):
+            opt, _, value = tok.partition("=")
+            if not value:
+                continue
+        else:
+            value = tok
+        if opt and not opt.startswith("--out"):
+            found += [v.split("=")[-1] for v in value.split(",") if v and Path(v.split("=")[-1]).exists()]
+        opt = None
+    return found
 
 
 @dataclass
@@ -80,7 +101,8 @@ def stage_report_path(name: str) -> Path:
 
 
 def run_stage(name: str, body: Callable[[StageContext], dict | None], sections: list[str],
-              deps: list[str] = (), params_path: str = "params.yaml") -> None:
+              deps: list[str] | None = None, params_path: str = "params.yaml") -> None:
+    """Run a stage's body; `deps` (the input hash's files) default to the inputs on the command line."""
     start = time.perf_counter()
     tracker = None
     try:
@@ -91,7 +113,7 @@ def run_stage(name: str, body: Callable[[StageContext], dict | None], sections: 
         device = resolve_device(params.run.device)
         seed_all(params.run.seed)
         env = compute_env(device)
-        tags = {"advgame.input_hash": hash_inputs(list(deps), used),
+        tags = {"advgame.input_hash": hash_inputs(input_paths(sys.argv[1:]) if deps is None else list(deps), used),
                 "advgame.git_commit": tracking.git_commit(),
                 **{f"advgame.{k}": str(v) for k, v in env.items()}}
         tracker = tracking.Tracker(name, used, tags, all_params=params.model_dump())

@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .artifacts import atomic_path
-from .attacks import fgsm, predict
-from .config import CatMouseParams
-from .training import LogFn, Objective, error_rate, fit
+from ..artifacts import atomic_path
+from ..attacks import fgsm, predict
+from ..config import CatMouseParams
+from ..training import LogFn, Objective, error_rate, fit
 
 
 def round_loss(model: nn.Module, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor, a: float) -> torch.Tensor:

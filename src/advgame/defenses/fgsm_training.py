@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .training import Objective
+from ..training import Objective
 
 StepFn = Callable[[torch.Tensor], torch.Tensor]
 

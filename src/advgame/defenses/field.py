@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attacks import eval_mode, input_grad, project
-from .training import Objective
+from ..attacks import eval_mode, input_grad, project
+from ..training import Objective
 
 
 def _uniform(x: torch.Tensor, eta: float, gen: torch.Generator) -> torch.Tensor:

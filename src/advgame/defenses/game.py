@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import UserError
-from .attacks import LossFn, attnet, attnet_example, ce_loss
-from .config import GameParams
-from .training import LogFn, check_finite, error_rate, make_optimizer, minibatches, progress
+from .. import UserError
+from ..attacks import LossFn, attnet, attnet_example, ce_loss
+from ..config import GameParams
+from ..training import LogFn, check_finite, error_rate, make_optimizer, minibatches, progress
 
 MODES = ("alt", "minimax", "maximin")
 

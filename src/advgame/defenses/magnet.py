@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import UserError
-from .attacks import eval_mode
-from .defenders import Defender
-from .models import model_from_checkpoint
-from .training import Objective
+from .. import UserError
+from ..attacks import eval_mode
+from .base import Defender
+from ..models import model_from_checkpoint
+from ..training import Objective
 
 
 class Reformer(nn.Module):

@@ -1,0 +1,56 @@
+"""The import walker (advgame.codedeps) that declares each stage's code dependencies, and the
+one-way import rule it checks: no module of advgame imports itself back through others."""
+from pathlib import Path
+
+from advgame import codedeps
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_pkg(tmp_path: Path) -> Path:
+    pkg = tmp_path / "advgame"
+    (pkg / "defenses").mkdir(parents=True)
+    files = {
+        "__init__.py": "class UserError(Exception): pass\n",
+        "config.py": "import yaml\n",
+        "names.py": "from . import config, UserError\n",
+        "lazy.py": "def f():\n    from .names import x\n",
+        "defenses/__init__.py": '"""doc"""\n',
+        "defenses/magnet.py": "from .. import UserError\nfrom ..config import X\nfrom . import sib\n",
+        "defenses/sib.py": "import advgame.lazy\n",
+        "user.py": "from advgame.defenses import magnet\n",
+    }
+    for name, text in files.items():
+        (pkg / name).write_text(text)
+    return pkg
+
+
+def test_walker_follows_subpackages_relative_and_lazy_imports(tmp_path):
+    pkg = make_pkg(tmp_path)
+    assert codedeps.imports(pkg / "defenses/magnet.py", pkg) == {"config", "defenses", "defenses.sib"}
+    assert codedeps.imports(pkg / "names.py", pkg) == {"config"}
+    assert codedeps.imports(pkg / "lazy.py", pkg) == {"names"}
+    assert codedeps.closure(pkg / "user.py", pkg) == {"defenses", "defenses.magnet", "defenses.sib",
+                                                      "config", "lazy", "names"}
+    script = tmp_path / "stage.py"  # a stage script outside the package: absolute imports only
+    script.write_text("from advgame.defenses.sib import y\nfrom .x import z\n")
+    assert codedeps.imports(script, pkg) == {"defenses", "defenses.sib"}
+    assert codedeps.module_file("defenses", pkg) == pkg / "defenses/__init__.py"
+
+
+def test_find_cycle_reports_one():
+    assert codedeps.find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+    assert codedeps.find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_advgame_imports_run_one_way():
+    g = codedeps.graph()
+    assert "defenses.magnet" in g and "registry" in g
+    assert codedeps.find_cycle(g) is None, codedeps.find_cycle(g)
+
+
+def test_the_registry_and_names_import_nothing_that_imports_them_back():
+    # config reads the registry's names for its choices: the registry must stay a plain table
+    g = codedeps.graph()
+    assert g["registry"] == set()
+    assert g["names"] <= {"config", "registry"}
