@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import sys
 from pathlib import Path
 
 import yaml
 
 from . import config
+from .preflight import STAMP
 from .names import (DATA, METRICS, PLOT_DATA, TRANSFER, attackers_dir, eval_path, fgsm_rounds, fgsm_source,
                     final_defenders, model_path, round_model, sweep_name)
 
@@ -40,7 +42,8 @@ SECTION = {"catmouse": "catmouse", "fgsm-at": "fgsm_at", "sens-fgsm": "sens_fgsm
 GAME_GAMMA = {"alt": [], "minimax": ["game.gamma"], "maximin": ["game.gamma_maximin"]}
 
 
-def _imports(path: Path) -> set[str]:
+@functools.lru_cache(maxsize=None)  # render() asks for each module once per stage: parse it once
+def _imports(path: Path) -> frozenset[str]:
     """advgame modules a file imports (`advgame.x`, `from advgame import x`, or `.x` inside)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -53,7 +56,7 @@ def _imports(path: Path) -> set[str]:
             mod = mod.removeprefix("advgame").lstrip(".")
             found |= {mod.split(".")[0]} if mod else {a.name for a in node.names
                                                      if (PKG / f"{a.name}.py").exists()}
-    return found
+    return frozenset(found)
 
 
 def code_deps(script: str) -> list[str]:
@@ -85,14 +88,25 @@ def _outs(*paths: str) -> list[dict]:
     return [{p: {"cache": False, "persist": True}} for p in paths]
 
 
+def _params_stage() -> dict:
+    """check-params: depends on the WHOLE params.yaml (`params.yaml: null`, so a new or unknown
+    key counts too) and on the validator and generator; it validates every key and checks
+    dvc.yaml against the params (preflight). `prepare` depends on its stamp, so every stage is
+    downstream of it: a bad param or a stale dvc.yaml (`dvc exp run -S catmouse.rounds=3`) stops
+    the run before any stage work. The stamp's bytes are constant, so a valid change reruns only
+    the check; `persist` keeps it in place when the check fails."""
+    return {"cmd": "python stages/check_params.py",
+            "deps": [*code_deps("stages/check_params.py"), "src/advgame/pipeline.py"],
+            "params": [{"params.yaml": None}],
+            "outs": [{STAMP: {"persist": True}}, _metric("check-params")]}
 
 
 
 def stages(p: config.Params) -> dict:
-    st: dict[str, dict] = {}
+    st: dict[str, dict] = {"check-params": _params_stage()}
     st["prepare"] = {
         "cmd": "python stages/prepare.py",
-        "deps": code_deps("stages/prepare.py"),
+        "deps": [*code_deps("stages/prepare.py"), STAMP],
         "params": ["data"],
         "outs": [DATA, _metric("prepare")],
     }
