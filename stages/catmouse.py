@@ -29,7 +29,7 @@ def body(ctx):
     rounds = [i for i in cm.matrix_rounds if i <= K]
     xt, yt = load_split(DATA, "test")
     xt, yt = xt.to(ctx.device), yt.to(ctx.device)
-    models = {i: model_from_checkpoint(load_checkpoint(model_path(i))).to(ctx.device).eval() for i in rounds}
+    models = {i: model_from_checkpoint(load_checkpoint(model_path(i)), "classifier").to(ctx.device).eval() for i in rounds}
     attacks = {}
     for i in rounds:
         j = i + 1

@@ -20,7 +20,7 @@ def body(ctx, k: int):
         raise UserError(f"--k {k}: must be between 1 and catmouse.rounds ({cm.rounds})")
     prev_path = "models/baseline.pt" if k == 1 else f"models/adv-fgsm-{k - 1}.pt"
     ckpt = load_checkpoint(prev_path)
-    prev = model_from_checkpoint(ckpt)
+    prev = model_from_checkpoint(ckpt, "classifier")
     x, y = load_split(DATA, "train")
     xt, yt = load_split(DATA, "test")
     model, metrics, z_test = play_round(prev, x, y, xt, yt, p.attack.eta, cm, ctx.device, log=ctx.log,

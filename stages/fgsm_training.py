@@ -25,7 +25,7 @@ def body(ctx, method: str):
     x, y = load_split(DATA, "train")
     xt, yt = load_split(DATA, "test")
     ckpt = load_checkpoint(BASELINE)
-    model = model_from_checkpoint(ckpt).to(ctx.device)
+    model = model_from_checkpoint(ckpt, "classifier").to(ctx.device)
     xt_d, yt_d = xt.to(ctx.device), yt.to(ctx.device)
 
     def test_errors():

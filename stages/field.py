@@ -34,7 +34,7 @@ def body(ctx, defense):
     x, y = load_split(DATA, "train")
     xt, yt = load_split(DATA, "test")
     ckpt = load_checkpoint(BASELINE)
-    model = model_from_checkpoint(ckpt).to(ctx.device)
+    model = model_from_checkpoint(ckpt, "classifier").to(ctx.device)
     xt, yt = xt.to(ctx.device), yt.to(ctx.device)
     xe, ye = xt[:EPOCH_PGD_N], yt[:EPOCH_PGD_N]
 

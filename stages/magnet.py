@@ -29,7 +29,7 @@ def body(ctx):
     xt, yt = load_split(DATA, "test")
     (x_fit, y_fit), (x_hold, _) = split_holdout(x, y)
     ckpt = load_checkpoint(BASELINE)
-    classifier = model_from_checkpoint(ckpt).to(ctx.device).eval()
+    classifier = model_from_checkpoint(ckpt, "classifier").to(ctx.device).eval()
     ae = Reformer(x.shape[1])
     x_hold = x_hold.to(ctx.device)
     fit(ae, x_fit, y_fit, denoising_objective(cfg.noise, cfg.seed), cfg, ctx.device, log=ctx.log,

@@ -25,7 +25,7 @@ def body(ctx, names: list[str]):
     examples = {}
     for src in names:
         for f in sorted(Path(attackers_dir(src)).glob("*.pt")):
-            h = model_from_checkpoint(load_checkpoint(f)).to(dev).eval()
+            h = model_from_checkpoint(load_checkpoint(f), "attacker").to(dev).eval()
             examples[(src, f.stem)] = attnet(h, xt, eta, p.eval.batch)
     out, k = {}, eta_key(eta)
     for target in names:

@@ -51,5 +51,5 @@ def load_defender(name: str, path: str, device: torch.device | str = "cpu") -> D
         from .magnet import defender_from_checkpoint
 
         return defender_from_checkpoint(name, ckpt).to(device)
-    m = model_from_checkpoint(ckpt).to(device).eval()
+    m = model_from_checkpoint(ckpt, "classifier").to(device).eval()
     return Defender(name=name, model=m, classifier=m, meta=ckpt["meta"])
