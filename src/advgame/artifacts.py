@@ -23,7 +23,7 @@ UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT
 
 def unwritable_message(e: OSError, target: str | Path | None = None) -> str:
     where = Path(target or e.filename or "?")
-    folder = where.parent if target else where
+    folder = where if where.is_dir() else where.parent
     what = f"{target}: cannot write" if target else f"cannot write {where}"
     fix = "free some disk space" if e.errno in (errno.ENOSPC, errno.EDQUOT) else \
         f"make {folder} writable (e.g. chmod -R u+w {folder}) or run where you can write"
