@@ -101,7 +101,6 @@ def _params_stage() -> dict:
             "outs": [{STAMP: {"persist": True}}, _metric("check-params")]}
 
 
-
 def stages(p: config.Params) -> dict:
     st: dict[str, dict] = {"check-params": _params_stage()}
     st["prepare"] = {
