@@ -29,7 +29,7 @@ def body(ctx, data: str, out: str):
     rounds = [i for i in cm.matrix_rounds if i <= K]
     xt, yt = load_split(data, "test")
     xt, yt = xt.to(ctx.device), yt.to(ctx.device)
-    models = {i: model_from_checkpoint(load_checkpoint(model_path(round_model(i)))).to(ctx.device).eval()
+    models = {i: model_from_checkpoint(load_checkpoint(model_path(round_model(i))), "classifier").to(ctx.device).eval()
               for i in rounds}
     attacks = {}
     for i in rounds:

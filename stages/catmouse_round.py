@@ -17,7 +17,7 @@ def body(ctx, a):
     if not 1 <= k <= cm.rounds:
         raise UserError(f"--k {k}: must be between 1 and catmouse.rounds ({cm.rounds})")
     ckpt = load_checkpoint(a.prev)
-    prev = model_from_checkpoint(ckpt)
+    prev = model_from_checkpoint(ckpt, "classifier")
     x, y = load_split(a.data, "train")
     xt, yt = load_split(a.data, "test")
     model, metrics, z_test = play_round(prev, x, y, xt, yt, p.attack.eta, cm, ctx.device, log=ctx.log,

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from advgame import UserError
-from advgame.artifacts import load_checkpoint, save_json
+from advgame.artifacts import load_checkpoint, producer_hint, save_json
 from advgame.data import load_split
 from advgame.defenders import load_defender
 from advgame.evaluate import Plan, evaluate_defender
@@ -21,31 +21,30 @@ from advgame.training import progress
 
 
 
-def _load(path, device):
-    return model_from_checkpoint(load_checkpoint(path)).to(device).eval()
+def _load(path, device, kind):
+    return model_from_checkpoint(load_checkpoint(path), kind).to(device).eval()
 
 
 def attackers_of(defender: str, folder: str, device) -> dict:
     """arch -> attacker network, every one the defender's attackers stage wrote."""
     found = sorted(Path(folder).glob("*.pt"))
     if not found:
-        raise UserError(f"{folder}: no attacker found; run `dvc repro attackers-{defender}`")
-    return {f.stem: _load(f, device) for f in found}
+        raise UserError(f"{folder}: no attacker found; {producer_hint(folder)}")
+    return {f.stem: _load(f, device, "attacker") for f in found}
 
 
 def body(ctx, a, sources: dict[int, str]):
     p, dev, name = ctx.params, ctx.device, a.defender
     start = time.perf_counter()
     if not Path(a.model).exists():
-        raise UserError(f"{a.model}: not found; run `dvc repro {name}` (or the stage that "
-                        "trains this defender; `dvc stage list` names them)")
+        raise UserError(f"{a.model}: not found; {producer_hint(a.model)}")
     x, y = load_split(a.data, "test", p.eval.n_test)
     x, y = x.to(dev), y.to(dev)
     defender = load_defender(name, a.model, dev)
     plan = Plan(
         etas=p.eval.etas, main_eta=p.attack.eta, seeds=p.eval.seeds, pgd_steps=p.eval.pgd_steps,
         pgd_step_ratio=p.eval.pgd_step_ratio, pgd_restarts=p.eval.pgd_restarts, batch=p.eval.batch,
-        fgsm_sources={k: _load(path, dev) for k, path in sources.items()},
+        fgsm_sources={k: _load(path, dev, "classifier") for k, path in sources.items()},
         own_attackers=attackers_of(name, a.attackers, dev),
         strong_attacks=p.eval.strong_attacks, strong_etas=p.eval.strong_etas or [p.attack.eta],
         apgd_iters=p.eval.apgd_iters, apgd_restarts=p.eval.apgd_restarts,

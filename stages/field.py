@@ -32,7 +32,7 @@ def body(ctx, a):
     x, y = load_split(a.data, "train")
     xt, yt = load_split(a.data, "test")
     ckpt = load_checkpoint(a.base)
-    model = model_from_checkpoint(ckpt).to(ctx.device)
+    model = model_from_checkpoint(ckpt, "classifier").to(ctx.device)
     xt, yt = xt.to(ctx.device), yt.to(ctx.device)
     xe, ye = xt[:EPOCH_PGD_N], yt[:EPOCH_PGD_N]
 

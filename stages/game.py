@@ -21,7 +21,7 @@ def body(ctx, a):
     x, y = load_split(a.data, "train")
     xt, yt = load_split(a.data, "test")
     base = load_checkpoint(a.base)
-    defender = model_from_checkpoint(base)
+    defender = model_from_checkpoint(base, "classifier")
     attacker = game_attacker(g.attacker_arch, x.shape[1:], p.attacker, defender, x, y, eta, g.lr_attacker,
                              g.seed, ctx.device)
     hist = play(mode, defender, attacker, x, y, g, eta, ctx.device, log=ctx.log, xt=xt, yt=yt)

@@ -31,7 +31,7 @@ def body(ctx, a):
     xt, yt = load_split(a.data, "test")
     (x_fit, y_fit), (x_hold, _) = split_holdout(x, y)
     ckpt = load_checkpoint(a.base)
-    classifier = model_from_checkpoint(ckpt).to(ctx.device).eval()
+    classifier = model_from_checkpoint(ckpt, "classifier").to(ctx.device).eval()
     ae = Reformer(x.shape[1])
     x_hold = x_hold.to(ctx.device)
     fit(ae, x_fit, y_fit, denoising_objective(cfg.noise, cfg.seed), cfg, ctx.device, log=ctx.log,

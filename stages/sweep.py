@@ -28,7 +28,7 @@ def body(ctx, a):
     x, y = load_split(a.data, "train")
     xt, yt = load_split(a.data, "test", p.eval.n_test)
     base = load_checkpoint(a.base)
-    model = model_from_checkpoint(base)
+    model = model_from_checkpoint(base, "classifier")
     attacker = game_attacker(g.attacker_arch, x.shape[1:], p.attacker, model, x, y, eta, g.lr_attacker,
                              g.seed, dev)
     hist = play("minimax", model, attacker, x, y, g, eta, dev, log=ctx.log)

@@ -31,7 +31,7 @@ def body(ctx, a):
     examples = {}
     for src in names:
         for f in sorted(Path(attackers[src]).glob("*.pt")):
-            h = model_from_checkpoint(load_checkpoint(f)).to(dev).eval()
+            h = model_from_checkpoint(load_checkpoint(f), "attacker").to(dev).eval()
             examples[(src, f.stem)] = attnet(h, xt, eta, p.eval.batch)
     out, k = {}, eta_key(eta)
     for target in names:

@@ -192,3 +192,91 @@ def test_binary_garbage_json(tmp_path):
     path = tmp_path / "r.json"
     path.write_bytes(b"\xff\xfe\x00\x81garbage")
     assert_one_line_user_error(path, artifacts.load_json)
+
+
+def test_wrong_shape_names_the_file_the_tensor_and_both_shapes(tmp_path):
+    path = tmp_path / "c.pt"
+    artifacts.save_checkpoint(build_attacker("mlp", (1, 28, 28), hidden=8),
+                              attacker_meta("mlp", (1, 28, 28), hidden=16, width=32), path)
+    with pytest.raises(UserError) as e:
+        model_from_checkpoint(artifacts.load_checkpoint(path))
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: ") and "\n" not in msg
+    assert "tensor 'net.1.weight' has shape [8, 784] in the file, the model expects [16, 784]" in msg
+
+
+@pytest.mark.parametrize("kind, expect, said", [
+    ("attacker", "classifier", "an attacker network (AttNet) checkpoint where a classifier (defender) is expected"),
+    ("magnet", "classifier", "a MagNet defender (classifier + reformer + detector) checkpoint where a classifier"),
+    ("classifier", "attacker", "a classifier (defender) checkpoint where an attacker network (AttNet) is expected"),
+])
+def test_wrong_kind_says_which_kind_it_is_and_should_be(tmp_path, kind, expect, said):
+    path = tmp_path / "m.pt"
+    if kind == "attacker":
+        artifacts.save_checkpoint(build_attacker("mlp", (1, 28, 28), 8), attacker_meta("mlp", (1, 28, 28), 8, 4), path)
+    else:
+        meta = {**classifier_meta("smallcnn", (1, 28, 28), 10), "kind": kind}
+        artifacts.save_checkpoint(build_classifier("smallcnn"), meta, path)
+    with pytest.raises(UserError) as e:
+        model_from_checkpoint(artifacts.load_checkpoint(path), expect)
+    assert said in str(e.value) and str(e.value).startswith(str(path)) and "\n" not in str(e.value)
+
+
+def test_the_classifier_of_a_magnet_checkpoint_still_loads_when_nothing_is_expected(tmp_path):
+    path = tmp_path / "m.pt"
+    meta = {**classifier_meta("smallcnn", (1, 28, 28), 10), "kind": "magnet"}
+    artifacts.save_checkpoint(build_classifier("smallcnn"), meta, path)
+    assert isinstance(model_from_checkpoint(artifacts.load_checkpoint(path)), torch.nn.Module)
+
+
+def write_dvc_yaml(folder):
+    (folder / "dvc.yaml").write_text(
+        "stages:\n  fgsm-at:\n    cmd: x\n    outs: [models/fgsm-at.pt]\n"
+        "  attackers-baseline:\n    cmd: y\n    outs: [models/attackers/baseline]\n")
+
+
+def test_producer_hint_names_only_stages_that_exist(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_dvc_yaml(tmp_path)
+    assert artifacts.producer_hint("models/fgsm-at.pt") == "run `dvc repro fgsm-at`"
+    assert artifacts.producer_hint("models/attackers/baseline/mlp.pt") == "run `dvc repro attackers-baseline`"
+    hint = artifacts.producer_hint("models/attackers/fgsm-at")  # valid defender, not in the pipeline
+    assert "dvc repro attackers-fgsm-at" not in hint and "study.defenders" in hint and "make pipeline" in hint
+    (tmp_path / "dvc.yaml").unlink()
+    assert "make pipeline" in artifacts.producer_hint("models/fgsm-at.pt")
+
+
+def test_missing_file_advice_names_the_stage_of_dvc_yaml(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_dvc_yaml(tmp_path)
+    with pytest.raises(UserError, match=r"models/fgsm-at.pt: not found; run `dvc repro fgsm-at`$"):
+        artifacts.load_checkpoint("models/fgsm-at.pt")
+
+
+def test_unwritable_folder_is_one_line_naming_the_path(tmp_path, monkeypatch):
+    path = tmp_path / "out" / "r.json"
+    artifacts.save_json({"a": 1}, path)
+    before = path.read_bytes()
+
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied", str(path.parent / ".r.json.x.tmp"))
+
+    monkeypatch.setattr(artifacts.tempfile, "mkstemp", refuse)  # root ignores chmod: simulate it
+    with pytest.raises(UserError) as e:
+        artifacts.save_json({"a": 2}, path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: cannot write (Permission denied)") and str(path.parent) in msg
+    assert "\n" not in msg and path.read_bytes() == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_folder_really_refused(tmp_path):
+    path = tmp_path / "out" / "r.json"
+    artifacts.save_json({"a": 1}, path)
+    os.chmod(path.parent, 0o555)
+    try:
+        with pytest.raises(UserError, match="cannot write"):
+            artifacts.save_json({"a": 2}, path)
+    finally:
+        os.chmod(path.parent, 0o755)
+    assert path.read_text() == '{\n  "a": 1\n}\n'

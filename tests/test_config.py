@@ -161,3 +161,35 @@ def test_boolean_for_a_number_is_rejected(section, key):
 def test_yaml_float_strings_still_parse():
     # PyYAML reads `lr: 1e-3` as the string "1e-3": a fix for the bug above must keep accepting it
     assert config.parse(yaml.safe_load("baseline: {lr: 1e-3}")).baseline.lr == 0.001
+
+
+@pytest.mark.parametrize("text, line, column", [
+    ("run:\n  seed: [1\ndata: {}\n", 3, 5),     # an unclosed list
+    ("run: seed: 1\n", 1, 10),                   # a mapping value on one line
+    ("run:\n\tseed: 1\n", 2, 1),                 # a tab
+])
+def test_yaml_error_names_line_and_column(tmp_path, text, line, column):
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(UserError) as e:
+        config.load(tmp_path / "params.yaml")
+    msg = str(e.value)
+    assert f"line {line}, column {column}" in msg and "params.yaml" in msg and "\n" not in msg
+
+
+def test_params_file_must_be_a_mapping(tmp_path):
+    (tmp_path / "params.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(UserError, match="must be a mapping of sections"):
+        config.load(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize("root", ["../escape", "data/../../escape", "../../etc"])
+def test_data_root_may_not_leave_the_project(root):
+    msg = error_for(lambda r: r["data"].update({"root": root}))
+    assert "data.root" in msg and "inside the project" in msg and "absolute" in msg
+
+
+@pytest.mark.parametrize("root", ["data/raw", "/srv/datasets", "cache/mnist"])
+def test_data_root_inside_or_absolute_is_allowed(root):
+    raw = copy.deepcopy(DEFAULT)
+    raw["data"]["root"] = root
+    assert config.parse(raw).data.root == root

@@ -197,3 +197,26 @@ def test_download_without_network(tmp_path, name, no_network):
     msg = str(e.value)
     assert "\n" not in msg and "mnist5k" in msg and str(tmp_path / "raw") in msg
     assert not (tmp_path / "prepared").exists()
+
+
+def test_truncated_split_is_one_line_naming_the_file(tmp_path):
+    from advgame.artifacts import save_torch
+    from advgame.data import load_split
+
+    path = tmp_path / "train.pt"
+    save_torch({"x": torch.zeros(20, 1, 28, 28), "y": torch.zeros(20, dtype=torch.int64)}, path)
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(UserError) as e:
+        load_split(tmp_path, "train")
+    assert str(e.value).startswith(f"{path}: corrupt") and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("content", [{"x": torch.zeros(3, 1, 2, 2)}, [1, 2],
+                                     {"x": torch.zeros(3, 1, 2, 2), "y": torch.zeros(2)}])
+def test_a_file_that_is_not_a_split_is_refused(tmp_path, content):
+    from advgame.artifacts import save_torch
+    from advgame.data import load_split
+
+    save_torch(content, tmp_path / "test.pt")
+    with pytest.raises(UserError, match="not a prepared split.*dvc repro prepare"):
+        load_split(tmp_path, "test")

@@ -89,7 +89,9 @@ def test_no_param_named_size_or_nfiles():
     assert not bad
 
 
-def lookup(raw: dict, dotted: str):
+def lookup(raw: dict, dotted: str | dict):
+    if isinstance(dotted, dict):  # `params.yaml: null`, the whole file (check-params)
+        return raw
     node = raw
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -198,7 +200,8 @@ def test_a_param_is_declared_only_by_the_stages_that_read_it(param, rerun):
 def test_a_defense_left_out_reruns_nothing():
     defenders = [d for d in RAW["study"]["defenders"] if d != "magnet"]
     st = stages(params(study__defenders=defenders))
-    assert not any("magnet" in s.get("params", []) or any(k.startswith("magnet.") for k in s.get("params", []))
+    assert not any("magnet" in s.get("params", []) or any(k.startswith("magnet.") for k in s.get("params", [])
+                                                          if isinstance(k, str))
                    for s in st.values())
 
 
@@ -228,3 +231,22 @@ def test_shipped_configs_declare_every_param_their_pipeline_reads(path):
     missing = {f"{name}: {key}" for name, s in st.items() for key in s.get("params", [])
                if lookup(raw, key) is KeyError}
     assert not missing, sorted(missing)
+
+
+def test_every_stage_is_downstream_of_the_params_check():
+    # check-params reads the whole params.yaml; prepare (upstream of every other stage) depends
+    # on its stamp, so DVC runs the check first after any param change
+    st = stages(config.parse(RAW))
+    check = st["check-params"]
+    assert check["params"] == [{"params.yaml": None}]
+    stamp = next(iter(check["outs"][0]))
+    assert stamp in st["prepare"]["deps"]
+    assert "src/advgame/pipeline.py" in check["deps"] and "src/advgame/config.py" in check["deps"]
+    produced = {next(iter(o)) if isinstance(o, dict) else o: n for n, s in st.items() for o in s["outs"]}
+
+    def upstream(name, seen=()):
+        ups = {produced[o] for d in st[name]["deps"] for o in produced
+               if d == o or d.startswith(o + "/")} - {name}
+        return ups | {u for x in ups - set(seen) for u in upstream(x, (*seen, *ups))}
+
+    assert all("check-params" in upstream(n) for n in st if n != "check-params")

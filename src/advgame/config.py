@@ -52,6 +52,16 @@ class DataParams(Section):
     download: bool = True
     train_n: int = Field(0, ge=0, description="keep a stratified first n training images; 0 = all")
 
+    @field_validator("root")
+    @classmethod
+    def _root_inside(cls, v: str) -> str:
+        # a download must not write outside the project by accident ('../x'); an absolute path
+        # (a shared dataset folder) is the user's explicit choice and stays allowed
+        if not Path(v).is_absolute() and ".." in Path(v).parts:
+            raise ValueError("a relative path must stay inside the project (no '..'); "
+                             "give an absolute path to use a folder elsewhere")
+        return v
+
 
 class TrainParams(Section):
     """How a classifier is trained; every defense section extends it."""
@@ -342,8 +352,21 @@ def load(path: str | Path = "params.yaml") -> Params:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise UserError(f"{path}: {_yaml_problem(e)}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e}); fix the file") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise UserError(f"{path}: must be a mapping of sections (study:, run:, data: ...), "
+                        f"not a {type(raw).__name__}")
     return parse(raw, str(path))
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """'not valid YAML at line L, column C (what)': the position of the problem, 1-based."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    what = getattr(e, "problem", None) or str(e).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"not valid YAML{where} ({what}); fix it there"
 
 
 def classifier_arch(p: Params) -> str:

@@ -114,6 +114,11 @@ def prepare(name: str, out: str | Path, root: str | Path = "data/raw", download:
 
 def load_split(folder: str | Path, split: str, n: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Load a prepared split; `n` > 0 keeps the first n examples."""
-    d = load_torch(Path(folder) / f"{split}.pt")
+    path = Path(folder) / f"{split}.pt"
+    d = load_torch(path)
+    if not (isinstance(d, dict) and all(hasattr(d.get(k), "shape") for k in ("x", "y"))
+            and len(d["x"]) == len(d["y"])):
+        raise UserError(f"{path}: not a prepared split (a dict of tensors x and y of equal length); "
+                        "restore it with `dvc checkout` or run `dvc repro prepare`")
     x, y = d["x"], d["y"]
     return (x[:n], y[:n]) if n else (x, y)

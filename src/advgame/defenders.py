@@ -17,7 +17,7 @@ __all__ = ["Defender", "LOADERS", "load_defender"]
 
 
 def classifier_defender(name: str, ckpt: dict) -> Defender:
-    m = model_from_checkpoint(ckpt).eval()
+    m = model_from_checkpoint(ckpt, "classifier").eval()
     return Defender(name=name, model=m, classifier=m, meta=ckpt["meta"])
 
 

@@ -170,17 +170,55 @@ def attacker_meta(arch: str, x_shape, hidden: int, width: int, param: str = "tan
             "hidden": hidden, "width": width, "param": param, **extra}
 
 
-def model_from_checkpoint(ckpt: dict) -> nn.Module:
-    """Rebuild a classifier or attacker from an advgame checkpoint (see artifacts.save_checkpoint)."""
-    meta = ckpt["meta"]
-    if meta.get("kind") == "attacker":
+KINDS = {"classifier": "a classifier (defender)", "attacker": "an attacker network (AttNet)",
+         "magnet": "a MagNet defender (classifier + reformer + detector)"}
+META_KEYS = {"classifier": ("arch", "in_channels", "classes", "side"),
+             "attacker": ("arch", "shape", "hidden", "width")}
+
+
+def model_from_checkpoint(ckpt: dict, expect: str | None = None) -> nn.Module:
+    """Rebuild a classifier or attacker from an advgame checkpoint (see artifacts.save_checkpoint).
+
+    `expect` ("classifier" / "attacker"): refuse, in one line naming the file, a checkpoint of
+    another kind (an attacker or MagNet's where a classifier is expected). A MagNet checkpoint
+    holds its classifier, which this rebuilds when nothing is expected."""
+    meta, path = ckpt["meta"], getattr(ckpt, "path", "checkpoint")
+    kind = meta.get("kind", "classifier")
+    if kind not in KINDS:
+        raise UserError(f"{path}: unknown checkpoint kind '{kind}'; allowed kinds: {', '.join(KINDS)}")
+    if expect is not None and kind != expect:
+        from .artifacts import producer_hint
+
+        raise UserError(f"{path}: {KINDS[kind]} checkpoint where {KINDS[expect]} is expected; restore "
+                        f"the right file with `dvc checkout {path}` or {producer_hint(path)}")
+    built = "attacker" if kind == "attacker" else "classifier"
+    missing = [k for k in META_KEYS[built] if k not in meta]
+    if missing:
+        raise UserError(f"{path}: checkpoint meta lacks {', '.join(missing)}; rerun the stage that writes it")
+    if built == "attacker":
         # checkpoints written before the box form existed are tanh attackers
         m = build_attacker(meta["arch"], tuple(meta["shape"]), meta["hidden"], meta["width"],
                            meta.get("param", "tanh"))
     else:
         m = build_classifier(meta["arch"], meta["in_channels"], meta["classes"], meta["side"])
-    try:
-        m.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as e:
-        raise UserError(f"checkpoint does not fit architecture '{meta['arch']}': {str(e).splitlines()[0]}") from None
+    mismatch = state_mismatch(m.state_dict(), ckpt["state_dict"])
+    if mismatch:
+        raise UserError(f"{path}: checkpoint does not fit architecture '{meta['arch']}': {mismatch}; it was "
+                        "written for other params (classifier.arch, data.dataset, attacker.hidden/width): "
+                        "rerun the stage that writes it, or `dvc checkout` it")
+    m.load_state_dict(ckpt["state_dict"])
     return m
+
+
+def state_mismatch(want: dict, have: dict) -> str:
+    """The first difference between a model's state_dict and a checkpoint's, in words ('' = none)."""
+    for k, v in want.items():
+        if k not in have:
+            return f"tensor '{k}' missing from the file"
+        got = getattr(have[k], "shape", None)
+        if got is None:
+            return f"'{k}' in the file is not a tensor"
+        if tuple(got) != tuple(v.shape):
+            return f"tensor '{k}' has shape {list(got)} in the file, the model expects {list(v.shape)}"
+    extra = [k for k in have if k not in want]
+    return f"tensor '{extra[0]}' in the file has no place in the model" if extra else ""

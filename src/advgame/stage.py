@@ -29,7 +29,7 @@ from typing import Callable
 
 import torch
 
-from . import UserError, config, tracking
+from . import UserError, artifacts, config, preflight, tracking
 from .artifacts import save_json
 from .utils import compute_env, resolve_device, seed_all, setup_torch
 
@@ -80,20 +80,8 @@ class StageContext:
 
 
 def check_pipeline_current(params_path: str = "params.yaml", dvc_yaml: str = "dvc.yaml") -> None:
-    """Stop before any work when dvc.yaml was generated from other params: a shape param
-    (catmouse.rounds, study.defenders, game.gamma_sweep, table5) changed, e.g. by
-    `dvc exp run -S`, and the stages DVC runs would mix the old shape's files into new results.
-    Only where dvc.yaml is the generated one (a unit test's bare folder has none)."""
-    from . import pipeline  # the generator: imported here only, it imports nothing of ours back
-
-    path = Path(dvc_yaml)
-    if not path.exists() or not path.read_text().startswith(pipeline.HEADER):
-        return
-    if path.read_text() != pipeline.render(config.load(params_path)):
-        raise UserError(f"{dvc_yaml} is stale: {params_path} changes the pipeline's shape "
-                        "(catmouse.rounds, study.defenders, game.gamma_sweep, table5, ...); run "
-                        "`make pipeline` (python -m advgame.pipeline), commit dvc.yaml, then rerun. "
-                        "With `dvc exp run -S`, change params.yaml and run `make pipeline` first instead")
+    """Stop before any work when dvc.yaml was generated from other params (see preflight)."""
+    preflight.check(params_path, dvc_yaml)
 
 
 def stage_report_path(name: str) -> Path:
@@ -106,8 +94,7 @@ def run_stage(name: str, body: Callable[[StageContext], dict | None], sections: 
     start = time.perf_counter()
     tracker = None
     try:
-        params = config.load(params_path)
-        check_pipeline_current(params_path)
+        params = preflight.check(params_path)  # every key, and dvc.yaml generated from them
         used = {s: getattr(params, s).model_dump() for s in sections}
         setup_torch(params.run.threads)
         device = resolve_device(params.run.device)
@@ -130,6 +117,13 @@ def run_stage(name: str, body: Callable[[StageContext], dict | None], sections: 
         if tracker is not None:
             tracker.finish(ok=False)
         print(f"error [{name}]: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as e:
+        if tracker is not None:
+            tracker.finish(ok=False)
+        if e.errno not in artifacts.UNWRITABLE:
+            raise
+        print(f"error [{name}]: {artifacts.unwritable_message(e)}", file=sys.stderr)
         raise SystemExit(2) from None
     except Exception:
         if tracker is not None:

@@ -1,0 +1,31 @@
+"""Stage check-params: the first stage of the pipeline. It depends on the whole params.yaml, so
+DVC runs it first after any change of params (`dvc repro`, `dvc exp run -S ...`): it validates
+every key at every level (unknown keys included) and checks that dvc.yaml was generated from
+these params, and stops the whole run with one line before any stage does work. Its stamp's
+bytes never change, so a valid change reruns only this check (about a second: no torch)."""
+import sys
+import time
+
+from advgame import UserError
+from advgame.artifacts import atomic_path, save_json
+from advgame.preflight import STAMP, STAMP_TEXT, check
+
+
+def main() -> int:
+    start = time.perf_counter()
+    try:
+        check()
+        with atomic_path(STAMP) as tmp:
+            tmp.write_text(STAMP_TEXT)
+        seconds = round(time.perf_counter() - start, 2)
+        save_json({"stage": "check-params", "valid": True, "seconds": seconds},
+                  "reports/stages/check-params.json")
+    except UserError as e:
+        print(f"error [check-params]: {e}", file=sys.stderr)
+        return 2
+    print(f"check-params: params.yaml valid, dvc.yaml current ({seconds:.2f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
