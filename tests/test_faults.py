@@ -253,7 +253,10 @@ def test_a_defender_valid_but_not_built_names_a_stage_that_exists(tmp_path, caps
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     (tmp_path / "dvc.yaml").write_text(pipeline.render(config.parse(raw)))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    r = subprocess.run([sys.executable, str(ROOT / "stages/evaluate.py"), "--defender", "fgsm-at"], cwd=tmp_path,
+    r = subprocess.run([sys.executable, str(ROOT / "stages/evaluate.py"), "--defender", "fgsm-at",
+                        "--data", "data/prepared", "--model", "models/fgsm-at.pt",
+                        "--attackers", "models/attackers/fgsm-at", "--out", "reports/eval/fgsm-at.json"],
+                       cwd=tmp_path,
                        env=env, capture_output=True, text=True)
     assert r.returncode == 2
     line = one_line(r.stderr, "eval-fgsm-at")

@@ -63,7 +63,7 @@ def test_load_defender_picks_the_loader_by_checkpoint_kind(tmp_path):
     d = defenders.load_defender("baseline", str(tmp_path / "a.pt"))
     assert d.model is d.classifier and d.reject is None
     save_checkpoint(SmallCNN(), {**meta, "kind": "hologram"}, tmp_path / "b.pt")
-    with pytest.raises(UserError, match="kind 'hologram' has no loader"):
+    with pytest.raises(UserError, match="kind 'hologram'"):
         defenders.load_defender("x", str(tmp_path / "b.pt"))
 
 

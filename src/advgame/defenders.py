@@ -28,7 +28,8 @@ LOADERS: dict[str, Callable[[str, dict], Defender]] = {"classifier": classifier_
 def load_defender(name: str, path: str, device: torch.device | str = "cpu") -> Defender:
     ckpt = load_checkpoint(path)
     kind = ckpt["meta"].get("kind", "classifier")
-    if kind not in LOADERS:
+    if kind not in LOADERS:  # an attacker (or unknown) checkpoint: say which kind it is, in one line
+        model_from_checkpoint(ckpt, "classifier")
         raise UserError(f"{path}: checkpoint kind '{kind}' has no loader (known: {', '.join(LOADERS)}); "
                         "rerun the stage that trains it")
     return LOADERS[kind](name, ckpt).to(device)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from . import config
 
 DATA = "data/prepared"
+# check-params' output: its bytes never change, so a valid params change reruns only the check
+STAMP = "data/params-valid.json"
+STAMP_TEXT = '{"valid": true}\n'
 TRANSFER = "reports/transfer.json"
 CATMOUSE = "reports/catmouse"     # the cat-and-mouse curve and matrix
 METRICS = "reports/metrics.json"   # the study's headline numbers: `dvc exp show`, `dvc metrics diff`
