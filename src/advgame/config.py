@@ -248,6 +248,32 @@ class Table5Params(Section):
         return v
 
 
+ABLATION_VARIANTS = ("sens-off", "smooth")
+
+
+class AblationParams(Section):
+    """Sens-FGSM's ablations (issue 16), each trained with sens_fgsm's schedule and data:
+    `sens-off` (the sensitivity term off: fgsm-at's objective, the control), `smooth` (the tanh
+    step in the forward pass too) and Sens-FGSM at each tau of `taus` (sens_fgsm.tau itself is
+    the sens-fgsm defender, so it is no extra stage). [] and [] = no ablation stages."""
+
+    variants: list[Literal[ABLATION_VARIANTS]] = Field(  # type: ignore[valid-type]
+        [], description="variants of Sens-FGSM trained and measured by their own stage")
+    taus: list[float] = Field([], description="extra surrogate temperatures of the tau sweep")
+
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(v))
+
+    @field_validator("taus")
+    @classmethod
+    def _taus(cls, v: list[float]) -> list[float]:
+        if any(t <= 0 for t in v):
+            raise ValueError("every tau must be > 0 (an empty list turns the tau sweep off)")
+        return sorted(set(v))
+
+
 class ReportParams(Section):
     examples: int = Field(8, ge=1, description="images per attack in the example grid")
 
@@ -287,6 +313,7 @@ class Params(Section):
     magnet: MagnetParams = MagnetParams()
     art: ArtParams = ArtParams()
     table5: Table5Params = Table5Params()
+    ablation: AblationParams = AblationParams()
     report: ReportParams = ReportParams()
 
 

@@ -96,3 +96,25 @@ def sweep_name(gamma: float) -> str:
 def registered_model(defender: str) -> str:
     """The MLflow registered model of a final defender (alias `study` = this study's version)."""
     return f"advgame-{defender}"
+
+
+def ablation_name(kind: str, tau: float | None = None) -> str:
+    """Name of one Sens-FGSM ablation (stage `ablation-<name>`): sens-off, smooth, tau-0p001."""
+    return f"tau-{tau:g}".replace(".", "p").replace("+", "") if kind == "tau" else kind
+
+
+def ablation_variants(p: config.Params) -> list[tuple[str, float | None]]:
+    """(kind, tau) of every ablation stage, none without sens-fgsm. sens_fgsm.tau itself is no
+    tau stage: that point of the sweep is the sens-fgsm defender."""
+    if "sens-fgsm" not in p.study.defenders:
+        return []
+    return [(v, None) for v in p.ablation.variants] + [
+        ("tau", t) for t in p.ablation.taus if t != p.sens_fgsm.tau]
+
+
+def ablation_path(name: str) -> str:
+    return f"reports/ablation/{name}.json"
+
+
+def ablation_model_path(name: str) -> str:
+    return f"models/ablation/{name}.pt"
