@@ -39,19 +39,11 @@ def body(ctx, name: str, rounds: list[int]):
     x, y = load_split(DATA, "test", p.eval.n_test)
     x, y = x.to(dev), y.to(dev)
     defender = load_defender(name, model_path(name), dev)
-    plan = Plan(
-        etas=p.eval.etas, main_eta=p.attack.eta, seeds=p.eval.seeds, pgd_steps=p.eval.pgd_steps,
-        pgd_step_ratio=p.eval.pgd_step_ratio, pgd_restarts=p.eval.pgd_restarts, batch=p.eval.batch,
-        fgsm_sources={k: _load(model_path(fgsm_source(k)), dev) for k in rounds},
-        own_attackers=attackers_of(name, dev),
-        strong_attacks=p.eval.strong_attacks, strong_etas=p.eval.strong_etas or [p.attack.eta],
-        apgd_iters=p.eval.apgd_iters, apgd_restarts=p.eval.apgd_restarts,
-        apgd_targets=p.eval.apgd_targets, square_queries=p.eval.square_queries,
-        art_attacks=p.art.attacks, art_etas=p.art.etas, art_n=p.art.n_test,
-        art_apgd_iters=p.art.apgd_iters, art_square_queries=p.art.square_queries,
+    plan = Plan.from_params(
+        p, fgsm_sources={k: _load(model_path(fgsm_source(k)), dev) for k in rounds},
+        own_attackers=attackers_of(name, dev), transfer_source=_load(model_path("baseline"), dev),
         classes=int(defender.meta.get("classes", 10)) if defender.meta else 10,
-        is_baseline=name == "baseline",
-    )
+        is_baseline=name == "baseline")
     bar = progress(iter(int, 1), f"eval {name}")
     out = evaluate_defender(defender, x, y, plan, progress=lambda m: bar.set_postfix_str(m))
     bar.close()
@@ -59,7 +51,10 @@ def body(ctx, name: str, rounds: list[int]):
     res = out["results"]
     save_json({"defender": name, "results": res, "sanity": out["sanity"],
                "sanity_detail": out["sanity_detail"],
+               "sanity_attack": out["sanity_attack"],
                "sanity_pgd_large_eta": out["sanity_pgd_large_eta"],
+               **({"detector": out["detector"]} if "detector" in out else {}),
+               "per_image": out["per_image"],
                "settings": {"n_test": len(x), "pgd_steps": p.eval.pgd_steps,
                             "pgd_restarts": p.eval.pgd_restarts, "seeds": p.eval.seeds,
                             "attacker_eta": p.attack.eta,
@@ -95,5 +90,5 @@ if __name__ == "__main__":
         raise SystemExit(f"error [eval-{a.defender}]: bad --fgsm-rounds '{a.fgsm_rounds}'; use e.g. 1,2,5") from None
     run_stage(f"eval-{a.defender}", lambda ctx: body(ctx, a.defender, ks),
               sections=["run", "attack", "eval", "art"],
-              deps=[DATA, model_path(a.defender), attackers_dir(a.defender),
+              deps=[DATA, model_path(a.defender), attackers_dir(a.defender), model_path("baseline"),
                     *[model_path(fgsm_source(k)) for k in ks]])

@@ -185,7 +185,7 @@ def stages(p: config.Params) -> dict:
             "cmd": f"python stages/evaluate.py --defender {d}"
                    + (f" --fgsm-rounds {','.join(map(str, rounds))}" if rounds else ""),
             "deps": [*code_deps("stages/evaluate.py"), DATA, model_path(d), attackers_dir(d),
-                     *dict.fromkeys(model_path(fgsm_source(k)) for k in rounds if fgsm_source(k) != d)],
+                     *dict.fromkeys(model_path(m) for m in ["baseline", *map(fgsm_source, rounds)] if m != d)],
             "params": [*RUN, "attack", "eval", "art"],
             "outs": [*_outs(eval_path(d)), _metric(f"eval-{d}")],
         }
