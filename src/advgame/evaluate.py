@@ -91,6 +91,7 @@ class Plan:
     classes: int = 10
     sanity_eta: float = 1.0
     is_baseline: bool = False   # the undefended model: learned attackers must beat its clean error
+    carry: bool = True          # larger etas start from smaller etas' finds (False: bench only)
 
     @classmethod
     def from_params(cls, p, **models) -> "Plan":
@@ -185,7 +186,7 @@ def evaluate_defender(defender: Defender, x: torch.Tensor, y: torch.Tensor, plan
         eta = float(key)
         for s in seeds:
             xa = x[:n].clone()
-            prev = carried.get((name, s)) if name in CARRY else None
+            prev = carried.get((name, s)) if name in CARRY and plan.carry else None
             if prev is not None and prev[0] > eta:  # a larger ball's example is no start
                 prev = None
             todo = torch.arange(n, device=x.device) if prev is None else (~prev[2]).nonzero().flatten()
