@@ -126,3 +126,19 @@ def test_evaluation_of_a_detector_defender(tiny_magnet, trained_smallcnn):
         for key, hexmask in by.items():
             n = r[attack][key]["n"]
             assert sum(unpack(hexmask, n)) == round(r[attack][key]["error"] * n), attack
+
+
+def test_pgd_curr_with_the_one_pass_loss_equals_the_plain_one(tiny_magnet):
+    from advgame.evaluate import _pgd
+
+    d, x, y = tiny_magnet
+    x, y = x[:40], y[:40]
+    plan = Plan(etas=[0.3], main_eta=0.3, pgd_steps=5)
+    lv, fooled = d.attack_loss.joint_version(x, y)
+    assert torch.allclose(lv, d.attack_loss(d.model, x, y), atol=1e-5)
+    assert torch.equal(fooled, d.errors(x, y, clean=False))
+    plain = pgd(d.model, x, y, 0.3, steps=5, step_size=2.5 * 0.3 / 5, loss=d.attack_loss,
+                success=lambda xb, yb: d.errors(xb, yb, clean=False, batch=len(xb)))
+    # the gradient's float sums run in another order (one reformer pass, not two): near-equal
+    one_pass = d.errors(_pgd(d, x, y, 0.3, plan, 0), y, False).float().mean()
+    assert abs(one_pass - d.errors(plain, y, False).float().mean()) <= 0.05

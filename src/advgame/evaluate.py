@@ -139,9 +139,12 @@ STRONG: dict[str, StrongAttack] = {
 def _pgd(defender: Defender, x, y, eta, plan: Plan, seed: int, target: nn.Module | None = None,
          loss=None):
     success = _success(defender)
+    loss = loss or defender.attack_loss
+    # a detector-aware loss may come with a form that gives loss and success from one pass
+    loss = getattr(loss, "joint_version", loss) if target is None else loss
     return pgd(target or defender.model, x, y, eta, steps=plan.pgd_steps,
                step_size=plan.pgd_step_ratio * eta / plan.pgd_steps, restarts=plan.pgd_restarts,
-               seed=seed, batch=plan.batch, loss=loss or defender.attack_loss, success=success)
+               seed=seed, batch=plan.batch, loss=loss, success=success)
 
 
 def _adaptive(defender: Defender, x, y, eta, plan: Plan, seed: int):
