@@ -41,19 +41,12 @@ def body(ctx, a, sources: dict[int, str]):
     x, y = load_split(a.data, "test", p.eval.n_test)
     x, y = x.to(dev), y.to(dev)
     defender = load_defender(name, a.model, dev)
-    plan = Plan(
-        etas=p.eval.etas, main_eta=p.attack.eta, seeds=p.eval.seeds, pgd_steps=p.eval.pgd_steps,
-        pgd_step_ratio=p.eval.pgd_step_ratio, pgd_restarts=p.eval.pgd_restarts, batch=p.eval.batch,
-        fgsm_sources={k: _load(path, dev, "classifier") for k, path in sources.items()},
+    plan = Plan.from_params(
+        p, fgsm_sources={k: _load(path, dev, "classifier") for k, path in sources.items()},
         own_attackers=attackers_of(name, a.attackers, dev),
-        strong_attacks=p.eval.strong_attacks, strong_etas=p.eval.strong_etas or [p.attack.eta],
-        apgd_iters=p.eval.apgd_iters, apgd_restarts=p.eval.apgd_restarts,
-        apgd_targets=p.eval.apgd_targets, square_queries=p.eval.square_queries,
-        art_attacks=p.art.attacks, art_etas=p.art.etas, art_n=p.art.n_test,
-        art_apgd_iters=p.art.apgd_iters, art_square_queries=p.art.square_queries,
+        transfer_source=_load(a.transfer_source, dev, "classifier") if a.transfer_source else None,
         classes=int(defender.meta.get("classes", 10)) if defender.meta else 10,
-        is_baseline=name == "baseline",
-    )
+        is_baseline=name == "baseline")
     bar = progress(iter(int, 1), f"eval {name}")
     out = evaluate_defender(defender, x, y, plan, progress=lambda m: bar.set_postfix_str(m))
     bar.close()
@@ -61,7 +54,10 @@ def body(ctx, a, sources: dict[int, str]):
     res = out["results"]
     save_json({"defender": name, "results": res, "sanity": out["sanity"],
                "sanity_detail": out["sanity_detail"],
+               "sanity_attack": out["sanity_attack"],
                "sanity_pgd_large_eta": out["sanity_pgd_large_eta"],
+               **({"detector": out["detector"]} if "detector" in out else {}),
+               "per_image": out["per_image"],
                "settings": {"n_test": len(x), "pgd_steps": p.eval.pgd_steps,
                             "pgd_restarts": p.eval.pgd_restarts, "seeds": p.eval.seeds,
                             "attacker_eta": p.attack.eta,
@@ -93,6 +89,7 @@ if __name__ == "__main__":
     ap.add_argument("--model", required=True, help="the defender's checkpoint")
     ap.add_argument("--attackers", required=True, help="folder of its own attackers")
     ap.add_argument("--fgsm-sources", default="", help="k=checkpoint of each FGSM-k column's source, comma-separated")
+    ap.add_argument("--transfer-source", default="", help="the undefended model of the pgd-transfer column")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     try:

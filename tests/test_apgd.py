@@ -25,7 +25,7 @@ def error(model, x, y) -> float:
 @pytest.mark.parametrize("name", list(ATTACKS))
 def test_within_budget_and_range(trained_smallcnn, name):
     m, x, y = trained_smallcnn
-    x, y = x[:40], y[:40]
+    x, y = x[:40].clone(), y[:40]  # a copy: the session fixture's images must stay intact
     x[0] = 0.0  # pixels on both edges of the range
     x[1] = 1.0
     xa = ATTACKS[name](m, x, y, 0.2)

@@ -165,3 +165,53 @@ def test_transfer_check_counts_every_white_box_attack():
     ok, detail = transfer_check(res, 0.3)
     assert ok == {"transfer_le_white_box": False} and "attnet-transfer:b:conv 0.700" in detail["transfer_le_white_box"]
     assert transfer_check({"pgd-curr": c(0.2)}, 0.3)[0] == {"transfer_le_white_box": None}
+
+
+def test_plan_from_params_copies_every_eval_and_art_field():
+    from advgame.config import load
+
+    p = load("params.yaml")
+    plan = Plan.from_params(p, classes=7, is_baseline=True)
+    e = p.eval
+    assert (plan.etas, plan.seeds, plan.pgd_steps, plan.pgd_step_ratio, plan.pgd_restarts, plan.batch) == (
+        e.etas, e.seeds, e.pgd_steps, e.pgd_step_ratio, e.pgd_restarts, e.batch)
+    assert (plan.strong_attacks, plan.apgd_iters, plan.apgd_restarts, plan.apgd_targets, plan.square_queries) == (
+        e.strong_attacks, e.apgd_iters, e.apgd_restarts, e.apgd_targets, e.square_queries)
+    assert plan.main_eta == p.attack.eta and plan.strong_etas == (e.strong_etas or [p.attack.eta])
+    assert (plan.art_attacks, plan.art_etas, plan.art_n, plan.art_apgd_iters, plan.art_square_queries) == (
+        p.art.attacks, p.art.etas, p.art.n_test, p.art.apgd_iters, p.art.square_queries)
+    assert plan.classes == 7 and plan.is_baseline
+
+
+def test_per_image_masks_and_larger_eta_keeps_smaller_etas_finds(trained_smallcnn):
+    from advgame.masks import unpack
+
+    model, x, y = trained_smallcnn
+    x, y = x[:80], y[:80]
+    plan = _plan(etas=[0.15, 0.05], strong_attacks=["apgd-ce"], main_eta=0.15, sanity_eta=0,
+                 transfer_source=model)
+    out = evaluate_defender(Defender("m", model, model), x, y, plan)
+    r, per = out["results"], out["per_image"]
+    assert set(per["pgd-curr"]) == {"0.15"} and per["clean"] == {"0": per["clean"]["0"]}
+    for a in ("pgd-curr", "apgd-ce", "worst-case", "fgsm-curr", "pgd-transfer:baseline"):
+        n = r[a]["0.15"]["n"]
+        assert sum(unpack(per[a]["0.15"], n)) == round(r[a]["0.15"]["error"] * n), a
+    # the etas run in increasing order; every image PGD fooled at 0.05 stays fooled at 0.15
+    small = torch.tensor(unpack(per["pgd-curr"]["0.15"], 80))
+    from advgame.evaluate import _pgd
+
+    fresh = Defender("m", model, model).errors(_pgd(Defender("m", model, model), x, y, 0.05, plan, 0), y, False)
+    assert not (fresh & ~small).any()
+    assert r["pgd-curr"]["0.15"]["error"] >= r["pgd-curr"]["0.05"]["error"]
+
+
+def test_several_seeds_store_seed_zeros_mask(trained_smallcnn):
+    from advgame.masks import unpack
+
+    model, x, y = trained_smallcnn
+    x, y = x[:40], y[:40]
+    d = Defender("m", model, model)
+    two = evaluate_defender(d, x, y, _plan(etas=[0.1], main_eta=0.1, seeds=[0, 1], strong_attacks=[], sanity_eta=0))
+    one = evaluate_defender(d, x, y, _plan(etas=[0.1], main_eta=0.1, seeds=[0], strong_attacks=[], sanity_eta=0))
+    assert two["per_image"]["pgd-curr"]["0.1"] == one["per_image"]["pgd-curr"]["0.1"]
+    assert two["results"]["pgd-curr"]["0.1"]["seeds"] == 2

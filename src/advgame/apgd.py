@@ -103,7 +103,7 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, iters: 
     `(model, x, y)` (e.g. a detector-aware cross-entropy). Restarts run only on examples not
     yet fooled; over restarts an example keeps its fooled iterate, else its highest-loss one."""
     lossfn = LOGIT_LOSSES[loss] if isinstance(loss, str) else loss
-    if loss in ("dlr", "dlr-t"):
+    if isinstance(loss, str) and loss in ("dlr", "dlr-t"):
         need = 3 if loss == "dlr" else 4
         # classes of the model: one forward on one example
         with torch.no_grad(), eval_mode(model):
@@ -130,9 +130,10 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, iters: 
 
 def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, iters: int = 100,
            targets: int = 3, seed: int = 0, batch: int = 1000, success: SuccessFn | None = None,
-           early_stop: bool = True) -> torch.Tensor:
+           early_stop: bool = True, loss: str | LossFn = "dlr-t") -> torch.Tensor:
     """APGD-T: targeted DLR against each of the `targets` most likely other classes of the clean
-    input in turn, each run only on the examples not fooled yet."""
+    input in turn, each run only on the examples not fooled yet. `loss` may replace the targeted
+    DLR by one taking `target` (e.g. adaptive.joint_loss(defender, "dlr-t"))."""
     with torch.no_grad(), eval_mode(model):
         logits = torch.cat([model(x[s]) for s in _batches(len(x), batch)])
     order = logits.sort(1, descending=True).indices
@@ -145,7 +146,7 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, iters
         # the k-th most likely class other than y
         cand = order[todo]
         t = torch.where((cand[:, :k + 1] == y[todo, None]).any(1), cand[:, k + 1], cand[:, k])
-        xa = apgd(model, x[todo], y[todo], eta, iters, "dlr-t", 1, seed + k, batch, success,
+        xa = apgd(model, x[todo], y[todo], eta, iters, loss, 1, seed + k, batch, success,
                   early_stop, target=t)
         f = _fooled(model, xa, y[todo], success, batch)
         best[todo[f]] = xa[f]

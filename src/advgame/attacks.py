@@ -34,7 +34,14 @@ def evaluate_point(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss, suc
                    need_grad: bool, target: torch.Tensor | None = None):
     """(per-example loss, its input gradient or None, fooled) at x. With the plain cross-entropy
     or a loss of the logits (`loss.on_logits`), one forward gives both the loss and the
-    misclassification check."""
+    misclassification check; a `loss.joint` `(x, y, target) -> (loss, fooled)` gives both from
+    one pass too (a defender with a detector: adaptive.joint_loss)."""
+    if getattr(loss, "joint", False):
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(need_grad)
+            lv, fooled = loss(xg, y, target)
+            g = torch.autograd.grad(lv.sum(), xg)[0] if need_grad else None
+        return lv.detach(), g, fooled
     on_logits = getattr(loss, "on_logits", False) or loss is ce_loss
     fn = ce_logits if loss is ce_loss else loss
     with torch.enable_grad():
@@ -158,13 +165,14 @@ def _pgd_run(model, x, y, x0, eta, steps, step_size, loss, success, early_stop):
 
 def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, queries: int = 1000,
            p_init: float = 0.8, seed: int = 0, batch: int = 1000,
-           success: SuccessFn | None = None) -> torch.Tensor:
+           success: SuccessFn | None = None, objective=None) -> torch.Tensor:
     """Square attack, L-inf (Andriushchenko et al. 2020, arXiv 1912.00049): black-box random
     search on the margin loss. Start from vertical stripes of +-eta; each query sets a random
     square (side from the p schedule of the paper, on the scale of 10,000 queries) to +-eta per
     channel and keeps it if the margin drops. Fooled examples stop querying. Unlike the
     reference code, the square's place and signs are drawn per example, for all of x at every
-    query from one generator, so the result does not depend on `batch`."""
+    query from one generator, so the result does not depend on `batch`. `objective(x, y) ->
+    (margin, fooled)` replaces the margin and `success` (one pass; e.g. adaptive.joint_margin)."""
     gen = torch.Generator().manual_seed(seed)
     n, c, h, w = x.shape
     view = (-1, 1, 1, 1)
@@ -182,7 +190,7 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, queri
         for s in _batches(n, batch):
             xb, yb = x[s], y[s]
             xbest = project(xb + eta * stripes[s].to(x.device), xb, eta)
-            margin, fooled = _margin(model, xbest, yb, success)
+            margin, fooled = _margin(model, xbest, yb, success, objective)
             act = (~fooled).nonzero().flatten()
             for side, vh, vw, sign in draws:
                 if not len(act):
@@ -193,7 +201,7 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, queri
                         & ((cols >= vw[:, None]) & (cols < vw[:, None] + side))[:, None, :])[:, None]
                 xa = xbest[act]
                 xn = project(torch.where(mask, xa + 2 * eta * sign[idx].to(x), xa), xb[act], eta)
-                m, f = _margin(model, xn, yb[act], success)
+                m, f = _margin(model, xn, yb[act], success, objective)
                 # a logit depends on the batch's size by ~1e-6 (kernel blocking): a gain below
                 # 1e-4 is a tie, so that the result does not depend on `batch`
                 better = (m < margin[act] - 1e-4) | f
@@ -213,7 +221,9 @@ def _p_square(q: int, queries: int, p_init: float) -> float:
     return p_init / 512
 
 
-def _margin(model, x, y, success):
+def _margin(model, x, y, success, objective=None):
+    if objective is not None:
+        return objective(x, y)
     logits = model(x)
     zy = logits.gather(1, y[:, None])[:, 0]
     other = logits.scatter(1, y[:, None], -math.inf).amax(1)

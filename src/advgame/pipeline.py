@@ -176,9 +176,11 @@ def stages(p: config.Params) -> dict:
             "cmd": _cmd("stages/evaluate.py", f"--defender {d}", f"--data {DATA}", f"--model {model_path(d)}",
                         f"--attackers {attackers_dir(d)}",
                         f"--fgsm-sources {','.join(f'{k}={model_path(fgsm_source(k))}' for k in rounds)}"
-                        if rounds else "", f"--out {eval_path(d)}"),
+                        if rounds else "",
+                        f"--transfer-source {model_path('baseline')}" if d != "baseline" else "",
+                        f"--out {eval_path(d)}"),
             "deps": [*code_deps("stages/evaluate.py"), DATA, model_path(d), attackers_dir(d),
-                     *dict.fromkeys(model_path(fgsm_source(k)) for k in rounds if fgsm_source(k) != d)],
+                     *dict.fromkeys(model_path(m) for m in ["baseline", *map(fgsm_source, rounds)] if m != d)],
             "params": [*RUN, "attack", "eval", "art"],
             "outs": [*_outs(eval_path(d)), _metric(f"eval-{d}")],
         }

@@ -91,11 +91,23 @@ def build_defender(name: str, classifier: nn.Module, ae: nn.Module, threshold: f
     def reject(x):
         return recon_error(ae, x) > threshold
 
+    def detect(x):  # logits and the detector's score from one pass of the reformer
+        r = ae(x)
+        return classifier(r), (x - r).abs().flatten(1).mean(1, keepdim=True)
+
     def attack_loss(m, x, y):
         return F.cross_entropy(m(x), y, reduction="none") - detector_weight * F.relu(recon_error(ae, x) - threshold)
 
+    def joint_attack_loss(x, y, target=None):  # the same loss and the success check from one pass
+        logits, score = detect(x)
+        fooled = (logits.argmax(1) != y) & ~(score[:, 0] > threshold)
+        return F.cross_entropy(logits, y, reduction="none") - detector_weight * F.relu(score[:, 0] - threshold), fooled
+
+    joint_attack_loss.joint = True
+    attack_loss.joint_version = joint_attack_loss  # evaluate.py's PGD uses it (one reformer pass per step)
+
     return Defender(name=name, model=model, classifier=classifier, reject=reject,
-                    attack_loss=attack_loss, meta=meta)
+                    attack_loss=attack_loss, meta=meta, detect=detect, thresholds=[float(threshold)])
 
 
 def magnet_meta(classifier_meta: dict, ae: Reformer, threshold: float, detector_weight: float,
