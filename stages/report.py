@@ -18,5 +18,6 @@ def body(ctx):
 
 if __name__ == "__main__":
     run_stage("report", body, sections=["study", "data", "attack", "eval", "art", "catmouse", "report"],
-              deps=["reports/eval", "reports/catmouse", "data/prepared/meta.json", "models/baseline.pt",
-                    "models/attackers/baseline"])
+              deps=["reports/eval", "reports/catmouse", "reports/ablation", "reports/seeds.json",
+                    "reports/table5", "reports/sweep", "reports/transfer.json", "data/prepared/meta.json",
+                    "models/baseline.pt", "models/attackers/baseline"])

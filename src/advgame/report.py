@@ -91,10 +91,14 @@ def render(s: Study, figures: dict[str, str]) -> str:
         md += [f"![{title}]({rel})", f"*{title}*", ""]
     if not figures:
         md += ["_no figures: no results to plot_", ""]
+    t5_n = next((c.get("n") for by in s.table5.values() for cells in by.values() for c in cells.values()
+                 if isinstance(c, dict)), None)
     md += ["## 4. Does the paper hold?", "", verdicts.section(s.verdicts), "",
            "### The paper's Table 5 beside ours", "",
            "Paper rows: Hamm & Mehra's published MNIST error rates, quoted. Ours: this run's `fgsm-curr` and "
-           "`attnet-curr:mlp` (the paper's attacker) on our data and architectures; n/a where we have no number.", "",
+           "`attnet-curr:mlp` (the paper's attacker) on our data and architectures; n/a where we have no number. "
+           f"Eta {s.eta} comes from the evaluation ({s.subset()}); the other etas from the table5 stages "
+           f"({s.subset(t5_n) if t5_n else 'none ran'}).", "",
            table5(s), ""]
     md += ["## 5. The reviewer's questions", "",
            "### Q1. How do Sens-FGSM and minimax compare with other defenses (PGD-AT, TRADES, fast AT, MagNet)?", "",

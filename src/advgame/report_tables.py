@@ -69,8 +69,8 @@ def _eta_sort(k: str) -> float:
 
 def attack_rank(name: str, archs: tuple = config.ATTACKER_ARCHS) -> tuple:
     """Report order: clean, FGSM-k, FGSM-curr, PGD, AttNet-curr, APGD, Square, transfer, worst."""
-    fam = {"clean": 0, "fgsm-curr": 2, "pgd-curr": 3, "apgd-ce": 5, "apgd-dlr": 6, "apgd-t": 6.2,
-           "pgd-curr:art-subset": 6.5, "square": 7, "worst-case": 9}
+    fam = {"clean": 0, "fgsm-curr": 2, "pgd-curr": 3, "pgd-adaptive": 3.5, "apgd-ce": 5, "apgd-dlr": 6,
+           "apgd-t": 6.2, "pgd-curr:art-subset": 6.5, "square": 7, "pgd-transfer:baseline": 7.5, "worst-case": 9}
     if name in fam:
         return (fam[name], 0, "")
     if m := re.fullmatch(r"fgsm-(\d+)", name):
