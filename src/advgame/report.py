@@ -1,10 +1,12 @@
-"""Tables, figures and the generated text of reports/report.md and reports/results.json.
+"""The report stage's entry: assembles reports/report.md, reports/results.json and the figures.
 
-Every number in the report is read from the evaluation (reports/eval/*.json), the stage reports
-(reports/stages/*.json) and the cat-and-mouse files (reports/catmouse/*). The only numbers
-written here are PAPER_TABLE5, the paper's published results, quoted as such. The answers to the
-reviewer's questions are sentences chosen by comparing those numbers, so they change when the
-numbers do.
+Every number in the report is read from the evaluation (reports/eval/*.json), the ablations
+(reports/ablation/*.json), the stage reports (reports/stages/*.json) and the cat-and-mouse files
+(reports/catmouse/*). The only numbers written in the code are PAPER_TABLE5, the paper's published
+results, quoted as such. The parts: report_study (loading), report_tables (cells and tables),
+report_figures, report_sections (Table 5, sweep, sanity, reconstruction), answers (the four
+questions, from paired tests in paired.py), verdicts ("Does the paper hold?") and review (the
+critique's 20% bar, MagNet's detector, registered models).
 """
 from __future__ import annotations
 
