@@ -3,7 +3,6 @@ the game's extra stages, loaded once from reports/; and reports/results.json bui
 from __future__ import annotations
 
 import csv
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
