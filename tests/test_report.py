@@ -7,11 +7,11 @@ import re
 import pytest
 import torch
 
-from advgame import config, names, pipeline, report
+from advgame import config, masks, names, pipeline, report, report_sections
 from advgame.artifacts import save_checkpoint, save_json, save_torch
 from advgame.models import SmallCNN, build_attacker, attacker_meta, classifier_meta
 
-CONTRACT = {"config", "defenders", "catmouse", "timing"}
+CONTRACT = {"config", "defenders", "catmouse", "timing", "verdicts"}
 CONFIG_KEYS = {"dataset", "eta", "etas", "eval", "art", "defenders", "rounds", "seeds", "device"}
 
 
@@ -22,7 +22,10 @@ def res(err: float, n: int = 1000) -> dict:
 def eval_obj(d: str, errs: dict, sanity: dict | None = None, detail: dict | None = None) -> dict:
     """errs: {attack: {eta_key: error}} -> an evaluation object of the results contract."""
     out = {"defender": d, "results": {a: {e: res(v) for e, v in by.items()} for a, by in errs.items()},
-           "sanity": sanity or {k: True for k in report.SANITY}, "seconds": 7.5}
+           "sanity": sanity or {k: True for k in report.SANITY}, "seconds": 7.5,
+           # per-image outcomes: the first round(error * n) images are the errors
+           "per_image": {a: {e: masks.pack([i < round(v * 1000) for i in range(1000)]) for e, v in by.items()}
+                         for a, by in errs.items()}}
     if detail:
         out["sanity_detail"] = detail
     return out
@@ -217,23 +220,23 @@ def _study(**evals) -> report.Study:
 def test_q4_verdict_follows_the_numbers():
     better = _study(minimax=standard(worst=0.2), alt=standard(worst=0.6), **{"sens-fgsm": standard(worst=0.9)})
     worse = _study(minimax=standard(worst=0.9), alt=standard(worst=0.6), **{"sens-fgsm": standard(worst=0.5)})
-    tie = _study(minimax=standard(worst=0.6), alt=standard(worst=0.61), **{"sens-fgsm": standard(worst=0.59)})
-    assert "**Yes**: minimax is better" in report.q4(better)
-    assert "**No**: minimax is not better" in report.q4(worse) and "`alt`, `sens-fgsm`" in report.q4(worse)
-    assert "**No clear difference**" in report.q4(tie)
-    assert "0.200 (0.180–0.220)" in report.q4(better)  # numbers are quoted
+    tie = _study(minimax=standard(worst=0.6), alt=standard(worst=0.602), **{"sens-fgsm": standard(worst=0.598)})
+    assert "**Yes**: under `worst-case`" in report.q4(better)
+    assert "**No**: under `worst-case`" in report.q4(worse) and "`alt`, `sens-fgsm`" in report.q4(worse)
+    assert "**No real difference**" in report.q4(tie)
+    assert "`minimax` 0.200 vs `alt` 0.600 (McNemar p = " in report.q4(better)  # numbers are quoted
     assert "n/a" in report.q4(_study(minimax=standard()))
 
 
 def test_q2_and_q1_follow_the_numbers():
     wins = _study(**{"sens-fgsm": standard(fgsm=0.05, pgd=0.1), "adv-fgsm-3": standard(fgsm=0.7)})
     loses = _study(**{"sens-fgsm": standard(fgsm=0.8, pgd=0.9), "adv-fgsm-3": standard(fgsm=0.3)})
-    assert "So Sens-FGSM does defend better" in report.q2(wins)
-    assert "carries over" in report.q2(wins)
-    assert "does **not** defend better" in report.q2(loses)
+    assert "Sens-FGSM is lower than `adv-fgsm-3`" in report.q2(wins)
+    assert "Why:" not in report.q2(wins) and "The ablation did not run" in report.q2(wins)
+    assert "Sens-FGSM is higher than `adv-fgsm-3`" in report.q2(loses)
     s1 = _study(**{"sens-fgsm": standard(worst=0.2), "pgd-at": standard(worst=0.6), "trades": standard(worst=0.1)})
     text = report.q1(s1)
-    assert "better than `pgd-at`" in text and "worse than `trades`" in text
+    assert "lower than `pgd-at`" in text and "higher than `trades`" in text and "1 of 1 training seed" in text
 
 
 def test_q3_verdicts():
@@ -300,9 +303,9 @@ def test_gamma_sweep_figure_is_built_from_the_sweep_stages(tmp_path):
 def test_a_failing_pgd_vs_apgd_check_quotes_both_numbers(built):
     p, out, res, _ = built
     s = report.load_study(p, out["report"].parent.parent)
-    text = report._failure_numbers(s, "minimax", "pgd_not_below_apgd")
+    text = report_sections._failure_numbers(s, "minimax", "pgd_not_below_apgd")
     assert "pgd-curr 0.250" in text and "apgd-ce 0.260" in text and "0.010 apart" in text
-    assert report._failure_numbers(s, "minimax", "attnet_le_pgd") == ""  # its detail quotes numbers
+    assert report_sections._failure_numbers(s, "minimax", "attnet_le_pgd") == ""  # its detail quotes numbers
 
 
 def test_attacker_diagnostics_table(tmp_path):

@@ -21,6 +21,12 @@ def main() -> None:
     print(f"  {'defender':<14}{'clean':>8}{'fgsm-curr':>11}{'pgd-curr':>10}{'worst-case':>12}")
     for d, *v in rows:
         print(f"  {d:<14}" + "".join(f"{x:>{w}.3f}" for x, w in zip(v, (8, 11, 10, 12))))
+    verdicts = json.loads(Path("reports/results.json").read_text()).get("verdicts", []) \
+        if Path("reports/results.json").exists() else []
+    if verdicts:
+        counts = {v: sum(e["verdict"] == v for e in verdicts) for v in ("reproduced", "not reproduced", "not comparable")}
+        print("\ndoes the paper hold? " + ", ".join(f"{n} {v}" for v, n in counts.items())
+              + " (report.md section 4)")
     print("\nresults: reports/report.md, reports/results.json, reports/eval/*.json")
     print("runs:    make ui  (MLflow on http://127.0.0.1:5000)")
 

@@ -18,6 +18,7 @@ from torch import nn
 from ..artifacts import atomic_path
 from ..attacks import fgsm, predict
 from ..config import CatMouseParams
+from ..plotting import pyplot, save
 from ..training import LogFn, Objective, error_rate, fit
 
 
@@ -81,23 +82,9 @@ def write_curve_csv(rows: list[dict], path: str | Path) -> None:
         w.writerows(rows)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-
-
 def plot_curve(rows: list[dict], path: str | Path) -> None:
     """Paper Figure 1: u_k's error on its own FGSM-k and on the next FGSM-(k+1), against k."""
-    plt = _pyplot()
+    plt = pyplot()
     ks = [r["k"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(ks, [r["next_attack"] for r in rows], "o-", color="tab:red", label="next attack FGSM-(k+1)")
@@ -109,13 +96,12 @@ def plot_curve(rows: list[dict], path: str | Path) -> None:
         ax.set_xticks(ks if len(ks) <= 20 else ks[:: max(1, len(ks) // 10)])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _save(fig, path)
-    plt.close(fig)
+    save(fig, path, dpi=120)
 
 
 def plot_matrix(matrix: list[list[float]], rows: list[str], cols: list[str], path: str | Path) -> None:
     """Heat-map of the round x attack error matrix, each cell labelled with its value."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.0 + 0.8 * max(len(cols), 1), 1.0 + 0.6 * max(len(rows), 1)))
     im = ax.imshow(matrix, vmin=0, vmax=1, cmap="Reds", aspect="auto")
     for i, row in enumerate(matrix):
@@ -126,5 +112,4 @@ def plot_matrix(matrix: list[list[float]], rows: list[str], cols: list[str], pat
     ax.set_yticks(range(len(rows)), rows)
     ax.set(xlabel="attack", ylabel="defender", title="test error of u_i on FGSM-j")
     fig.colorbar(im, ax=ax, fraction=0.05)
-    _save(fig, path)
-    plt.close(fig)
+    save(fig, path, dpi=120)

@@ -1,0 +1,227 @@
+"""The answers and verdicts follow the evidence: McNemar's exact test against known values, and
+results in which a pattern reverses (Sens-FGSM above the cat-and-mouse classifier, the
+sensitivity-off control equal to Sens-FGSM, a p-value above 0.05, a seed that disagrees) change
+the answer and the verdict with them."""
+import json
+
+import pytest
+
+from advgame import answers, config, masks, paired, report, review, verdicts
+from advgame.report_study import Study
+
+N = 200
+PARAMS = {"study": {"defenders": ["baseline", "catmouse", "fgsm-at", "sens-fgsm", "alt", "minimax", "pgd-at",
+                                  "magnet"]},
+          "attack": {"eta": 0.3}, "eval": {"etas": [0.2, 0.3]}, "catmouse": {"rounds": 3, "matrix_rounds": [0, 3]}}
+
+
+def cell(err: float, n: int = N) -> dict:
+    half = 1.96 * (max(err * (1 - err), 0.01) / n) ** 0.5
+    return {"error": err, "ci95": [max(0.0, err - half), min(1.0, err + half)], "n": n}
+
+
+def obj(name: str, errs: dict, per_image: bool = True, sanity: dict | None = None) -> dict:
+    """errs: {attack: {eta: error}}; the first round(error * N) images are the errors, so two
+    cells differ on exactly |k_a - k_b| images, all one way."""
+    out = {"defender": name, "results": {a: {e: cell(v) for e, v in by.items()} for a, by in errs.items()},
+           "sanity": sanity or {"pgd_ge_fgsm": True}}
+    if per_image:
+        out["per_image"] = {a: {e: masks.pack([i < round(v * N) for i in range(N)]) for e, v in by.items()}
+                            for a, by in errs.items()}
+    return out
+
+
+def study(defs: dict, ablations: dict | None = None, seeds: dict | None = None, curve=None, **kw) -> Study:
+    p = config.parse(PARAMS)
+    s = Study(p, defs, catmouse=curve or [], ablations=ablations or {}, seeds=paired.SeedTable(seeds),
+              catmouse_n=kw.get("catmouse_n", N), meta={"test": {"shape": [1000]}})
+    return s
+
+
+def at(v: float) -> dict:
+    return {"0.3": v}
+
+
+def base_defs(sens_fgsm=0.05, cm_fgsm=0.60, sens_transfer=0.60, per_image=True, sens_pgd=0.99) -> dict:
+    return {"adv-fgsm-3": obj("adv-fgsm-3", {"fgsm-curr": at(cm_fgsm), "pgd-transfer:baseline": at(0.62),
+                                             "worst-case": at(0.99)}, per_image),
+            "sens-fgsm": obj("sens-fgsm", {"fgsm-curr": at(sens_fgsm), "pgd-curr": at(sens_pgd),
+                                           "pgd-transfer:baseline": at(sens_transfer), "fgsm-1": at(sens_transfer),
+                                           "worst-case": at(0.99)}, per_image)}
+
+
+def control(fgsm_curr=0.30, transfer=0.60) -> dict:
+    return {"ablation-sens-off": {"name": "ablation-sens-off", "variant": {"sensitivity": False}, "eta": 0.3,
+                                  **obj("ablation-sens-off", {"fgsm-curr": at(fgsm_curr), "pgd-curr": at(0.99),
+                                                              "pgd-transfer:baseline": at(transfer),
+                                                              "fgsm-1": at(transfer)})}}
+
+
+def claim(s: Study, name: str) -> dict:
+    return next(v for v in verdicts.all_verdicts(s) if v["claim"] == name)
+
+
+def test_mcnemar_known_values():
+    assert paired.mcnemar(0, 10) == pytest.approx(2 * 0.5 ** 10)
+    assert paired.mcnemar(10, 0) == paired.mcnemar(0, 10)
+    assert paired.mcnemar(0, 0) == 1.0 and paired.mcnemar(5, 5) == 1.0
+    # b=1, c=9: 2 * (C(10,0) + C(10,1)) / 2^10
+    assert paired.mcnemar(1, 9) == pytest.approx(2 * 11 / 1024)
+    assert paired.mcnemar(3, 5) == pytest.approx(min(1.0, 2 * (1 + 8 + 28 + 56) / 256))
+
+
+def test_paired_compare_counts_discordant_images():
+    a = {"results": {"x": {"0.3": {"error": 0.5, "n": 4}}}, "per_image": {"x": {"0.3": masks.pack([1, 1, 0, 0])}}}
+    b = {"results": {"x": {"0.3": {"error": 0.5, "n": 4}}}, "per_image": {"x": {"0.3": masks.pack([1, 0, 1, 0])}}}
+    pr = paired.compare(a, "x", b, "x", "0.3", "a", "b")
+    assert (pr.a_only, pr.b_only, pr.p) == (1, 1, 1.0) and not pr.real
+    del b["per_image"]
+    pr = paired.compare(a, "x", b, "x", "0.3", "a", "b")
+    assert pr.p is None and "no paired test: per-image outcomes missing" in pr.text()
+
+
+def test_q2_and_claim_follow_sens_fgsm_against_the_catmouse_classifier():
+    wins = study(base_defs(sens_fgsm=0.05, cm_fgsm=0.60))
+    assert "Sens-FGSM is lower than `adv-fgsm-3`" in answers.q2(wins)
+    assert "1 of 1 training seed" in answers.q2(wins) and "McNemar p = " in answers.q2(wins)
+    assert claim(wins, "abstract:sens-fgsm-robust-to-fgsm-curr")["verdict"] == "reproduced"
+    above = study(base_defs(sens_fgsm=0.70, cm_fgsm=0.60))  # the pattern reverses
+    assert "Sens-FGSM is higher than `adv-fgsm-3`" in answers.q2(above)
+    assert claim(above, "abstract:sens-fgsm-robust-to-fgsm-curr")["verdict"] == "not reproduced"
+
+
+def test_a_p_value_above_005_is_not_a_difference():
+    close = study(base_defs(sens_fgsm=0.58, cm_fgsm=0.60))  # 4 images apart: p = 0.125
+    text = answers.q2(close)
+    assert "not really different from `adv-fgsm-3`" in text and "p = 0.125" in text
+    assert claim(close, "abstract:sens-fgsm-robust-to-fgsm-curr")["verdict"] == "not reproduced"
+
+
+def test_a_training_seed_that_disagrees_blocks_the_difference():
+    seeds = {"seeds": [0, 1, 2], "defenders": {
+        "sens-fgsm": {"fgsm-curr": {"0.3": {"per_seed": [0.05, 0.06, 0.70]}}},
+        "adv-fgsm-3": {"fgsm-curr": {"0.3": {"per_seed": [0.60, 0.61, 0.60]}}}}}
+    s = study(base_defs(), seeds=seeds)
+    pr = s.pair("sens-fgsm", "fgsm-curr", "adv-fgsm-3")
+    assert pr.p < 0.05 and (pr.seeds_agree, pr.seeds) == (2, 3) and not pr.real
+    assert "2 of 3 training seeds agree" in answers.q2(s)
+    assert claim(s, "abstract:sens-fgsm-robust-to-fgsm-curr")["verdict"] == "not reproduced"
+
+
+def test_q2_explanation_follows_the_ablation():
+    masked = study(base_defs(sens_transfer=0.60), control(fgsm_curr=0.30, transfer=0.60))
+    kind, _ = answers.q2_explanation(masked)
+    assert kind == "masking" and "a masked gradient" in answers.q2(masked)
+    robust = study(base_defs(sens_transfer=0.20, sens_pgd=0.5), control(fgsm_curr=0.30, transfer=0.60))
+    mixed = study(base_defs(sens_transfer=0.20), control(fgsm_curr=0.30, transfer=0.60))  # PGD-curr no better
+    assert answers.q2_explanation(mixed)[0] == "mixed"
+    assert answers.q2_explanation(robust)[0] == "sensitivity"
+    assert "support the sensitivity term as the cause" in answers.q2(robust)
+    equal = study(base_defs(sens_fgsm=0.05), control(fgsm_curr=0.05))  # the control equals Sens-FGSM
+    assert answers.q2_explanation(equal)[0] == "none"
+    assert "no measurable effect" in answers.q2(equal)
+    assert "The ablation did not run" in answers.q2(study(base_defs()))
+    why = claim(masked, "abstract:sens-fgsm-robust-to-fgsm-curr")["why"]
+    assert "a masked gradient" in why and "0.990" in why
+    for s in (masked, robust, equal):  # no fixed explanatory prose
+        assert "each cat-and-mouse round" not in answers.q2(s)
+
+
+def test_missing_per_image_outcomes_do_not_crash_and_say_so():
+    s = study(base_defs(per_image=False), control())
+    text = answers.q2(s)
+    assert "no paired test: per-image outcomes missing" in text
+    assert claim(s, "abstract:sens-fgsm-robust-to-fgsm-curr")["verdict"] == "not comparable"
+
+
+def test_table5_verdicts_one_per_cell():
+    defs = {"minimax": obj("minimax", {"fgsm-curr": at(0.22), "attnet-curr:mlp": at(0.40)})}
+    s = study(defs)
+    s.table5 = {"minimax": {"fgsm-curr": {"0.4": cell(0.90)}}}
+    vs = verdicts.table5_verdicts(s)
+    assert len(vs) == 3 * 4 * 2 and len({v["claim"] for v in vs}) == 24
+    by = {v["claim"]: v for v in vs}
+    assert by["table5:minimax:fgsm-curr:0.3"]["verdict"] == "reproduced"       # 0.218 in 0.22's interval
+    assert by["table5:minimax:attnet-curr:0.3"]["verdict"] == "not reproduced"  # 0.020 vs 0.40
+    assert by["table5:minimax:fgsm-curr:0.4"]["verdict"] == "not reproduced"
+    assert by["table5:minimax:attnet-curr:0.5"]["verdict"] == "not comparable"
+    assert by["table5:alt:fgsm-curr:0.3"]["why"] == "alt is not in this study"
+    assert set(by["table5:minimax:fgsm-curr:0.3"]) == {"claim", "paper", "ours", "ci95", "verdict", "why"}
+
+
+def test_fig1_shape_verdict_follows_the_curve():
+    swing = [{"k": k, "next_attack": v} for k, v in enumerate([0.9, 0.4, 0.8, 0.3, 0.7, 0.35], 1)]
+    flat = [{"k": k, "next_attack": v} for k, v in enumerate([0.9, 0.6, 0.5, 0.45, 0.45, 0.45], 1)]
+    assert verdicts.shape_verdicts(study({}, curve=swing))[0]["verdict"] == "reproduced"
+    settled = verdicts.shape_verdicts(study({}, curve=flat))
+    assert [v["verdict"] for v in settled] == ["not reproduced", "not reproduced"]
+    assert verdicts.shape_verdicts(study({}, curve=swing, catmouse_n=0))[0]["verdict"] == "not comparable"
+
+
+def test_minimax_claim_follows_the_paired_test():
+    def s(mm, alt):
+        return study({"minimax": obj("minimax", {"attnet-curr:mlp": at(mm), "worst-case": at(0.9)}),
+                      "alt": obj("alt", {"attnet-curr:mlp": at(alt), "worst-case": at(0.9)})})
+    assert claim(s(0.10, 0.30), "abstract:minimax-more-robust-than-alt")["verdict"] == "reproduced"
+    assert claim(s(0.36, 0.28), "abstract:minimax-more-robust-than-alt")["verdict"] == "not reproduced"
+
+
+def magnet_defs(adaptive: float, sanity_ok: bool) -> dict:
+    m = obj("magnet", {"clean": {"0": 0.04}, "pgd-curr": at(0.20), "pgd-adaptive": at(adaptive),
+                       "worst-case": at(max(adaptive, 0.2))},
+            sanity={"error_grows_to_one": sanity_ok, "pgd_ge_fgsm": True})
+    m["detector"] = {"clean_rejection": cell(0.01), "by_attack": {"pgd-adaptive": {"0.3": {
+        "detected": cell(0.15), "fooled_undetected": cell(adaptive), "rejected_or_wrong": cell(0.9)}}}}
+    return {"magnet": m, "pgd-at": obj("pgd-at", {"worst-case": at(0.24), "pgd-curr": at(0.2)}),
+            "sens-fgsm": obj("sens-fgsm", {"worst-case": at(0.99), "pgd-curr": at(0.99)})}
+
+
+def test_magnet_is_ranked_by_its_adaptive_worst_case_and_never_holds_with_failing_checks():
+    s = study(magnet_defs(0.85, sanity_ok=False))
+    q1 = answers.q1(s)
+    assert q1.index("`pgd-at` worst-case 0.240") < q1.index("`magnet` worst-case 0.850")
+    assert "sanity checks fail: `error_grows_to_one`" in q1
+    line = next(l for l in answers.q3(s).splitlines() if l.startswith("- `magnet`"))
+    assert "pgd-adaptive 0.850" in line and "holds**" not in line
+    weak = study(magnet_defs(0.30, sanity_ok=False))
+    line = next(l for l in answers.q3(weak).splitlines() if l.startswith("- `magnet`"))
+    assert "not shown to hold" in line
+    good = study(magnet_defs(0.30, sanity_ok=True))
+    assert "**holds**" in next(l for l in answers.q3(good).splitlines() if l.startswith("- `magnet`"))
+    sec = review.magnet(s)
+    assert "0.010" in sec and "| pgd-adaptive | 0.3 | 0.150 | 0.850 | 0.900 | 0.850 |" in sec
+
+
+def test_under_20_names_who_meets_the_bar_and_labels_non_main_etas():
+    s = study({"pgd-at": obj("pgd-at", {"worst-case": {"0.2": 0.08, "0.3": 0.24}}),
+               "sens-fgsm": obj("sens-fgsm", {"worst-case": {"0.2": 0.7, "0.3": 0.99}})})
+    text = review.under_20(s)
+    assert "`pgd-at` at eta 0.2" in text and "`sens-fgsm` at" not in text
+    assert "worst-case 0.2 (FGSM/PGD/AttNet only)" in text and "| worst-case 0.3 |" in text
+    assert "none, at any eta" in review.under_20(study({"x": obj("x", {"worst-case": at(0.5)})}))
+
+
+def test_report_writes_verdicts_and_names_models(tmp_path):
+    from test_report import make_study  # the full fixture study of test_report.py
+
+    p = make_study(tmp_path, models=False)
+    out = report.build_report(p, tmp_path, examples=False)
+    res = json.loads(out["results"].read_text())
+    md = out["report"].read_text()
+    claims = [v["claim"] for v in res["verdicts"]]
+    assert len([c for c in claims if c.startswith("table5:")]) == 24
+    assert {"fig1:shape", "abstract:minimax-more-robust-than-alt", "abstract:catmouse-does-not-settle",
+            "abstract:sens-fgsm-robust-to-fgsm-curr"} <= set(claims)
+    assert "## 4. Does the paper hold?" in md and "`table5:minimax:fgsm-curr:0.3`" in md
+    assert "| `minimax` | `advgame-minimax` | `study` |" in md
+    assert "(all 1000 test images)" in md and "to convergence'" not in md
+    assert "attack start seed(s) [0]" in md
+
+
+def test_a_weak_pgd_does_not_discredit_a_worst_case_that_counts_apgd():
+    def s(with_apgd):
+        errs = {"worst-case": at(0.3), **({"apgd-ce": at(0.3)} if with_apgd else {})}
+        return study({"pgd-at": obj("pgd-at", errs, sanity={"pgd_not_below_apgd": False}),
+                      "sens-fgsm": obj("sens-fgsm", {"worst-case": at(0.99)})})
+    assert "sanity checks fail" not in answers.q1(s(True))
+    assert "sanity checks fail: `pgd_not_below_apgd`" in answers.q1(s(False))
