@@ -21,7 +21,7 @@ def body(ctx, args):
     a = p.attacker
     defender = load_defender(name, args.model, ctx.device)
     x, y = load_split(args.data, "train")
-    xt, yt = load_split(args.data, "test")
+    xt, yt = load_split(args.data, "test", p.eval.n_test)  # the evaluation's images
     xt_d, yt_d = xt.to(ctx.device), yt.to(ctx.device)
 
     def errors(xa, ya):

@@ -27,7 +27,7 @@ def body(ctx, data: str, out: str):
     plot_curve(rows, f"{out}/curve.png")
 
     rounds = [i for i in cm.matrix_rounds if i <= K]
-    xt, yt = load_split(data, "test")
+    xt, yt = load_split(data, "test", p.eval.n_test)  # the evaluation's images
     xt, yt = xt.to(ctx.device), yt.to(ctx.device)
     models = {i: model_from_checkpoint(load_checkpoint(model_path(round_model(i))), "classifier").to(ctx.device).eval()
               for i in rounds}
@@ -43,14 +43,14 @@ def body(ctx, data: str, out: str):
             attacks[j] = fgsm(models[i], xt, yt, eta, batch)
     error = attack_matrix(models, attacks, yt, batch)
     names = [f"fgsm-{j}" for j in attacks]
-    save_json({"rounds": rounds, "attacks": names, "error": error, "eta": eta}, f"{out}/matrix.json")
+    save_json({"rounds": rounds, "attacks": names, "error": error, "eta": eta, "n_test": len(yt)}, f"{out}/matrix.json")
     plot_matrix(error, [f"u_{i}" for i in rounds], names, f"{out}/matrix.png")
     for f in ("matrix.png", "curve.png"):
         ctx.tracker.log_artifact(f"{out}/{f}", "catmouse")
     own = [r["own_attack"] for r in rows]
     nxt = [r["next_attack"] for r in rows]
     return {"own_attack_mean": sum(own) / K, "next_attack_mean": sum(nxt) / K,
-            "next_attack_last": nxt[-1], "clean_last": rows[-1]["clean"]}
+            "next_attack_last": nxt[-1], "clean_last": rows[-1]["clean"], "n_test": len(yt)}
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ def body(ctx, a):
     ckpt = load_checkpoint(a.prev)
     prev = model_from_checkpoint(ckpt, "classifier")
     x, y = load_split(a.data, "train")
-    xt, yt = load_split(a.data, "test")
+    xt, yt = load_split(a.data, "test", p.eval.n_test)  # the evaluation's images
     model, metrics, z_test = play_round(prev, x, y, xt, yt, p.attack.eta, cm, ctx.device, log=ctx.log,
                                         desc=f"round {k}")
     meta = ckpt["meta"]
@@ -30,7 +30,7 @@ def body(ctx, a):
         ctx.tracker.log_model(model, f"adv-fgsm-{k}", x[:2])
     else:
         ctx.tracker.log_artifact(a.out, "model")
-    return {key: float(v) for key, v in metrics.items()}
+    return {**{key: float(v) for key, v in metrics.items()}, "n_test": len(yt)}
 
 
 if __name__ == "__main__":

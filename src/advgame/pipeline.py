@@ -98,7 +98,7 @@ def _trained(d: registry.Defense, p: config.Params) -> dict[str, dict]:
                 "cmd": _cmd(d.script, f"--k {k}", f"--data {DATA}", f"--prev {prev}",
                             f"--out {model_path(round_model(k))}", f"--out-fgsm {fgsm_test_path(k)}"),
                 "deps": [*code_deps(d.script), DATA, prev],
-                "params": [*RUN, *d.reads, *round_params],
+                "params": [*RUN, *d.reads, *round_params, "eval.n_test"],
                 "outs": [model_path(round_model(k)), fgsm_test_path(k), _metric(f"round-{k}")],
             }
         return out
@@ -138,7 +138,7 @@ def stages(p: config.Params) -> dict:
                          *[f"reports/stages/round-{k}.json" for k in range(1, p.catmouse.rounds + 1)],
                          *[model_path(round_model(k)) for k in mr],
                          *[fgsm_test_path(k + 1) for k in mr if k + 1 <= p.catmouse.rounds]],
-                "params": [*RUN, "attack", "catmouse", "eval.batch"],
+                "params": [*RUN, "attack", "catmouse", "eval.batch", "eval.n_test"],
                 "outs": [*_outs(f"{CATMOUSE}/matrix.png", f"{CATMOUSE}/curve.png",
                                 f"{CATMOUSE}/matrix.json", f"{CATMOUSE}/curve.csv"),
                          _metric("catmouse")],
@@ -165,7 +165,7 @@ def stages(p: config.Params) -> dict:
             "cmd": _cmd("stages/attackers.py", f"--defender {d}", f"--data {DATA}", f"--model {model_path(d)}",
                         f"--out {attackers_dir(d)}"),
             "deps": [*code_deps("stages/attackers.py"), DATA, model_path(d)],
-            "params": [*RUN, "attack", "attacker"],
+            "params": [*RUN, "attack", "attacker", "eval.n_test"],
             "outs": [attackers_dir(d), _metric(f"attackers-{d}")],
         }
     rounds = fgsm_rounds(p)
