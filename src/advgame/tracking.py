@@ -31,15 +31,25 @@ def repo_root(start: str | Path = ".") -> Path:
     return p
 
 
+def main_root(root: Path) -> Path:
+    """The workspace a `dvc exp run --queue` experiment belongs to: DVC runs queued experiments
+    in a temporary copy under <repo>/.dvc/tmp/exps/, whose own mlflow.db would vanish with it."""
+    parts = root.parts
+    for i in range(len(parts) - 3):
+        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return root
+
+
 def tracking_uri(root: str | Path | None = None) -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
-    return f"sqlite:///{(repo_root(root or '.') / 'mlflow.db').as_posix()}"
+    return f"sqlite:///{(main_root(repo_root(root or '.')) / 'mlflow.db').as_posix()}"
 
 
 def artifact_root(root: str | Path | None = None) -> str:
-    return (repo_root(root or ".") / "mlartifacts").as_uri()
+    return (main_root(repo_root(root or ".")) / "mlartifacts").as_uri()
 
 
 # what the pipeline itself rewrites: a change there does not make the commit's sources dirty
@@ -76,7 +86,9 @@ def pipeline_id() -> str:
         proc = psutil.Process().parent()
         while proc is not None:
             if any(Path(a).name == "dvc" for a in proc.cmdline()[:3]):
-                return f"dvc-{proc.pid}-{int(proc.create_time())}"
+                # a queue worker may run several experiments: each is a pipeline of its own
+                exp = os.environ.get("DVC_EXP_NAME", "")
+                return f"dvc-{proc.pid}-{int(proc.create_time())}" + (f"-{exp}" if exp else "")
             proc = proc.parent()
     except Exception:  # psutil missing or a process vanished: fall back to this process
         pass
