@@ -33,6 +33,9 @@ ui: $(STAMP)         ## MLflow UI on http://127.0.0.1:5000 (of MLFLOW_TRACKING_U
 	case "$$uri" in http*) echo "MLFLOW_TRACKING_URI is a server: its UI is $$uri";; \
 	*) $(VENV)/bin/mlflow ui --backend-store-uri "$$uri" --host 127.0.0.1 --port 5000;; esac
 
+ui-check: $(STAMP)   ## screenshots of the MLflow UI (headless Chromium) -> docs/ui-*.png; URI=... for another store
+	$(PY) scripts/ui_check.py "$${URI:-$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}}" --out docs
+
 server: $(STAMP)     ## team MLflow server on http://127.0.0.1:5000, PostgreSQL + artifacts in .mlflow-server/
 	$(PY) -m advgame.server --dir .mlflow-server --port 5000
 
