@@ -49,7 +49,7 @@ class Browser:
             [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
              "--remote-debugging-pipe", f"--user-data-dir={self.profile.name}", f"--window-size={width},{height}",
              "about:blank"], close_fds=False, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, preexec_fn=lambda: (os.dup2(to_chrome_r, 3), os.dup2(from_chrome_w, 4)))
+            stderr=subprocess.DEVNULL, preexec_fn=lambda: _onto_3_and_4(to_chrome_r, from_chrome_w))
         os.close(to_chrome_r)
         os.close(from_chrome_w)
         self._id, self._buf, self.session = 0, b"", None
@@ -110,10 +110,19 @@ class Browser:
         self.profile.cleanup()
 
 
+def _onto_3_and_4(r: int, w: int) -> None:
+    """In Chromium's process: its pipe ends on fds 3 and 4 (copied first: one may be 3 or 4)."""
+    import os
+
+    r2, w2 = os.dup(r), os.dup(w)
+    os.dup2(r2, 3)
+    os.dup2(w2, 4)
+
+
 # the run table shows a pipeline's stage runs only once its parent row is expanded
 EXPAND = """(() => { let n = 0;
-  for (const e of document.querySelectorAll('[aria-label*="xpand" i], [title*="xpand" i], [data-testid*="expand" i]')) {
-    if (!/rows/i.test(e.innerText || '')) { e.click(); n++; } }
+  for (const b of document.querySelectorAll('button[data-component-id*="runnamecellrenderer"]')) {
+    b.click(); n++; }
   return n; })()"""
 
 # clicks what closes a pop-up: "Got it" / "Close" buttons and close icons (not links or tabs)
