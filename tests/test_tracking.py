@@ -238,3 +238,13 @@ def test_git_dirty_ignores_what_the_pipeline_rewrites(tmp_path):
     assert not tracking.git_commit(tmp_path).endswith("-dirty")
     (tmp_path / "params.yaml").write_text("b")
     assert tracking.git_commit(tmp_path).endswith("-dirty")
+
+
+def test_a_queued_experiments_copy_logs_into_the_workspace_store(tmp_path, monkeypatch):
+    copy = tmp_path / ".dvc" / "tmp" / "exps" / "tmpabc123"
+    copy.mkdir(parents=True)
+    (copy / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(copy)
+    assert tracking.tracking_uri() == f"sqlite:///{tmp_path.resolve().as_posix()}/mlflow.db"
+    assert tracking.artifact_root() == (tmp_path.resolve() / "mlartifacts").as_uri()
