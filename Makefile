@@ -6,12 +6,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: study test pipeline check-pipeline bench ui clean-tracking lock
+.PHONY: study test pipeline check-pipeline bench ui ui-check server clean-tracking lock
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,team]"
 	touch $@
 
 study: $(STAMP)
@@ -33,7 +33,13 @@ ui: $(STAMP)         ## MLflow UI on http://127.0.0.1:5000 (of MLFLOW_TRACKING_U
 	case "$$uri" in http*) echo "MLFLOW_TRACKING_URI is a server: its UI is $$uri";; \
 	*) $(VENV)/bin/mlflow ui --backend-store-uri "$$uri" --host 127.0.0.1 --port 5000;; esac
 
+ui-check: $(STAMP)   ## screenshots of the MLflow UI (headless Chromium) -> docs/ui-*.png; URI=... for another store
+	$(PY) scripts/ui_check.py "$${URI:-$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}}" --out docs
+
+server: $(STAMP)     ## team MLflow server on http://127.0.0.1:5000, PostgreSQL + artifacts in .mlflow-server/
+	$(PY) -m advgame.server --dir .mlflow-server --port 5000
+
 lock:                ## refresh constraints.txt (the exact versions make and CI install) from a fresh resolve
 	rm -rf .venv-lock && python3 -m venv .venv-lock && .venv-lock/bin/python -m pip install -q --upgrade pip
-	.venv-lock/bin/python -m pip install -q -e ".[test]"
+	.venv-lock/bin/python -m pip install -q -e ".[test,team]"
 	.venv-lock/bin/python -m pip freeze --exclude-editable > constraints.txt && rm -rf .venv-lock

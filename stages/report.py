@@ -13,6 +13,7 @@ def body(ctx):
         ctx.tracker.log_artifact(path, "report", parent=True)
     ctx.tracker.log_parent_metrics({f"{d}.{k}": v for d, row in load_json(METRICS).items()
                                     for k, v in row.items()})
+    ctx.tracker.register_defenders(ctx.params)  # one registered model per defender, alias `study`
     return {}
 
 

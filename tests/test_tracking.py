@@ -210,7 +210,8 @@ def test_finish_never_raises_when_the_store_is_gone(mlflow_db, capsys):
 
     t.client.set_terminated = boom
     t.finish(ok=True)
-    assert "could not close MLflow run" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not logged" in err and "run status" in err and len(err.strip().splitlines()) == 1
 
 
 def test_only_local_stores_get_a_local_artifact_location():
@@ -237,3 +238,13 @@ def test_git_dirty_ignores_what_the_pipeline_rewrites(tmp_path):
     assert not tracking.git_commit(tmp_path).endswith("-dirty")
     (tmp_path / "params.yaml").write_text("b")
     assert tracking.git_commit(tmp_path).endswith("-dirty")
+
+
+def test_a_queued_experiments_copy_logs_into_the_workspace_store(tmp_path, monkeypatch):
+    copy = tmp_path / ".dvc" / "tmp" / "exps" / "tmpabc123"
+    copy.mkdir(parents=True)
+    (copy / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(copy)
+    assert tracking.tracking_uri() == f"sqlite:///{tmp_path.resolve().as_posix()}/mlflow.db"
+    assert tracking.artifact_root() == (tmp_path.resolve() / "mlartifacts").as_uri()

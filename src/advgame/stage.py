@@ -31,6 +31,7 @@ import torch
 
 from . import UserError, artifacts, config, preflight, tracking
 from .artifacts import save_json
+from .names import DATA
 from .utils import compute_env, resolve_device, seed_all, setup_torch
 
 
@@ -108,6 +109,8 @@ def run_stage(name: str, body: Callable[[StageContext], dict | None], sections: 
         final = body(ctx) or {}
         seconds = round(time.perf_counter() - start, 2)
         final = {**final, "seconds": seconds}
+        if name == "prepare" or any(str(d).startswith(DATA) for d in deps):  # after prepare wrote it
+            tracker.log_dataset(Path(DATA) / "meta.json", "output" if name == "prepare" else "input")
         tracker.log_metrics(final)
         save_json({"stage": name, "device": str(device), **final, "env": env}, stage_report_path(name))
         tracker.finish(ok=True)

@@ -31,15 +31,25 @@ def repo_root(start: str | Path = ".") -> Path:
     return p
 
 
+def main_root(root: Path) -> Path:
+    """The workspace a `dvc exp run --queue` experiment belongs to: DVC runs queued experiments
+    in a temporary copy under <repo>/.dvc/tmp/exps/, whose own mlflow.db would vanish with it."""
+    parts = root.parts
+    for i in range(len(parts) - 3):
+        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return root
+
+
 def tracking_uri(root: str | Path | None = None) -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
-    return f"sqlite:///{(repo_root(root or '.') / 'mlflow.db').as_posix()}"
+    return f"sqlite:///{(main_root(repo_root(root or '.')) / 'mlflow.db').as_posix()}"
 
 
 def artifact_root(root: str | Path | None = None) -> str:
-    return (repo_root(root or ".") / "mlartifacts").as_uri()
+    return (main_root(repo_root(root or ".")) / "mlartifacts").as_uri()
 
 
 # what the pipeline itself rewrites: a change there does not make the commit's sources dirty
@@ -76,7 +86,9 @@ def pipeline_id() -> str:
         proc = psutil.Process().parent()
         while proc is not None:
             if any(Path(a).name == "dvc" for a in proc.cmdline()[:3]):
-                return f"dvc-{proc.pid}-{int(proc.create_time())}"
+                # a queue worker may run several experiments: each is a pipeline of its own
+                exp = os.environ.get("DVC_EXP_NAME", "")
+                return f"dvc-{proc.pid}-{int(proc.create_time())}" + (f"-{exp}" if exp else "")
             proc = proc.parent()
     except Exception:  # psutil missing or a process vanished: fall back to this process
         pass
@@ -88,6 +100,28 @@ def _quiet_mlflow_env() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def check_writable(uri: str) -> None:
+    """A SQLite store that cannot be written stops the stage now, in one line: MLflow itself
+    retries opening it for ~110 s (15 attempts with back-off) before it gives up."""
+    if not uri.startswith("sqlite:///"):
+        return
+    import sqlite3
+
+    path = Path(uri.removeprefix("sqlite:///").split("?")[0])
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(path, timeout=5)
+        try:
+            con.execute("BEGIN IMMEDIATE")  # takes the write lock, writes nothing
+            con.rollback()
+        finally:
+            con.close()
+    except (OSError, sqlite3.Error) as e:
+        raise UserError(f"MLflow store {path} cannot be written ({e}); fix the folder or file's "
+                        "permissions, point MLFLOW_TRACKING_URI at another store, or set "
+                        "ADVGAME_TRACKING=off to run without tracking") from None
 
 
 def connect(root: str | Path | None = None):
@@ -102,6 +136,7 @@ def connect(root: str | Path | None = None):
     import mlflow
 
     uri = tracking_uri(root)
+    check_writable(uri)
     mlflow.set_tracking_uri(uri)
     try:
         exp = mlflow.get_experiment_by_name(EXPERIMENT)
@@ -155,6 +190,9 @@ class Tracker:
                  all_params: dict | None = None):
         self.active = enabled()
         self.run_id = None
+        self.stage = stage
+        self.error: Exception | None = None  # the first tracking failure after the run opened
+        self.not_logged: list[str] = []      # what that failure (and everything after it) lost
         if not self.active:
             return
         import getpass
@@ -163,7 +201,7 @@ class Tracker:
         mlflow, exp_id = connect(root)
         self.mlflow = mlflow
         self.client = mlflow.MlflowClient()
-        self.stage = stage
+        self.uri = mlflow.get_tracking_uri()
         self._close_stale_runs(exp_id, stage)
         exp_name = os.environ.get("DVC_EXP_NAME", "")
         common = {"mlflow.user": getpass.getuser(), "mlflow.source.git.commit": tags.get("advgame.git_commit", ""),
@@ -214,14 +252,32 @@ class Tracker:
             self._log_params(run.info.run_id, all_params)
         return run.info.run_id
 
+    def _safe(self, what: str, fn, *args, **kwargs) -> None:
+        """Run one tracking call. Once the run is open, a failing store must not cost the stage's
+        work: the first failure is kept, this and every later call are only recorded as not
+        logged, and `finish` says so in one line."""
+        if not (self.active and self.run_id):
+            return
+        if self.error is None:
+            try:
+                fn(*args, **kwargs)
+                return
+            except Exception as e:
+                self.error = e
+        self.not_logged.append(what)
+
     def log_metrics(self, metrics: dict[str, float], step: int | None = None, run_id: str | None = None) -> None:
         if not self.active:
             return
         ts = int(time.time() * 1000)
         ms = [self.mlflow.entities.Metric(k, float(v), ts, step or 0) for k, v in metrics.items()
               if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        for i in range(0, len(ms), 500):
-            self.client.log_batch(run_id or self.run_id, metrics=ms[i:i + 500])
+
+        def send():
+            for i in range(0, len(ms), 500):
+                self.client.log_batch(run_id or self.run_id, metrics=ms[i:i + 500])
+        if ms:
+            self._safe("metrics" + (f" (step {step})" if step is not None else ""), send)
 
     def log_parent_metrics(self, metrics: dict[str, float]) -> None:
         """Headline metrics on the pipeline's parent run (the report stage calls this)."""
@@ -230,36 +286,98 @@ class Tracker:
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None, parent: bool = False) -> None:
         if self.active:
-            self.client.log_artifact(self.parent_id if parent else self.run_id, str(path), artifact_path)
+            self._safe(f"artifact {path}", self.client.log_artifact,
+                       self.parent_id if parent else self.run_id, str(path), artifact_path)
 
     def log_model(self, model, name: str, example) -> None:
         """Log a trained torch model as an MLflow model named for its defender (pt2 format: a
-        traced graph, no pickle); `example` is an input batch MLflow traces the model with."""
+        traced graph, no pickle); `example` is an input batch MLflow traces the model with and
+        infers the signature from."""
         if not self.active:
             return
-        import mlflow.pytorch
 
-        with self.mlflow.start_run(run_id=self.run_id):
-            mlflow.pytorch.log_model(model.cpu().eval(), name=name, input_example=example[:2].cpu().numpy(),
-                                     serialization_format="pt2", pip_requirements=_pinned_requirements())
+        def send():
+            import mlflow.pytorch
+
+            with self.mlflow.start_run(run_id=self.run_id):
+                mlflow.pytorch.log_model(model.cpu().eval(), name=name, input_example=example[:2].cpu().numpy(),
+                                         serialization_format="pt2", pip_requirements=_pinned_requirements())
+        self._safe(f"model {name}", send)
+
+    def log_dataset(self, meta_path: str | Path, context: str = "input") -> None:
+        """The prepared dataset as an MLflow dataset input of this run, one per split, digest =
+        the split's sha256 from meta.json (cut to the 36 characters MLflow's schema stores; the
+        full sha256 is in the dataset's source)."""
+        if self.active and Path(meta_path).exists():
+            self._safe(f"dataset {meta_path}", self.client.log_inputs, self.run_id,
+                       datasets=dataset_inputs(meta_path, context))
+
+    def register_defenders(self, params) -> dict[str, str]:
+        """Register every final defender's logged model (see advgame.model_registry); the report
+        stage calls this once it has every evaluation."""
+        from . import model_registry
+
+        out: dict[str, str] = {}
+        self._safe("registered models", lambda: out.update(model_registry.register_defenders(self, params)))
+        return out
 
     def set_tags(self, tags: dict) -> None:
         if self.active:
             for k, v in tags.items():
-                self.client.set_tag(self.run_id, k, str(v))
+                self._safe(f"tag {k}", self.client.set_tag, self.run_id, k, str(v))
 
     def finish(self, ok: bool = True) -> None:
-        """Close the run (and mark the parent); never raises: it runs inside error handlers."""
-        if not (self.active and self.run_id):
-            return
+        """Close the run (and mark the parent); never raises: it runs inside error handlers.
+        After a tracking failure it prints one line: what was not logged and how to log it."""
         try:
-            self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
-            self.client.set_terminated(self.parent_id, "FINISHED" if ok else "FAILED")
-        except Exception as e:  # the store went away after the work was done: say so, keep going
-            import sys
+            if not (self.active and self.run_id):
+                return
+            self._safe("run status", self.client.set_terminated, self.run_id, "FINISHED" if ok else "FAILED")
+            self._safe("pipeline run status", self.client.set_terminated, self.parent_id,
+                       "FINISHED" if ok else "FAILED")
+            if self.error is not None:
+                import sys
 
-            print(f"warning [{self.stage}]: could not close MLflow run {self.run_id} "
-                  f"({type(e).__name__}); the outputs are written", file=sys.stderr)
+                print(self.failure_line(), file=sys.stderr)
+        except BaseException:  # noqa: BLE001 - nothing here may hide the stage's own error
+            pass
+
+    def failure_line(self) -> str:
+        e = self.error
+        msg = (str(e).splitlines() or [""])[0][:160] if e is not None else ""
+        lost = list(dict.fromkeys(self.not_logged))
+        shown = ", ".join(lost[:4]) + (f" and {len(lost) - 4} more" if len(lost) > 4 else "")
+        return (f"warning [{self.stage}]: MLflow at {self.uri} failed ({type(e).__name__}: {msg}); "
+                f"the stage's outputs are kept; not logged to run {self.run_id}: {shown}; to log "
+                f"them, rerun `dvc repro -f -s {self.stage}` once the store answers (same params, "
+                "same outputs)")
+
+
+def registered_name(defender: str) -> str:
+    """The registered model of a final defender: `advgame-<defender>` (alias `study`)."""
+    from .names import registered_model
+
+    return registered_model(defender)
+
+
+def dataset_inputs(meta_path: str | Path, context: str = "input") -> list:
+    import json
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    meta = json.loads(Path(meta_path).read_text())
+    out = []
+    for split in ("train", "test"):
+        info = meta.get(split) or {}
+        if "sha256" not in info:
+            continue
+        source = json.dumps({"path": str(Path(meta_path).parent / f"{split}.pt"), "sha256": info["sha256"]})
+        schema = json.dumps({"shape": info.get("shape"), "classes": meta.get("classes")})
+        ds = Dataset(name=f"{meta.get('dataset', 'data')}-{split}", digest=info["sha256"][:36],
+                     source_type="local", source=source, schema=schema,
+                     profile=json.dumps({"num_rows": (info.get("shape") or [None])[0]}))
+        out.append(DatasetInput(ds, tags=[InputTag("mlflow.data.context", f"{context}:{split}")]))
+    return out
 
 
 def _pinned_requirements() -> list[str]:

@@ -16,6 +16,7 @@ from torch import nn
 
 from . import UserError
 from .config import TrainParams
+from .progress import Progress
 
 Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 LogFn = Callable[[dict, int], None]
@@ -55,13 +56,10 @@ def standard_objective(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> 
     return F.cross_entropy(model(xb), yb)
 
 
-def progress(iterable, desc: str, total: int | None = None):
-    """tqdm progress bar, quiet when stderr is not a terminal."""
-    import sys
-
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, total=total, leave=False, disable=not sys.stderr.isatty())
+def progress(iterable, desc: str, total: int | None = None) -> Progress:
+    """Count, total and ETA of a loop: a bar in a terminal, a plain line every few seconds in a
+    log file (see advgame.progress). Yields the iterable's items unchanged."""
+    return Progress(iterable, desc, total)
 
 
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective, cfg: TrainParams,
@@ -75,25 +73,27 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective
     nb = math.ceil(len(x) / cfg.batch)
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * nb)
              if cfg.schedule == "cosine" else None)
-    for epoch in range(cfg.epochs):
-        model.train()
-        total, count = 0.0, 0
-        for xb, yb in progress(minibatches(x, y, cfg.batch, gen, device=device),
-                               f"{desc} epoch {epoch + 1}/{cfg.epochs}", nb):
-            loss = objective(model, xb, yb)
-            v = check_finite(loss, f"{desc} epoch {epoch + 1}", max_loss)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            total, count = total + v * len(xb), count + len(xb)
-        metrics = {"train_loss": total / max(count, 1)}
-        if on_epoch is not None:
-            metrics.update(on_epoch(epoch))
-        history.append(metrics)
-        if log is not None:
-            log(metrics, epoch)
+    with Progress(desc=desc, total=cfg.epochs * nb) as bar:  # one ETA for the whole fit
+        for epoch in range(cfg.epochs):
+            model.train()
+            bar.set_postfix_str(f"epoch {epoch + 1}/{cfg.epochs}")
+            total, count = 0.0, 0
+            for xb, yb in minibatches(x, y, cfg.batch, gen, device=device):
+                loss = objective(model, xb, yb)
+                v = check_finite(loss, f"{desc} epoch {epoch + 1}", max_loss)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                total, count = total + v * len(xb), count + len(xb)
+                bar.update(1)
+            metrics = {"train_loss": total / max(count, 1)}
+            if on_epoch is not None:
+                metrics.update(on_epoch(epoch))
+            history.append(metrics)
+            if log is not None:
+                log(metrics, epoch)
     model.eval()
     return history
 
