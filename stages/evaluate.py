@@ -33,20 +33,20 @@ def attackers_of(defender: str, folder: str, device) -> dict:
     return {f.stem: _load(f, device) for f in found}
 
 
-def body(ctx, a, sources: dict[int, str]):
-    p, dev, name = ctx.params, ctx.device, a.defender
+def body(ctx, args, sources: dict[int, str]):
+    p, dev, name = ctx.params, ctx.device, args.defender
     start = time.perf_counter()
-    if not Path(a.model).exists():
-        raise UserError(f"{a.model}: not found; run `dvc repro {name}` (or the stage that "
+    if not Path(args.model).exists():
+        raise UserError(f"{args.model}: not found; run `dvc repro {name}` (or the stage that "
                         "trains this defender; `dvc stage list` names them)")
-    x, y = load_split(a.data, "test", p.eval.n_test)
+    x, y = load_split(args.data, "test", p.eval.n_test)
     x, y = x.to(dev), y.to(dev)
-    defender = load_defender(name, a.model, dev)
+    defender = load_defender(name, args.model, dev)
     plan = Plan(
         etas=p.eval.etas, main_eta=p.attack.eta, seeds=p.eval.seeds, pgd_steps=p.eval.pgd_steps,
         pgd_step_ratio=p.eval.pgd_step_ratio, pgd_restarts=p.eval.pgd_restarts, batch=p.eval.batch,
         fgsm_sources={k: _load(path, dev) for k, path in sources.items()},
-        own_attackers=attackers_of(name, a.attackers, dev),
+        own_attackers=attackers_of(name, args.attackers, dev),
         strong_attacks=p.eval.strong_attacks, strong_etas=p.eval.strong_etas or [p.attack.eta],
         apgd_iters=p.eval.apgd_iters, apgd_restarts=p.eval.apgd_restarts,
         apgd_targets=p.eval.apgd_targets, square_queries=p.eval.square_queries,
@@ -70,7 +70,7 @@ def body(ctx, a, sources: dict[int, str]):
                             "apgd_iters": p.eval.apgd_iters, "apgd_restarts": p.eval.apgd_restarts,
                             "square_queries": p.eval.square_queries,
                             "art_attacks": p.art.attacks, "art_n": min(p.art.n_test or len(x), len(x)),
-                            "attacks_by_eta": out["attacks_by_eta"]}}, a.out)
+                            "attacks_by_eta": out["attacks_by_eta"]}}, args.out)
     # timings go to the stage report and MLflow, not the results: the results' bytes must not
     # change when the same commit is rerun
 
@@ -83,7 +83,7 @@ def body(ctx, a, sources: dict[int, str]):
     for a, r in res.items():  # the whole row to MLflow, one metric per attack and eta
         for e, c in r.items():
             ctx.log({f"error.{a.replace(':', '.')}.{e}": c["error"]})
-    ctx.tracker.log_artifact(a.out, "eval")
+    ctx.tracker.log_artifact(args.out, "eval")
     return final
 
 
