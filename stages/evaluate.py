@@ -33,18 +33,18 @@ def attackers_of(defender: str, folder: str, device) -> dict:
     return {f.stem: _load(f, device, "attacker") for f in found}
 
 
-def body(ctx, a, sources: dict[int, str]):
-    p, dev, name = ctx.params, ctx.device, a.defender
+def body(ctx, args, sources: dict[int, str]):
+    p, dev, name = ctx.params, ctx.device, args.defender
     start = time.perf_counter()
-    if not Path(a.model).exists():
-        raise UserError(f"{a.model}: not found; {producer_hint(a.model)}")
-    x, y = load_split(a.data, "test", p.eval.n_test)
+    if not Path(args.model).exists():
+        raise UserError(f"{args.model}: not found; {producer_hint(args.model)}")
+    x, y = load_split(args.data, "test", p.eval.n_test)
     x, y = x.to(dev), y.to(dev)
-    defender = load_defender(name, a.model, dev)
+    defender = load_defender(name, args.model, dev)
     plan = Plan.from_params(
         p, fgsm_sources={k: _load(path, dev, "classifier") for k, path in sources.items()},
-        own_attackers=attackers_of(name, a.attackers, dev),
-        transfer_source=_load(a.transfer_source, dev, "classifier") if a.transfer_source else None,
+        own_attackers=attackers_of(name, args.attackers, dev),
+        transfer_source=_load(args.transfer_source, dev, "classifier") if args.transfer_source else None,
         classes=int(defender.meta.get("classes", 10)) if defender.meta else 10,
         is_baseline=name == "baseline")
     bar = progress(iter(int, 1), f"eval {name}")
@@ -65,7 +65,7 @@ def body(ctx, a, sources: dict[int, str]):
                             "apgd_iters": p.eval.apgd_iters, "apgd_restarts": p.eval.apgd_restarts,
                             "square_queries": p.eval.square_queries,
                             "art_attacks": p.art.attacks, "art_n": min(p.art.n_test or len(x), len(x)),
-                            "attacks_by_eta": out["attacks_by_eta"]}}, a.out)
+                            "attacks_by_eta": out["attacks_by_eta"]}}, args.out)
     # timings go to the stage report and MLflow, not the results: the results' bytes must not
     # change when the same commit is rerun
 
@@ -78,7 +78,7 @@ def body(ctx, a, sources: dict[int, str]):
     for a, r in res.items():  # the whole row to MLflow, one metric per attack and eta
         for e, c in r.items():
             ctx.log({f"error.{a.replace(':', '.')}.{e}": c["error"]})
-    ctx.tracker.log_artifact(a.out, "eval")
+    ctx.tracker.log_artifact(args.out, "eval")
     return final
 
 
