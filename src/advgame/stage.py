@@ -101,7 +101,8 @@ def run_stage(name: str, body: Callable[[StageContext], dict | None], sections: 
         device = resolve_device(params.run.device)
         seed_all(params.run.seed)
         env = compute_env(device)
-        tags = {"advgame.input_hash": hash_inputs(input_paths(sys.argv[1:]) if deps is None else list(deps), used),
+        inputs = input_paths(sys.argv[1:]) if deps is None else list(deps)
+        tags = {"advgame.input_hash": hash_inputs(inputs, used),
                 "advgame.git_commit": tracking.git_commit(),
                 **{f"advgame.{k}": str(v) for k, v in env.items()}}
         tracker = tracking.Tracker(name, used, tags, all_params=params.model_dump())
@@ -109,7 +110,7 @@ def run_stage(name: str, body: Callable[[StageContext], dict | None], sections: 
         final = body(ctx) or {}
         seconds = round(time.perf_counter() - start, 2)
         final = {**final, "seconds": seconds}
-        if name == "prepare" or any(str(d).startswith(DATA) for d in deps):  # after prepare wrote it
+        if name == "prepare" or any(str(d).startswith(DATA) for d in inputs):  # after prepare wrote it
             tracker.log_dataset(Path(DATA) / "meta.json", "output" if name == "prepare" else "input")
         tracker.log_metrics(final)
         save_json({"stage": name, "device": str(device), **final, "env": env}, stage_report_path(name))
