@@ -39,9 +39,9 @@ def body(ctx):
 run_stage("probe", body, sections=["run"])
 '''
 DVC_YAML = {"stages": {
-    "prepare": {"cmd": "python stages/prepare.py", "deps": ["stages/prepare.py"], "params": ["data"],
+    "prepare": {"cmd": "python stages/prepare.py --out data/prepared", "deps": ["stages/prepare.py"], "params": ["data"],
                 "outs": ["data/prepared"]},
-    "baseline": {"cmd": "python stages/baseline.py", "deps": ["stages/baseline.py", "data/prepared"],
+    "baseline": {"cmd": "python stages/baseline.py --data data/prepared --out models/baseline.pt", "deps": ["stages/baseline.py", "data/prepared"],
                  "params": ["baseline"], "outs": ["models/baseline.pt"]},
     "probe": {"cmd": "python stages/probe.py", "deps": ["stages/probe.py", "models/baseline.pt"],
               "outs": [{"probe.json": {"cache": False}}]},
