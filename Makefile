@@ -3,10 +3,11 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
+SEEDS ?= 1 2
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: study test pipeline check-pipeline bench ui ui-check server clean-tracking lock
+.PHONY: study test seeds pipeline check-pipeline bench ui ui-check server clean-tracking lock
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,6 +22,11 @@ study: $(STAMP)
 
 test: $(STAMP)
 	ADVGAME_TRACKING=off $(VENV)/bin/pytest
+
+seeds: $(STAMP)      ## the trained stages for training seeds 1 and 2 (dvc experiments) -> reports/seeds.json, report
+	$(PY) -m advgame.seeds run --seeds $(SEEDS)
+	$(PY) -m advgame.pipeline
+	dvc repro report
 
 pipeline: $(STAMP)   ## regenerate dvc.yaml after changing catmouse.rounds or study.defenders
 	$(PY) -m advgame.pipeline

@@ -20,7 +20,7 @@ from .answers import q1, q2, q3, q4
 from .artifacts import atomic_path, save_json
 from .plotting import pyplot, save
 from .report_figures import load_examples, plot_eta_sweep, plot_examples, plot_heatmap
-from .report_sections import game_section, reconstruction, sanity_section, table5
+from .report_sections import game_section, reconstruction, sanity_section, seeds_section, table5
 from .report_study import Study, load_study, results_json
 from .review import magnet, registered, under_20
 from .report_tables import (BROKEN, FIELD, FLAT, GREY, PAPER_TABLE5, SANITY, _eta_sort, columns, compare,  # noqa: F401
@@ -62,7 +62,8 @@ def render(s: Study, figures: dict[str, str]) -> str:
            + (f" (no evaluation found for {', '.join(f'`{d}`' for d in s.missing)})" if s.missing else ""), "",
            "Each row's model in the MLflow registry:", "", registered(s), ""]
     md += ["## 2. Results", "", f"### Every defender under every attack at eta {s.eta} ({s.subset()})", "",
-           error_table(tr, s.eta, main_cols), ""]
+           error_table(tr, s.eta, main_cols), "",
+           f"### Across training seeds, at eta {s.eta}", "", seeds_section(s), ""]
     if fgsm_k:
         md += [f"### Cat-and-mouse attacks FGSM-k (transfer) at eta {s.eta} ({s.subset()})", "", error_table(tr, s.eta, fgsm_k, False, True), ""]
     if transfer:

@@ -177,3 +177,41 @@ def reconstruction(s: Study) -> str:
         out += "\n\nNotes recorded by the evaluation:\n" + "\n".join(
             f"- `{d}` {k}: {v}" for d, n in notes for k, v in n.items())
     return out
+
+
+SEED_COLS = ("clean", "fgsm-curr", "pgd-curr", "attnet-curr:mlp", "apgd-ce", "square", "pgd-adaptive",
+             "worst-case")
+
+
+def seeds_section(s: Study) -> str:
+    """The headline cells across training seeds (reports/seeds.json, written by `make seeds`)
+    beside the main run's interval, which covers the choice of test images only."""
+    obj = s.seeds.obj
+    if s.seeds.n < 2:
+        return ("_One training seed: the intervals above cover the choice of test images only. "
+                "`make seeds` reruns the trained stages for other seeds (reports/seeds.json)._")
+    cells = obj.get("defenders", {})
+    cols = [c for c in SEED_COLS if any(c in cells.get(d, {}) for d in s.defenders)]
+    body, wider = [], []
+    for d in s.defenders:
+        row = [f"`{d}`"]
+        for c in cols:
+            k = "0" if c == "clean" else s.eta
+            v, main = cells.get(d, {}).get(c, {}).get(k), s.get(d, c, k)
+            if v is None:
+                row.append("n/a")
+                continue
+            row.append(f"{fmt(main)}; {v['mean']:.3f}±{v['sd']:.3f} [{v['min']:.3f}–{v['max']:.3f}]")
+            if main and main.get("ci95") and v["max"] - v["min"] > main["ci95"][1] - main["ci95"][0]:
+                wider.append(f"`{d}` {c}")
+        body.append(row)
+    lines = [f"Training seeds {obj['seeds']} (the first is the main run above; `make seeds` ran the others "
+             "as DVC experiments with every training seed changed and the same test images and attack "
+             f"seeds). Each cell: the main run's error (95% interval over test images); then mean±sd "
+             f"[min–max] over the {s.seeds.n} seeds, at eta {s.eta} ({s.subset()}). Every cell of every "
+             "attack is in `reports/seeds.json`.", "", md_table(["defender", *cols], body), ""]
+    lines.append("Cells where the spread across seeds is wider than the main run's 95% interval (the "
+                 "single-seed interval understates the uncertainty there): "
+                 + (", ".join(wider) if wider else "none") + ". The answers below call a difference "
+                 "real only when its sign holds for every seed.")
+    return "\n".join(lines)

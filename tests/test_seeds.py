@@ -1,0 +1,99 @@
+"""Training-seed variance (advgame.seeds, the report's seeds section): which seeds an experiment
+changes, the statistics of reports/seeds.json, and the guard against experiments of other code."""
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from advgame import UserError, config, paired, pipeline, report, seeds
+from test_report import PARAMS, eval_obj, standard
+
+
+def test_every_training_seed_changes_and_the_split_does_not():
+    p = config.parse({})
+    keys = seeds.training_seed_keys(p)
+    assert keys[0] == "run.seed" and "data.seed" not in keys
+    # every section with a seed of its own is a training seed, except the split's
+    with_seed = {n for n in type(p).model_fields if "seed" in type(getattr(p, n)).model_fields}
+    assert {k.split(".")[0] for k in keys} == with_seed - {"data"}
+    assert {"baseline.seed", "attacker.seed", "game.seed", "magnet.seed"} <= set(keys)
+    cmd = seeds.queue_command(p, 2, ["eval-baseline", "eval-alt"])
+    assert cmd[:6] == ["dvc", "exp", "run", "--queue", "-n", "seed-2"]
+    assert cmd[-2:] == ["eval-baseline", "eval-alt"]
+    assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "-S"] == [f"{k}=2" for k in keys]
+    assert seeds.OUT == pipeline.SEEDS
+
+
+def test_the_main_run_is_never_queued_as_another_seed(monkeypatch):
+    monkeypatch.setattr(seeds, "_sh", lambda *a, **k: pytest.fail("nothing may run"))
+    with pytest.raises(UserError, match="main run"):
+        seeds.run(config.parse({}), [0, 1])
+
+
+def test_summary_statistics_and_incomplete_cells():
+    runs = [{"d": {"pgd-curr": {"0.3": e}, "clean": {"0": 0.01}}} for e in (0.5, 0.6, 0.8)]
+    runs[2]["d"]["square"] = {"0.3": 0.4}  # one seed only: not comparable, left out
+    out = seeds.summarise(runs, [0, 1, 2])
+    c = out["defenders"]["d"]["pgd-curr"]["0.3"]
+    assert c["per_seed"] == [0.5, 0.6, 0.8] and (c["min"], c["max"]) == (0.5, 0.8)
+    assert c["mean"] == pytest.approx(0.6333, abs=1e-4)
+    assert c["sd"] == pytest.approx(statistics.stdev([0.5, 0.6, 0.8]), abs=1e-4)
+    assert "square" not in out["defenders"]["d"] and out["seeds"] == [0, 1, 2]
+    assert out["defenders"]["d"]["clean"]["0"]["sd"] == 0.0
+
+
+def test_cells_take_clean_and_the_main_eta_only():
+    ev = eval_obj("d", standard(pgd=0.6))
+    got = seeds.cells(ev, "0.3")
+    assert got["clean"] == {"0": 0.02} and got["pgd-curr"] == {"0.3": 0.6}
+    assert all(set(v) <= {"0", "0.3"} for v in got.values())
+
+
+def test_an_experiment_of_other_code_is_refused(monkeypatch, tmp_path):
+    lock = {"stages": {"eval-a": {"deps": [{"path": "src/advgame/attacks.py", "md5": "x"},
+                                           {"path": "models/a.pt", "md5": "m1"}]}}}
+    import yaml
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    other = {"stages": {"eval-a": {"deps": [{"path": "src/advgame/attacks.py", "md5": "y"},
+                                            {"path": "models/a.pt", "md5": "m2"}]}}}
+    same = {"stages": {"eval-a": {"deps": [{"path": "src/advgame/attacks.py", "md5": "x"},
+                                           {"path": "models/a.pt", "md5": "m2"}]}}}  # other model: fine
+    files = {"dvc.lock": other, "params.yaml": {"run": {"seed": 1}}}
+    monkeypatch.setattr(seeds, "_git", lambda *a, **k: yaml.safe_dump(files[a[1].split(":")[1]]))
+    with pytest.raises(UserError, match="other code.*eval-a"):
+        seeds.check_same_code("refs/exps/ab/cd/seed-1", 1, ["eval-a"])
+    files["dvc.lock"] = same
+    seeds.check_same_code("refs/exps/ab/cd/seed-1", 1, ["eval-a"])
+    with pytest.raises(UserError, match="run.seed 1, not 2"):
+        seeds.check_same_code("refs/exps/ab/cd/seed-2", 2, ["eval-a"])
+
+
+def _study(seeds_obj):
+    p = config.parse(PARAMS)
+    evals = {"minimax": standard(worst=0.50), "alt": standard(worst=0.60)}
+    return report.Study(p, {d: eval_obj(d, e) for d, e in evals.items()}, seeds=paired.SeedTable(seeds_obj))
+
+
+def test_seeds_section_quotes_the_spread_beside_the_interval():
+    from advgame.report_sections import seeds_section
+
+    assert "One training seed" in seeds_section(_study(None))
+    runs = [{"minimax": {"worst-case": {"0.3": w}}, "alt": {"worst-case": {"0.3": 0.6}}}
+            for w in (0.50, 0.58, 0.70)]
+    text = seeds_section(_study(seeds.summarise(runs, [0, 1, 2])))
+    assert "0.500 (0.480–0.520); 0.593±0.101 [0.500–0.700]" in text
+    # minimax's spread (0.20) is wider than its interval (0.04); alt's (0) is not
+    assert "`minimax` worst-case" in text and "`alt` worst-case" not in text
+
+
+def test_a_difference_is_real_only_when_every_seed_agrees():
+    agree = [{"minimax": {"worst-case": {"0.3": w}}, "alt": {"worst-case": {"0.3": 0.6}}}
+             for w in (0.50, 0.52, 0.55)]
+    flips = [{"minimax": {"worst-case": {"0.3": w}}, "alt": {"worst-case": {"0.3": 0.6}}}
+             for w in (0.50, 0.52, 0.65)]
+    yes = _study(seeds.summarise(agree, [0, 1, 2])).pair("minimax", "worst-case", "alt")
+    no = _study(seeds.summarise(flips, [0, 1, 2])).pair("minimax", "worst-case", "alt")
+    assert yes.real and yes.seeds_agree == 3
+    assert not no.real and no.seeds_agree == 2
