@@ -51,8 +51,8 @@ def base_defs(sens_fgsm=0.05, cm_fgsm=0.60, sens_transfer=0.60, per_image=True, 
 
 
 def control(fgsm_curr=0.30, transfer=0.60) -> dict:
-    return {"ablation-sens-off": {"name": "ablation-sens-off", "variant": {"sensitivity": False}, "eta": 0.3,
-                                  **obj("ablation-sens-off", {"fgsm-curr": at(fgsm_curr), "pgd-curr": at(0.99),
+    return {"sens-off": {"name": "sens-off", "variant": {"sensitivity": False}, "eta": 0.3,
+                                  **obj("sens-off", {"fgsm-curr": at(fgsm_curr), "pgd-curr": at(0.99),
                                                               "pgd-transfer:baseline": at(transfer),
                                                               "fgsm-1": at(transfer)})}}
 
@@ -225,3 +225,25 @@ def test_a_weak_pgd_does_not_discredit_a_worst_case_that_counts_apgd():
                       "sens-fgsm": obj("sens-fgsm", {"worst-case": at(0.99)})})
     assert "sanity checks fail" not in answers.q1(s(True))
     assert "sanity checks fail: `pgd_not_below_apgd`" in answers.q1(s(False))
+
+
+def test_the_ablations_are_found_under_the_names_their_stages_write(tmp_path):
+    # the report keys ablations by file name: the answers must look them up by the same names
+    import json
+
+    from advgame import config, names
+    from advgame.report_study import load_study
+
+    p = config.parse({"attack": {"eta": 0.3}})
+    (tmp_path / "reports/eval").mkdir(parents=True)
+    (tmp_path / "reports/eval/sens-fgsm.json").write_text(json.dumps(base_defs()["sens-fgsm"]))
+    ctl = control()["sens-off"]
+    tau = {**ctl, "name": "tau-0p001", "variant": {"sensitivity": True, "tau": 0.001}}
+    for name, o in ((names.ablation_name("sens-off"), ctl), (names.ablation_name("tau", 0.001), tau)):
+        f = tmp_path / names.ablation_path(name)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(json.dumps(o))
+    s = load_study(p, tmp_path)
+    kind, lines = answers.q2_explanation(s)
+    assert kind != "not run", lines
+    assert any("tau 0.001" in line for line in lines)

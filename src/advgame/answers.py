@@ -5,11 +5,13 @@ explains a finding unless an experiment of the pipeline tests the explanation (Q
 """
 from __future__ import annotations
 
+from . import names
 from .paired import fmt_p
 from .report_study import Study
 from .report_tables import BROKEN, FIELD, FLAT, GREY, STRONG, attack_rank, fmt, md_table
 
-ABL_CONTROL, ABL_SMOOTH, ABL_TAU = "ablation-sens-off", "ablation-smooth", "ablation-tau-"
+# the ablations as the report loads them: keyed by their file name (names.ablation_path)
+ABL_CONTROL, ABL_SMOOTH, ABL_TAU = names.ablation_name("sens-off"), names.ablation_name("smooth"), "tau-"
 TRANSFER = "pgd-transfer:baseline"
 
 
@@ -79,11 +81,17 @@ def _cell(s: Study, name: str, attack: str) -> dict | None:
     return c if isinstance(c, dict) and c.get("error") is not None else None
 
 
+def _tau(s: Study, name: str) -> float:
+    """An ablation's tau: from its variant, else from its name (tau-0p001 -> 0.001)."""
+    tau = (s.ablations.get(name, {}).get("variant") or {}).get("tau")
+    return float(tau) if tau is not None else float(name[len(ABL_TAU):].replace("p", "."))
+
+
 def q2_explanation(s: Study) -> tuple[str, list[str]]:
     """Which explanation the ablation supports: 'sensitivity', 'masking', 'none' (no FGSM-curr
     advantage over the control), 'mixed' or 'not run'; with the sentences that show it."""
     if ABL_CONTROL not in s.ablations or "sens-fgsm" not in s.defenders:
-        return "not run", ["The ablation did not run (no `reports/ablation/ablation-sens-off.json`), so no "
+        return "not run", [f"The ablation did not run (no `{names.ablation_path(ABL_CONTROL)}`), so no "
                            "explanation of Sens-FGSM's FGSM-curr error is offered."]
     own = s.pair("sens-fgsm", "fgsm-curr", ABL_CONTROL)
     if own is None:
@@ -116,10 +124,10 @@ def q2_explanation(s: Study) -> tuple[str, list[str]]:
                      "the data support neither explanation alone.")
     if ABL_SMOOTH in s.ablations and (pr := s.pair("sens-fgsm", "fgsm-curr", ABL_SMOOTH)):
         lines.append(f"`{ABL_SMOOTH}` (tanh step in the forward pass too, no straight-through) under FGSM-curr: {pr.text()}.")
-    taus = sorted((n for n in s.ablations if n.startswith(ABL_TAU)), key=lambda n: float(n[len(ABL_TAU):]))
+    taus = sorted((n for n in s.ablations if n.startswith(ABL_TAU)), key=lambda n: _tau(s, n))
     if taus:
         lines.append("Tau sweep under FGSM-curr / " + TRANSFER + ": " + "; ".join(
-            f"tau {n[len(ABL_TAU):]} {fmt(_cell(s, n, 'fgsm-curr'), False)} / {fmt(_cell(s, n, TRANSFER), False)}"
+            f"tau {_tau(s, n):g} {fmt(_cell(s, n, 'fgsm-curr'), False)} / {fmt(_cell(s, n, TRANSFER), False)}"
             for n in taus) + f" (the default tau {s.params.sens_fgsm.tau:g} is `sens-fgsm` itself).")
     return verdict, lines
 
@@ -225,6 +233,11 @@ def q4(s: Study) -> str:
         worse = [b for b, pr in prs.items() if pr.direction == "higher"]
         verdict = (f"**No**: under `{key}` at eta {s.eta} minimax is higher than "
                    f"{', '.join(f'`{b}`' for b in worse)}: {quoted}.")
+    elif any(pr.direction == "lower" for pr in prs.values()):
+        same = [b for b, pr in prs.items() if pr.direction != "lower"]
+        lower = [b for b, pr in prs.items() if pr.direction == "lower"]
+        verdict = (f"**Not better than every baseline** under `{key}` at eta {s.eta}: no real difference from "
+                   f"{', '.join(f'`{b}`' for b in same)}; lower than {', '.join(f'`{b}`' for b in lower)}: {quoted}.")
     else:
         verdict = f"**No real difference** under `{key}` at eta {s.eta}: {quoted}."
     summary = (f"Across the strong attacks below ({s.subset()}), minimax is really lower in {tally['lower']}, "

@@ -153,7 +153,7 @@ def collect(p: config.Params, seeds: list[int], out: str = OUT) -> dict:
     return obj
 
 
-def run(p: config.Params, seeds: list[int], poll: float = 30.0) -> None:
+def run(p: config.Params, seeds: list[int], poll: float = 120.0) -> None:
     if p.run.seed in seeds:
         raise UserError(f"seed {p.run.seed} is the main run's (run.seed); choose other seeds")
     targets = eval_stages()
