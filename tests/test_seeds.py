@@ -97,3 +97,23 @@ def test_a_difference_is_real_only_when_every_seed_agrees():
     no = _study(seeds.summarise(flips, [0, 1, 2])).pair("minimax", "worst-case", "alt")
     assert yes.real and yes.seeds_agree == 3
     assert not no.real and no.seeds_agree == 2
+
+
+def test_a_seed_that_already_ran_this_code_is_kept(monkeypatch):
+    calls, collected = [], []
+    monkeypatch.setattr(seeds, "eval_stages", lambda: ["eval-a"])
+    monkeypatch.setattr(seeds, "_done", lambda s, stages: s == 1)
+    monkeypatch.setattr(seeds, "collect", lambda p, s: collected.append(list(s)))
+
+    def sh(*cmd, ok=False):
+        calls.append(cmd)
+        out = "seed-1  Success\nseed-2  Success\n" if cmd[1:3] == ("queue", "status") else ""
+        return type("R", (), {"stdout": out})()
+
+    monkeypatch.setattr(seeds, "_sh", sh)
+    seeds.run(config.parse({}), [1, 2], poll=0)
+    queued = [c for c in calls if c[:4] == ("dvc", "exp", "run", "--queue")]
+    assert [c[5] for c in queued] == ["seed-2"] and collected == [[1, 2]]
+    calls.clear()
+    seeds.run(config.parse({}), [1, 2], poll=0, force=True)  # --force reruns both
+    assert [c[5] for c in calls if c[:4] == ("dvc", "exp", "run", "--queue")] == ["seed-1", "seed-2"]

@@ -153,11 +153,26 @@ def collect(p: config.Params, seeds: list[int], out: str = OUT) -> dict:
     return obj
 
 
-def run(p: config.Params, seeds: list[int], poll: float = 120.0) -> None:
+def _done(seed: int, stages: list[str]) -> bool:
+    """Whether experiment seed-<s> exists and its evaluations ran the workspace's code."""
+    try:
+        check_same_code(exp_ref(seed), seed, stages)
+    except UserError:
+        return False
+    return True
+
+
+def run(p: config.Params, seeds: list[int], poll: float = 120.0, force: bool = False) -> None:
     if p.run.seed in seeds:
         raise UserError(f"seed {p.run.seed} is the main run's (run.seed); choose other seeds")
     targets = eval_stages()
-    for s in seeds:
+    todo = seeds if force else [s for s in seeds if not _done(s, targets)]
+    for s in sorted(set(seeds) - set(todo)):
+        print(f"seeds: {exp_name(s)} already ran this code; kept (--force reruns it)")
+    if not todo:
+        collect(p, seeds)
+        return
+    for s in todo:
         _sh("dvc", "exp", "remove", exp_name(s), ok=True)
         _sh(*queue_command(p, s, targets))
     _sh("dvc", "queue", "start", "-j", "1")
@@ -166,11 +181,11 @@ def run(p: config.Params, seeds: list[int], poll: float = 120.0) -> None:
         status = _sh("dvc", "queue", "status").stdout
         if "Queued" not in status and "Running" not in status:
             break
-        print(f"seeds: {time.monotonic() - t0:.0f}s elapsed, waiting for {exp_name(seeds[-1])}",
-              flush=True)
+        waiting = ", ".join(exp_name(s) for s in todo)
+        print(f"seeds: {time.monotonic() - t0:.0f}s elapsed, waiting for {waiting}", flush=True)
         time.sleep(poll)
     _sh("dvc", "queue", "stop", ok=True)
-    failed = [exp_name(s) for s in seeds if not any(exp_name(s) in line and "Success" in line
+    failed = [exp_name(s) for s in todo if not any(exp_name(s) in line and "Success" in line
                                                        for line in status.splitlines())]
     if failed:
         raise UserError(f"seed experiment(s) {', '.join(failed)} did not succeed:\n{status}"
@@ -182,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("action", choices=["run", "collect", "show"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--force", action="store_true", help="rerun seeds whose experiment already ran this code")
     a = ap.parse_args(argv)
     try:
         p = config.load()
@@ -191,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         elif a.action == "collect":
             collect(p, a.seeds)
         else:
-            run(p, a.seeds)
+            run(p, a.seeds, force=a.force)
     except UserError as e:
         print(f"error [seeds]: {e}", file=sys.stderr)
         raise SystemExit(2) from None
