@@ -246,8 +246,9 @@ def test_an_unwritable_path_outside_artifacts_is_one_line_too(stage_dir, capsys)
     assert "cannot write reports/figures/x.png (Permission denied)" in line
 
 
-def test_a_defender_valid_but_not_built_names_a_stage_that_exists(tmp_path, capsys):
+def test_a_defender_valid_but_not_built_names_a_stage_that_exists(tmp_path, capsys, monkeypatch):
     # fgsm-at is a valid defender; the pipeline was generated without it
+    monkeypatch.chdir(tmp_path)  # the generator renders the project in the working directory
     raw = copy.deepcopy(DEFAULT)
     raw["study"]["defenders"] = ["baseline"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))

@@ -125,7 +125,16 @@ def test_every_stage_dependency_is_produced_or_in_the_repo():
     for name, s in st.items():
         for d in s["deps"]:
             produced = any(d == o or d.startswith(o + "/") for o in outs)
-            assert produced or d.startswith(("src/", "stages/")), f"{name}: {d}"
+            # ... or the training-seed results `make seeds` writes and commits (advgame.seeds)
+            assert produced or d.startswith(("src/", "stages/")) or d == pipeline.SEEDS, f"{name}: {d}"
+
+
+def test_the_report_depends_on_the_seed_results_once_they_exist(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the generator renders the project in the working directory
+    assert pipeline.SEEDS not in stages(config.parse(RAW))["report"]["deps"]
+    (tmp_path / pipeline.SEEDS).parent.mkdir(parents=True)
+    (tmp_path / pipeline.SEEDS).write_text("{}")
+    assert pipeline.SEEDS in stages(config.parse(RAW))["report"]["deps"]
 
 
 PROBE = """

@@ -117,3 +117,10 @@ def test_a_seed_that_already_ran_this_code_is_kept(monkeypatch):
     calls.clear()
     seeds.run(config.parse({}), [1, 2], poll=0, force=True)  # --force reruns both
     assert [c[5] for c in calls if c[:4] == ("dvc", "exp", "run", "--queue")] == ["seed-1", "seed-2"]
+
+
+def test_a_side_without_other_seeds_is_named_not_counted_as_disagreeing():
+    runs = [{"minimax": {"worst-case": {"0.3": w}}} for w in (0.50, 0.52)]  # alt: main seed only
+    pr = _study(seeds.summarise(runs, [0, 1])).pair("minimax", "worst-case", "alt")
+    assert not pr.real and pr.unmeasured == ("alt",)
+    assert "`alt` not run at the other training seeds" in pr.text()

@@ -54,6 +54,7 @@ class Paired:
     seeds: int = 1
     seeds_agree: int = 1  # seeds whose difference has the same sign and p < ALPHA
     why_unpaired: str = ""
+    unmeasured: tuple[str, ...] = ()  # sides with no numbers at the other training seeds
 
     @property
     def real(self) -> bool:
@@ -73,7 +74,9 @@ class Paired:
             return f"{head} (no paired test: {self.why_unpaired})"
         return (f"{head} (McNemar p = {fmt_p(self.p)} on the same {self.n} images, {self.a_only} vs "
                 f"{self.b_only} discordant; {self.seeds_agree} of {self.seeds} training seed"
-                f"{'s' * (self.seeds != 1)} agree)")
+                f"{'s' * (self.seeds != 1)} agree"
+                + (f"; {', '.join(f'`{u}`' for u in self.unmeasured)} not run at the other training seeds"
+                   if self.unmeasured else "") + ")")
 
 
 def fmt_p(p: float) -> str:
@@ -105,6 +108,10 @@ def compare(a_obj: dict | None, a_attack: str, b_obj: dict | None, b_attack: str
         out.seeds, extra = seeds.agreement(a_name, a_attack, b_name, b_attack, key,
                                            out.ea < out.eb)
         out.seeds_agree = (1 if out.p is not None and out.p < ALPHA else 0) + extra
+        if seeds.n > 1:
+            out.unmeasured = tuple(dict.fromkeys(
+                n for n, att in ((a_name, a_attack), (b_name, b_attack))
+                if seeds.per_seed(n, att, key) is None))
     else:
         out.seeds_agree = 1 if out.p is not None and out.p < ALPHA else 0
     return out
