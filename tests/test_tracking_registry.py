@@ -93,3 +93,30 @@ def test_the_prepared_split_is_a_dataset_input(store, tmp_path):
     assert got == {("mnist5k-train", "a" * 36), ("mnist5k-test", "b" * 36)}
     src = json.loads(run.inputs.dataset_inputs[0].dataset.source)
     assert src["sha256"] in ("a" * 64, "b" * 64)
+
+
+def test_a_newer_model_of_a_dvc_experiment_is_not_the_workspaces(store, monkeypatch):
+    # `make seeds` logs its experiments' models into the same store, after the workspace's
+    params = config.parse({"study": {"defenders": ["baseline"]}})
+    x = torch.rand(4, 1, 28, 28)
+    net = lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))  # noqa: E731
+    t = tracking.Tracker("baseline", {}, {})
+    t.log_model(net(), "baseline", x)
+    t.finish()
+    _eval_json("baseline", 0.03, 1.0, 0.99)
+    rep = tracking.Tracker("report", {}, {})
+    assert rep.register_defenders(params) == {"baseline": "1"}
+    rep.finish()
+    ours = store.get_model_version_by_alias("advgame-baseline", "study").source
+    monkeypatch.setenv("DVC_EXP_NAME", "seed-1")
+    t = tracking.Tracker("baseline", {}, {})
+    t.log_model(net(), "baseline", x)
+    t.finish()
+    exp_rep = tracking.Tracker("report", {}, {})  # a report inside the experiment takes its own
+    assert exp_rep.register_defenders(params) == {"baseline": "2"}
+    exp_rep.finish()
+    monkeypatch.delenv("DVC_EXP_NAME")
+    rep = tracking.Tracker("report", {}, {})  # the workspace's report moves the alias back
+    assert rep.register_defenders(params) == {"baseline": "1"}
+    rep.finish()
+    assert store.get_model_version_by_alias("advgame-baseline", "study").source == ours

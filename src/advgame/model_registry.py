@@ -34,13 +34,19 @@ def eval_metrics(defender: str, eta: float, root: str | Path = ".") -> dict[str,
     return out
 
 
-def latest_logged_model(client, exp_id: str, name: str):
-    """The newest logged model of this name whose run finished (None if there is none)."""
+def latest_logged_model(client, exp_id: str, name: str, dvc_exp: str = ""):
+    """The newest logged model of this name whose run finished in the same place as the report:
+    the workspace (`dvc_exp` "") or the DVC experiment of that name. Experiments log into the
+    same store (e.g. the seed experiments of `make seeds`); their models are not the workspace's.
+    None if there is none."""
     models = client.search_logged_models([exp_id], filter_string=f"name = '{name}'",
                                          order_by=[{"field_name": "creation_timestamp", "ascending": False}],
-                                         max_results=20)
+                                         max_results=200)
     for m in models:
-        if m.source_run_id and client.get_run(m.source_run_id).info.status == "FINISHED":
+        if not m.source_run_id:
+            continue
+        run = client.get_run(m.source_run_id)
+        if run.info.status == "FINISHED" and run.data.tags.get("advgame.dvc_exp", "") == dvc_exp:
             return m
     return None
 
@@ -54,16 +60,19 @@ def register_defenders(tracker, params, root: str | Path = ".") -> dict[str, str
     import mlflow
 
     client = tracker.client
-    exp_id = client.get_run(tracker.run_id).info.experiment_id
+    own = client.get_run(tracker.run_id)
+    exp_id, dvc_exp = own.info.experiment_id, own.data.tags.get("advgame.dvc_exp", "")
     eta = params.attack.eta
     done, missing = {}, []
     for d in final_defenders(params):
-        logged = latest_logged_model(client, exp_id, LOGGED_NAME.get(d, d))
+        logged = latest_logged_model(client, exp_id, LOGGED_NAME.get(d, d), dvc_exp)
         if logged is None:
             missing.append(d)
             continue
         name = registered_model(d)
         version = _current_version(client, name, logged.model_id)
+        if version is None and (version := _version_of(client, name, logged.model_id)) is not None:
+            client.set_registered_model_alias(name, ALIAS, version)  # registered before: move back
         if version is None:
             if not client.search_registered_models(f"name = '{name}'"):
                 client.create_registered_model(name, tags={"advgame.defender": d},
@@ -91,3 +100,15 @@ def _current_version(client, name: str, model_id: str) -> str | None:
         return None
     # a version registered from `models:/<id>` keeps the id in its source (model_id may be None)
     return mv.version if model_id in (mv.model_id, (mv.source or "").removeprefix("models:/")) else None
+
+
+def _version_of(client, name: str, model_id: str) -> str | None:
+    """A version of `name` already registered from this logged model (None if none)."""
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except Exception:  # no such model yet
+        return None
+    for mv in versions:
+        if model_id in (mv.model_id, (mv.source or "").removeprefix("models:/")):
+            return mv.version
+    return None
