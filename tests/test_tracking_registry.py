@@ -108,6 +108,10 @@ def test_a_newer_model_of_a_dvc_experiment_is_not_the_workspaces(store, monkeypa
     assert rep.register_defenders(params) == {"baseline": "1"}
     rep.finish()
     ours = store.get_model_version_by_alias("advgame-baseline", "study").source
+    monkeypatch.setenv("DVC_EXP_NAME", "other")  # an experiment that did not retrain: the workspace's
+    rep = tracking.Tracker("report", {}, {})
+    assert rep.register_defenders(params) == {"baseline": "1"}
+    rep.finish()
     monkeypatch.setenv("DVC_EXP_NAME", "seed-1")
     t = tracking.Tracker("baseline", {}, {})
     t.log_model(net(), "baseline", x)

@@ -36,19 +36,21 @@ def eval_metrics(defender: str, eta: float, root: str | Path = ".") -> dict[str,
 
 def latest_logged_model(client, exp_id: str, name: str, dvc_exp: str = ""):
     """The newest logged model of this name whose run finished in the same place as the report:
-    the workspace (`dvc_exp` "") or the DVC experiment of that name. Experiments log into the
-    same store (e.g. the seed experiments of `make seeds`); their models are not the workspace's.
-    None if there is none."""
+    the workspace (`dvc_exp` "") or the DVC experiment of that name, else (inside an experiment
+    that took the model from DVC's cache, not training it) the workspace's. Experiments log into
+    the same store (e.g. the seed experiments of `make seeds`); their models are never the
+    workspace's. None if there is none."""
     models = client.search_logged_models([exp_id], filter_string=f"name = '{name}'",
                                          order_by=[{"field_name": "creation_timestamp", "ascending": False}],
                                          max_results=200)
+    by_place: dict[str, object] = {}
     for m in models:
         if not m.source_run_id:
             continue
         run = client.get_run(m.source_run_id)
-        if run.info.status == "FINISHED" and run.data.tags.get("advgame.dvc_exp", "") == dvc_exp:
-            return m
-    return None
+        if run.info.status == "FINISHED":
+            by_place.setdefault(run.data.tags.get("advgame.dvc_exp", ""), m)
+    return by_place.get(dvc_exp) or by_place.get("")
 
 
 def register_defenders(tracker, params, root: str | Path = ".") -> dict[str, str]:
