@@ -247,3 +247,14 @@ def test_the_ablations_are_found_under_the_names_their_stages_write(tmp_path):
     kind, lines = answers.q2_explanation(s)
     assert kind != "not run", lines
     assert any("tau 0.001" in line for line in lines)
+
+
+def test_an_ablation_run_at_one_seed_is_judged_by_that_seed_and_says_so():
+    runs = {"sens-fgsm": {"fgsm-curr": {"0.3": {"per_seed": [0.05, 0.06]}},
+                          "pgd-transfer:baseline": {"0.3": {"per_seed": [0.6, 0.6]}},
+                          "fgsm-1": {"0.3": {"per_seed": [0.6, 0.6]}}, "pgd-curr": {"0.3": {"per_seed": [0.99, 0.99]}}}}
+    s = study(base_defs(sens_transfer=0.60), control(fgsm_curr=0.30, transfer=0.60),
+              seeds={"seeds": [0, 1], "defenders": runs})
+    kind, lines = answers.q2_explanation(s)
+    assert kind == "masking"  # not "none": the control has no second seed to disagree with
+    assert any("main training seed only" in line for line in lines)
