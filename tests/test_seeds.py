@@ -68,6 +68,21 @@ def test_an_experiment_of_other_code_is_refused(monkeypatch, tmp_path):
     seeds.check_same_code("refs/exps/ab/cd/seed-1", 1, ["eval-a"])
     with pytest.raises(UserError, match="run.seed 1, not 2"):
         seeds.check_same_code("refs/exps/ab/cd/seed-2", 2, ["eval-a"])
+    # an experiment without one of the targets (one queued before the headline stage existed)
+    # is not done: `run` queues it again (DVC's run-cache restores the stages it had)
+    lock["stages"]["headline"] = {"deps": [{"path": "stages/headline.py", "md5": "h"}]}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    monkeypatch.setattr(seeds, "exp_ref", lambda s: "refs/exps/ab/cd/seed-1")
+    assert seeds._done(1, ["eval-a"]) and not seeds._done(1, ["eval-a", "headline"])
+
+
+def test_a_seed_experiment_targets_the_evaluations_and_the_headline(tmp_path):
+    dvc_yaml = tmp_path / "dvc.yaml"
+    dvc_yaml.write_text(pipeline.render(config.parse({})))
+    got = seeds.targets(str(dvc_yaml))
+    assert got[-1] == "headline" and got[:-1] == seeds.eval_stages(str(dvc_yaml))
+    from advgame.names import final_defenders
+    assert {f"eval-{d}" for d in final_defenders(config.parse({}))} <= set(got)
 
 
 def _study(seeds_obj):
@@ -101,8 +116,8 @@ def test_a_difference_is_real_only_when_every_seed_agrees():
 
 def test_a_seed_that_already_ran_this_code_is_kept(monkeypatch):
     calls, collected = [], []
-    monkeypatch.setattr(seeds, "eval_stages", lambda: ["eval-a"])
-    monkeypatch.setattr(seeds, "_done", lambda s, stages: s == 1)
+    monkeypatch.setattr(seeds, "targets", lambda: ["eval-a", "headline"])
+    monkeypatch.setattr(seeds, "_done", lambda s, stages: s == 1 and stages == ["eval-a", "headline"])
     monkeypatch.setattr(seeds, "collect", lambda p, s: collected.append(list(s)))
 
     def sh(*cmd, ok=False):

@@ -7,9 +7,10 @@ seeds as DVC experiments, and the headline cells of every seed collected into re
 
 Experiment `seed-<s>` is `dvc exp run --queue` with every training seed set to s: `run.seed` (the
 global generators: weight init, dropout) and each section's own `seed` (data order, the training
-attacks' random starts, attacker training), targeting every `eval-<defender>` stage, so DVC reruns
-exactly the trained stages, the attackers and the evaluations, and nothing else (no sweeps,
-ablations, Table 5 or report). `data.seed` (the train/test split) and `eval.seeds` (the attacks'
+attacks' random starts, attacker training), targeting every `eval-<defender>` stage and the
+`headline` stage, so DVC reruns exactly the trained stages, the attackers, the evaluations and the
+headline metrics and plot data (each experiment's own, for `dvc exp show` and `dvc plots diff`),
+and nothing else (no sweeps, ablations, Table 5 or report). `data.seed` (the train/test split) and `eval.seeds` (the attacks'
 random starts) stay fixed: every seed is judged on the same test images by the same attacks, so
 the spread across seeds is training randomness only. Why experiments and not seed-indexed stages:
 the default `dvc repro` stays one seed (57 stages, not ~170), each seed's MLflow runs carry the
@@ -54,6 +55,13 @@ def exp_name(seed: int) -> str:
 def eval_stages(dvc_yaml: str = "dvc.yaml") -> list[str]:
     stages = yaml.safe_load(Path(dvc_yaml).read_text())["stages"]
     return [s for s in stages if s.startswith("eval-")]
+
+
+def targets(dvc_yaml: str = "dvc.yaml") -> list[str]:
+    """What a seed experiment reproduces: the evaluations (DVC runs what they need) and the
+    headline stage (the experiment's own metrics and plot data)."""
+    stages = yaml.safe_load(Path(dvc_yaml).read_text())["stages"]
+    return [*eval_stages(dvc_yaml), *(["headline"] if "headline" in stages else [])]
 
 
 def queue_command(p: config.Params, seed: int, targets: list[str]) -> list[str]:
@@ -154,7 +162,8 @@ def collect(p: config.Params, seeds: list[int], out: str = OUT) -> dict:
 
 
 def _done(seed: int, stages: list[str]) -> bool:
-    """Whether experiment seed-<s> exists and its evaluations ran the workspace's code."""
+    """Whether experiment seed-<s> exists and its target stages (all of them) ran the
+    workspace's code; a target the experiment lacks counts as not done."""
     try:
         check_same_code(exp_ref(seed), seed, stages)
     except UserError:
@@ -165,8 +174,8 @@ def _done(seed: int, stages: list[str]) -> bool:
 def run(p: config.Params, seeds: list[int], poll: float = 120.0, force: bool = False) -> None:
     if p.run.seed in seeds:
         raise UserError(f"seed {p.run.seed} is the main run's (run.seed); choose other seeds")
-    targets = eval_stages()
-    todo = seeds if force else [s for s in seeds if not _done(s, targets)]
+    stages = targets()
+    todo = seeds if force else [s for s in seeds if not _done(s, stages)]
     for s in sorted(set(seeds) - set(todo)):
         print(f"seeds: {exp_name(s)} already ran this code; kept (--force reruns it)")
     if not todo:
@@ -174,7 +183,7 @@ def run(p: config.Params, seeds: list[int], poll: float = 120.0, force: bool = F
         return
     for s in todo:
         _sh("dvc", "exp", "remove", exp_name(s), ok=True)
-        _sh(*queue_command(p, s, targets))
+        _sh(*queue_command(p, s, stages))
     _sh("dvc", "queue", "start", "-j", "1")
     t0 = time.monotonic()
     while True:
@@ -203,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
         p = config.load()
         if a.action == "show":
             for s in a.seeds:
-                print(" ".join(queue_command(p, s, eval_stages())))
+                print(" ".join(queue_command(p, s, targets())))
         elif a.action == "collect":
             collect(p, a.seeds)
         else:
