@@ -117,7 +117,8 @@ def test_a_difference_is_real_only_when_every_seed_agrees():
 def test_a_seed_that_already_ran_this_code_is_kept(monkeypatch):
     calls, collected = [], []
     monkeypatch.setattr(seeds, "targets", lambda: ["eval-a", "headline"])
-    monkeypatch.setattr(seeds, "_done", lambda s, stages: s == 1 and stages == ["eval-a", "headline"])
+    monkeypatch.setattr(seeds, "eval_stages", lambda: ["eval-a"])
+    monkeypatch.setattr(seeds, "_done", lambda s, stages: s == 1)
     monkeypatch.setattr(seeds, "collect", lambda p, s: collected.append(list(s)))
 
     def sh(*cmd, ok=False):
@@ -132,6 +133,40 @@ def test_a_seed_that_already_ran_this_code_is_kept(monkeypatch):
     calls.clear()
     seeds.run(config.parse({}), [1, 2], poll=0, force=True)  # --force reruns both
     assert [c[5] for c in calls if c[:4] == ("dvc", "exp", "run", "--queue")] == ["seed-1", "seed-2"]
+
+
+def _fake_sh(calls, fail=()):
+    def sh(*cmd, ok=False):
+        calls.append(cmd)
+        if cmd[:3] in fail and not ok:
+            raise UserError("failed")
+        return type("R", (), {"stdout": ""})()
+    return sh
+
+
+def test_an_experiment_lacking_only_a_later_stage_is_refreshed_not_retrained(monkeypatch):
+    calls, collected = [], []
+    monkeypatch.setattr(seeds, "targets", lambda: ["eval-a", "headline"])
+    monkeypatch.setattr(seeds, "eval_stages", lambda: ["eval-a"])
+    monkeypatch.setattr(seeds, "_done", lambda s, stages: stages == ["eval-a"])  # evals: this code
+    monkeypatch.setattr(seeds, "_git", lambda *a: "")  # a clean workspace
+    monkeypatch.setattr(seeds, "collect", lambda p, s: collected.append(list(s)))
+    monkeypatch.setattr(seeds, "_sh", _fake_sh(calls))
+    seeds.run(config.parse({}), [1], poll=0)
+    assert calls == [("dvc", "exp", "apply", "seed-1"), ("dvc", "exp", "rename", "seed-1", "seed-1-old"),
+                     ("dvc", "exp", "run", "-n", "seed-1", "eval-a", "headline"),
+                     ("git", "checkout", "--", "."), ("dvc", "checkout", "--force"),
+                     ("dvc", "exp", "remove", "seed-1-old")]
+    assert collected == [[1]]  # nothing queued: no ~70 min retraining
+    calls.clear()  # a failed run keeps the old experiment under its name and restores the workspace
+    monkeypatch.setattr(seeds, "_sh", _fake_sh(calls, fail={("dvc", "exp", "run")}))
+    with pytest.raises(UserError):
+        seeds.run(config.parse({}), [1], poll=0)
+    assert calls[-3:] == [("dvc", "exp", "rename", "seed-1-old", "seed-1"), ("git", "checkout", "--", "."),
+                          ("dvc", "checkout", "--force")]
+    monkeypatch.setattr(seeds, "_git", lambda *a: " M params.yaml\n")  # never over uncommitted work
+    with pytest.raises(UserError, match="uncommitted"):
+        seeds.run(config.parse({}), [1], poll=0)
 
 
 def test_a_side_without_other_seeds_is_named_not_counted_as_disagreeing():
