@@ -3,6 +3,7 @@ changes, the statistics of reports/seeds.json, and the guard against experiments
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -78,11 +79,14 @@ def test_an_experiment_of_other_code_is_refused(monkeypatch, tmp_path):
 
 def test_a_seed_experiment_targets_the_evaluations_and_the_headline(tmp_path):
     dvc_yaml = tmp_path / "dvc.yaml"
-    dvc_yaml.write_text(pipeline.render(config.parse({})))
+    p = config.load(Path(__file__).resolve().parents[1] / "params.yaml")  # the study's, with its ablations
+    dvc_yaml.write_text(pipeline.render(p))
     got = seeds.targets(str(dvc_yaml))
-    assert got[-1] == "headline" and got[:-1] == seeds.eval_stages(str(dvc_yaml))
+    assert got[-1] == "headline" and got[:-1] == list(seeds.measured(str(dvc_yaml)))
+    assert set(seeds.eval_stages(str(dvc_yaml))) < set(got)
+    assert {"ablation-sens-off", "ablation-smooth"} <= set(got)  # Q2's controls, across seeds too
     from advgame.names import final_defenders
-    assert {f"eval-{d}" for d in final_defenders(config.parse({}))} <= set(got)
+    assert {f"eval-{d}" for d in final_defenders(p)} <= set(got)
 
 
 def _study(seeds_obj):
@@ -174,3 +178,27 @@ def test_a_side_without_other_seeds_is_named_not_counted_as_disagreeing():
     pr = _study(seeds.summarise(runs, [0, 1])).pair("minimax", "worst-case", "alt")
     assert not pr.real and pr.unmeasured == ("alt",)
     assert "`alt` not run at the other training seeds" in pr.text()
+
+
+def test_collect_reads_every_seeds_evaluations_and_ablations(monkeypatch, tmp_path):
+    import json
+
+    import yaml
+    monkeypatch.chdir(tmp_path)
+    ev = lambda e: {"results": {"clean": {"0": {"error": 0.02}}, "fgsm-curr": {"0.3": {"error": e}}}}  # noqa: E731
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"eval-a": {}, "ablation-sens-off": {}, "headline": {}}}))
+    lock = {"stages": {s: {"deps": [{"path": "src/advgame/x.py", "md5": "same"}]} for s in ("eval-a", "ablation-sens-off")}}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    for f, e in (("reports/eval/a.json", 0.5), ("reports/ablation/sens-off.json", 0.1)):
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text(json.dumps(ev(e)))
+    theirs = {"dvc.lock": yaml.safe_dump(lock), "params.yaml": yaml.safe_dump({"run": {"seed": 1}}),
+              "reports/eval/a.json": json.dumps(ev(0.6)), "reports/ablation/sens-off.json": json.dumps(ev(0.3))}
+    monkeypatch.setattr(seeds, "exp_ref", lambda s: "refs/exps/ab/cd/seed-1")
+    monkeypatch.setattr(seeds, "_git", lambda *a: theirs[a[1].split(":", 1)[1]] if a[0] == "show" else "abc")
+    obj = seeds.collect(config.parse({}), [1])
+    assert obj["defenders"]["a"]["fgsm-curr"]["0.3"]["per_seed"] == [0.5, 0.6]
+    assert obj["defenders"]["sens-off"]["fgsm-curr"]["0.3"]["per_seed"] == [0.1, 0.3]
+    # the report's comparisons with the control now count its seeds
+    table = paired.SeedTable(obj)
+    assert table.agreement("a", "fgsm-curr", "sens-off", "fgsm-curr", "0.3", a_lower=False) == (2, 1)

@@ -7,10 +7,11 @@ seeds as DVC experiments, and the headline cells of every seed collected into re
 
 Experiment `seed-<s>` is `dvc exp run --queue` with every training seed set to s: `run.seed` (the
 global generators: weight init, dropout) and each section's own `seed` (data order, the training
-attacks' random starts, attacker training), targeting every `eval-<defender>` stage and the
-`headline` stage, so DVC reruns exactly the trained stages, the attackers, the evaluations and the
-headline metrics and plot data (each experiment's own, for `dvc exp show` and `dvc plots diff`),
-and nothing else (no sweeps, ablations, Table 5 or report). `data.seed` (the train/test split) and `eval.seeds` (the attacks'
+attacks' random starts, attacker training), targeting every `eval-<defender>` stage, the Sens-FGSM
+ablations (`ablation-*`: Q2's controls, judged across seeds like the defenders) and the
+`headline` stage, so DVC reruns exactly the trained stages, the attackers, the evaluations, the
+ablations and the headline metrics and plot data (each experiment's own, for `dvc exp show` and
+`dvc plots diff`), and nothing else (no sweeps, Table 5 or report). `data.seed` (the train/test split) and `eval.seeds` (the attacks'
 random starts) stay fixed: every seed is judged on the same test images by the same attacks, so
 the spread across seeds is training randomness only. Why experiments and not seed-indexed stages:
 the default `dvc repro` stays one seed (57 stages, not ~170), each seed's MLflow runs carry the
@@ -35,6 +36,7 @@ from pathlib import Path
 import yaml
 
 from . import UserError, config
+from .names import ablation_path, eval_path
 
 OUT = "reports/seeds.json"
 FIXED = ("data",)  # sections whose seed is not a training seed (the split must not move)
@@ -59,11 +61,20 @@ def eval_stages(dvc_yaml: str = "dvc.yaml") -> list[str]:
     return [s for s in stages if s.startswith("eval-")]
 
 
-def targets(dvc_yaml: str = "dvc.yaml") -> list[str]:
-    """What a seed experiment reproduces: the evaluations (DVC runs what they need) and the
-    headline stage (the experiment's own metrics and plot data)."""
+def measured(dvc_yaml: str = "dvc.yaml") -> dict[str, tuple[str, str]]:
+    """stage -> (name in seeds.json, results file): the evaluations and the ablations."""
     stages = yaml.safe_load(Path(dvc_yaml).read_text())["stages"]
-    return [*eval_stages(dvc_yaml), *(["headline"] if "headline" in stages else [])]
+    out = {s: (s[len("eval-"):], eval_path(s[len("eval-"):])) for s in stages if s.startswith("eval-")}
+    out.update({s: (s[len("ablation-"):], ablation_path(s[len("ablation-"):]))
+                for s in stages if s.startswith("ablation-")})
+    return out
+
+
+def targets(dvc_yaml: str = "dvc.yaml") -> list[str]:
+    """What a seed experiment reproduces: the evaluations and ablations (DVC runs what they
+    need) and the headline stage (the experiment's own metrics and plot data)."""
+    stages = yaml.safe_load(Path(dvc_yaml).read_text())["stages"]
+    return [*measured(dvc_yaml), *(["headline"] if "headline" in stages else [])]
 
 
 def queue_command(p: config.Params, seed: int, targets: list[str]) -> list[str]:
@@ -144,15 +155,14 @@ def summarise(per_seed: list[dict], seeds: list[int]) -> dict:
 
 def collect(p: config.Params, seeds: list[int], out: str = OUT) -> dict:
     eta = config.eta_key(p.attack.eta)
-    stages = eval_stages()
-    names = [s[len("eval-"):] for s in stages]
+    files = measured()
+    stages = list(files)
     runs, sources = [], {str(p.run.seed): "workspace"}
-    runs.append({d: cells(json.loads(Path(f"reports/eval/{d}.json").read_text()), eta) for d in names})
+    runs.append({d: cells(json.loads(Path(f).read_text()), eta) for d, f in files.values()})
     for s in seeds:
         ref = exp_ref(s)
         check_same_code(ref, s, stages)
-        runs.append({d: cells(json.loads(_git("show", f"{ref}:reports/eval/{d}.json")), eta)
-                     for d in names})
+        runs.append({d: cells(json.loads(_git("show", f"{ref}:{f}")), eta) for d, f in files.values()})
         sources[str(s)] = f"{ref} ({_git('rev-parse', ref).strip()[:10]})"
     obj = {**summarise(runs, [p.run.seed, *seeds]), "eta": eta, "sources": sources,
            "training_seed_keys": training_seed_keys(p),
