@@ -154,20 +154,23 @@ def test_an_experiment_lacking_only_a_later_stage_is_refreshed_not_retrained(mon
     monkeypatch.setattr(seeds, "eval_stages", lambda: ["eval-a"])
     monkeypatch.setattr(seeds, "_done", lambda s, stages: stages == ["eval-a"])  # evals: this code
     monkeypatch.setattr(seeds, "_git", lambda *a: "")  # a clean workspace
+    monkeypatch.setattr(seeds, "exp_ref", lambda s: f"refs/exps/ab/cd/seed-{s}")
     monkeypatch.setattr(seeds, "collect", lambda p, s: collected.append(list(s)))
     monkeypatch.setattr(seeds, "_sh", _fake_sh(calls))
     seeds.run(config.parse({}), [1], poll=0)
-    assert calls == [("dvc", "exp", "apply", "seed-1"), ("dvc", "exp", "rename", "seed-1", "seed-1-old"),
-                     ("dvc", "exp", "run", "-n", "seed-1", "eval-a", "headline"),
-                     ("git", "checkout", "--", "."), ("dvc", "checkout", "--force"),
+    back = [("git", "checkout", "HEAD", "--", *seeds.STATE), ("git", "clean", "-fdq", "--", "reports"),
+            ("dvc", "checkout", "--force")]
+    # the experiment's params, lock and results over the workspace's code; only what it lacks runs
+    assert calls == [("git", "checkout", "refs/exps/ab/cd/seed-1", "--", "params.yaml", "dvc.lock", "reports"),
+                     ("dvc", "checkout", "--force"), ("dvc", "exp", "rename", "seed-1", "seed-1-old"),
+                     ("dvc", "exp", "run", "-n", "seed-1", "eval-a", "headline"), *back,
                      ("dvc", "exp", "remove", "seed-1-old")]
     assert collected == [[1]]  # nothing queued: no ~70 min retraining
     calls.clear()  # a failed run keeps the old experiment under its name and restores the workspace
     monkeypatch.setattr(seeds, "_sh", _fake_sh(calls, fail={("dvc", "exp", "run")}))
     with pytest.raises(UserError):
         seeds.run(config.parse({}), [1], poll=0)
-    assert calls[-3:] == [("dvc", "exp", "rename", "seed-1-old", "seed-1"), ("git", "checkout", "--", "."),
-                          ("dvc", "checkout", "--force")]
+    assert calls[-4:] == [("dvc", "exp", "rename", "seed-1-old", "seed-1"), *back]
     monkeypatch.setattr(seeds, "_git", lambda *a: " M params.yaml\n")  # never over uncommitted work
     with pytest.raises(UserError, match="uncommitted"):
         seeds.run(config.parse({}), [1], poll=0)

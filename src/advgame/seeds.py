@@ -21,7 +21,8 @@ The main run (the workspace's `reports/eval`) is the first seed of the file. A s
 used only if every evaluation in it ran the workspace's code (the md5 of each code dependency in
 its dvc.lock equals the workspace's); otherwise `collect` stops and says which to rerun. An
 experiment whose evaluations ran this code but that lacks a target added since is refreshed
-(`refresh`: applied to the workspace, where only the missing stage runs), not retrained.
+(`refresh`: its params, lock and results checked out over the workspace's code, where only the
+missing stages run), not retrained.
 """
 from __future__ import annotations
 
@@ -183,29 +184,36 @@ def _done(seed: int, stages: list[str]) -> bool:
     return True
 
 
+STATE = ("params.yaml", "dvc.lock", "reports")  # what an experiment is, besides the code and DVC's cache
+
+
 def refresh(seeds: list[int], stages: list[str]) -> None:
     """Experiments whose evaluations ran the workspace's code but that lack a later target (the
-    headline stage, added after they ran): each is applied to the workspace, where its stages are
-    up to date, and `dvc exp run` there runs only what it lacks (seconds, not the ~70 min of a
-    new experiment: DVC's run-cache cannot restore stages with `persist` outputs, so a queued
-    rerun would retrain everything). The old experiment is kept under another name until the new
-    one exists; the workspace is put back to HEAD afterwards."""
+    headline stage or the ablations, added after they ran): each one's params, dvc.lock and
+    results are checked out over the workspace's code (and its models from DVC's cache), where
+    its evaluations are up to date, and `dvc exp run` there runs only what it lacks (minutes, not
+    the ~70 min of a new experiment: DVC's run-cache cannot restore stages with `persist`
+    outputs, so a requeue would retrain everything). The old experiment is kept under another
+    name until the new one exists; the workspace is put back to HEAD afterwards."""
     if _git("status", "--porcelain", "--untracked-files=no").strip():
         raise UserError("the workspace has uncommitted changes: commit them first (refreshing a seed "
-                        "experiment applies it to the workspace)")
+                        "experiment checks its results out into the workspace)")
     for s in seeds:
-        name, old = exp_name(s), f"{exp_name(s)}-old"
+        name, old, ref = exp_name(s), f"{exp_name(s)}-old", exp_ref(s)
         print(f"seeds: {name} ran this code but lacks some of {', '.join(stages)}; running only those",
               flush=True)
-        _sh("dvc", "exp", "apply", name)
-        _sh("dvc", "exp", "rename", name, old)
         try:
-            _sh("dvc", "exp", "run", "-n", name, *stages)
-        except UserError:
-            _sh("dvc", "exp", "rename", old, name, ok=True)
-            raise
+            _sh("git", "checkout", ref, "--", *STATE)
+            _sh("dvc", "checkout", "--force")
+            _sh("dvc", "exp", "rename", name, old)
+            try:
+                _sh("dvc", "exp", "run", "-n", name, *stages)
+            except UserError:
+                _sh("dvc", "exp", "rename", old, name, ok=True)
+                raise
         finally:
-            _sh("git", "checkout", "--", ".")
+            _sh("git", "checkout", "HEAD", "--", *STATE)
+            _sh("git", "clean", "-fdq", "--", "reports")
             _sh("dvc", "checkout", "--force")
         _sh("dvc", "exp", "remove", old)
 
