@@ -7,7 +7,7 @@ SEEDS ?= 1 2
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: study test seeds pipeline check-pipeline bench ui ui-check server clean-tracking lock
+.PHONY: study test seeds compare pipeline check-pipeline bench ui ui-check server clean-tracking lock
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,6 +27,9 @@ seeds: $(STAMP)      ## the trained stages for training seeds 1 and 2 (dvc exper
 	$(PY) -m advgame.seeds run --seeds $(SEEDS)
 	$(PY) -m advgame.pipeline
 	dvc repro report
+
+compare: $(STAMP)    ## experiments side by side: the params and headline metrics that differ (no dependency hashes)
+	dvc exp show --only-changed --drop '^(src|stages|models|data|reports)/' $(ARGS)
 
 pipeline: $(STAMP)   ## regenerate dvc.yaml after changing catmouse.rounds or study.defenders
 	$(PY) -m advgame.pipeline

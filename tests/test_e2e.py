@@ -68,10 +68,11 @@ def test_repro_builds_everything(project):
     finals = ("baseline", "adv-fgsm-2", "alt", "minimax")
     assert ran(first) == {"check-params", "prepare", "baseline", "round-1", "round-2", "catmouse", "alt", "minimax",
                           *[f"attackers-{d}" for d in finals], *[f"eval-{d}" for d in finals],
-                          "transfer", "sweep-minimax-g0p5", "table5-alt", "table5-minimax", "report"}
+                          "transfer", "sweep-minimax-g0p5", "table5-alt", "table5-minimax", "headline", "report"}
     for f in ("data/prepared/train.pt", "models/baseline.pt", "models/adv-fgsm-2.pt",
               "data/fgsm/fgsm-2-test.pt", "reports/eval/baseline.json", "reports/results.json",
-              "reports/report.md", "reports/catmouse/curve.png"):
+              "reports/report.md", "reports/catmouse/curve.png", "reports/metrics.json",
+              "reports/plots/eta_sweep.csv", "reports/plots/gamma_sweep.csv"):
         assert (d / f).exists(), f
     import json
 
@@ -114,7 +115,7 @@ def test_eval_param_reruns_only_evaluation(project):
     (d / "params.yaml").write_text(yaml.safe_dump(p))
     # check-params reruns after any param change (about a second); its stamp is unchanged
     assert ran(sh("dvc", "repro", cwd=d, env=env)) == {"check-params", "eval-baseline", "eval-adv-fgsm-2", "eval-alt",
-                                                       "eval-minimax", "sweep-minimax-g0p5", "report"}
+                                                       "eval-minimax", "sweep-minimax-g0p5", "headline", "report"}
 
 
 def test_a_param_only_minimax_reads_reruns_only_minimax_and_its_readers(project):
@@ -124,7 +125,7 @@ def test_a_param_only_minimax_reads_reruns_only_minimax_and_its_readers(project)
     (d / "params.yaml").write_text(yaml.safe_dump(p))
     sh(sys.executable, "-m", "advgame.pipeline", cwd=d, env=env)
     assert ran(sh("dvc", "repro", cwd=d, env=env)) == {"check-params", "minimax", "attackers-minimax", "eval-minimax",
-                                                       "transfer", "table5-minimax", "report"}
+                                                       "transfer", "table5-minimax", "headline", "report"}
 
 
 def test_adding_a_round_reruns_only_that_round_and_its_readers(project):
@@ -137,7 +138,7 @@ def test_adding_a_round_reruns_only_that_round_and_its_readers(project):
     assert "round-1" not in out and "round-2" not in out and "baseline" not in out
     # eval-baseline, eval-alt and eval-minimax keep FGSM-1 and FGSM-2 (matrix_rounds [0, 1, 2]):
     # a new last round only adds its own defender's stages
-    assert out == {"check-params", "round-3", "catmouse", "attackers-adv-fgsm-3", "eval-adv-fgsm-3", "transfer", "report"}
+    assert out == {"check-params", "round-3", "catmouse", "attackers-adv-fgsm-3", "eval-adv-fgsm-3", "transfer", "headline", "report"}
 
 
 def test_a_stage_rerun_gives_identical_bytes(project):

@@ -156,8 +156,14 @@ def test_transfer_and_table5_stages_join_the_report(built):
 
 
 def test_headline_metrics_and_plot_data(built):
+    # the headline stage's files (stages/headline.py), from the evaluations and the rounds
+    from advgame import exports, names
+    from advgame.report_study import load_study
     p, out, res, md = built
     root = out["report"].parent.parent
+    assert not (root / names.METRICS).exists()  # not the report's: the headline stage's
+    assert (root / names.PLOT_DATA["gamma_sweep"]).read_text().startswith("gamma,")
+    exports.write_headline(load_study(p, root), root, names.METRICS, names.PLOT_DATA)
     m = json.loads((root / "reports/metrics.json").read_text())
     assert m["minimax"]["pgd_curr"] == 0.25 and m["minimax"]["worst_case"] == 0.3
     assert "error" not in json.dumps(m)  # DVC reads a nested key named error as a load failure

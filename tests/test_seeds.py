@@ -3,6 +3,7 @@ changes, the statistics of reports/seeds.json, and the guard against experiments
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -68,6 +69,24 @@ def test_an_experiment_of_other_code_is_refused(monkeypatch, tmp_path):
     seeds.check_same_code("refs/exps/ab/cd/seed-1", 1, ["eval-a"])
     with pytest.raises(UserError, match="run.seed 1, not 2"):
         seeds.check_same_code("refs/exps/ab/cd/seed-2", 2, ["eval-a"])
+    # an experiment without one of the targets (one queued before the headline stage existed)
+    # is not done: `run` queues it again (DVC's run-cache restores the stages it had)
+    lock["stages"]["headline"] = {"deps": [{"path": "stages/headline.py", "md5": "h"}]}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    monkeypatch.setattr(seeds, "exp_ref", lambda s: "refs/exps/ab/cd/seed-1")
+    assert seeds._done(1, ["eval-a"]) and not seeds._done(1, ["eval-a", "headline"])
+
+
+def test_a_seed_experiment_targets_the_evaluations_and_the_headline(tmp_path):
+    dvc_yaml = tmp_path / "dvc.yaml"
+    p = config.load(Path(__file__).resolve().parents[1] / "params.yaml")  # the study's, with its ablations
+    dvc_yaml.write_text(pipeline.render(p))
+    got = seeds.targets(str(dvc_yaml))
+    assert got[-1] == "headline" and got[:-1] == list(seeds.measured(str(dvc_yaml)))
+    assert set(seeds.eval_stages(str(dvc_yaml))) < set(got)
+    assert {"ablation-sens-off", "ablation-smooth"} <= set(got)  # Q2's controls, across seeds too
+    from advgame.names import final_defenders
+    assert {f"eval-{d}" for d in final_defenders(p)} <= set(got)
 
 
 def _study(seeds_obj):
@@ -101,6 +120,7 @@ def test_a_difference_is_real_only_when_every_seed_agrees():
 
 def test_a_seed_that_already_ran_this_code_is_kept(monkeypatch):
     calls, collected = [], []
+    monkeypatch.setattr(seeds, "targets", lambda: ["eval-a", "headline"])
     monkeypatch.setattr(seeds, "eval_stages", lambda: ["eval-a"])
     monkeypatch.setattr(seeds, "_done", lambda s, stages: s == 1)
     monkeypatch.setattr(seeds, "collect", lambda p, s: collected.append(list(s)))
@@ -119,8 +139,69 @@ def test_a_seed_that_already_ran_this_code_is_kept(monkeypatch):
     assert [c[5] for c in calls if c[:4] == ("dvc", "exp", "run", "--queue")] == ["seed-1", "seed-2"]
 
 
+def _fake_sh(calls, fail=()):
+    def sh(*cmd, ok=False):
+        calls.append(cmd)
+        if cmd[:3] in fail and not ok:
+            raise UserError("failed")
+        return type("R", (), {"stdout": ""})()
+    return sh
+
+
+def test_an_experiment_lacking_only_a_later_stage_is_refreshed_not_retrained(monkeypatch):
+    calls, collected = [], []
+    monkeypatch.setattr(seeds, "targets", lambda: ["eval-a", "headline"])
+    monkeypatch.setattr(seeds, "eval_stages", lambda: ["eval-a"])
+    monkeypatch.setattr(seeds, "_done", lambda s, stages: stages == ["eval-a"])  # evals: this code
+    monkeypatch.setattr(seeds, "_git", lambda *a: "")  # a clean workspace
+    monkeypatch.setattr(seeds, "exp_ref", lambda s: f"refs/exps/ab/cd/seed-{s}")
+    monkeypatch.setattr(seeds, "collect", lambda p, s: collected.append(list(s)))
+    monkeypatch.setattr(seeds, "_sh", _fake_sh(calls))
+    seeds.run(config.parse({}), [1], poll=0)
+    back = [("git", "checkout", "HEAD", "--", *seeds.STATE), ("git", "clean", "-fdq", "--", "reports"),
+            ("dvc", "checkout", "--force")]
+    # the experiment's params, lock and results over the workspace's code; only what it lacks runs
+    assert calls == [("git", "checkout", "refs/exps/ab/cd/seed-1", "--", "params.yaml", "dvc.lock", "reports"),
+                     ("dvc", "checkout", "--force"), ("dvc", "exp", "rename", "seed-1", "seed-1-old"),
+                     ("dvc", "exp", "run", "-n", "seed-1", "eval-a", "headline"), *back,
+                     ("dvc", "exp", "remove", "seed-1-old")]
+    assert collected == [[1]]  # nothing queued: no ~70 min retraining
+    calls.clear()  # a failed run keeps the old experiment under its name and restores the workspace
+    monkeypatch.setattr(seeds, "_sh", _fake_sh(calls, fail={("dvc", "exp", "run")}))
+    with pytest.raises(UserError):
+        seeds.run(config.parse({}), [1], poll=0)
+    assert calls[-4:] == [("dvc", "exp", "rename", "seed-1-old", "seed-1"), *back]
+    monkeypatch.setattr(seeds, "_git", lambda *a: " M params.yaml\n")  # never over uncommitted work
+    with pytest.raises(UserError, match="uncommitted"):
+        seeds.run(config.parse({}), [1], poll=0)
+
+
 def test_a_side_without_other_seeds_is_named_not_counted_as_disagreeing():
     runs = [{"minimax": {"worst-case": {"0.3": w}}} for w in (0.50, 0.52)]  # alt: main seed only
     pr = _study(seeds.summarise(runs, [0, 1])).pair("minimax", "worst-case", "alt")
     assert not pr.real and pr.unmeasured == ("alt",)
     assert "`alt` not run at the other training seeds" in pr.text()
+
+
+def test_collect_reads_every_seeds_evaluations_and_ablations(monkeypatch, tmp_path):
+    import json
+
+    import yaml
+    monkeypatch.chdir(tmp_path)
+    ev = lambda e: {"results": {"clean": {"0": {"error": 0.02}}, "fgsm-curr": {"0.3": {"error": e}}}}  # noqa: E731
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"eval-a": {}, "ablation-sens-off": {}, "headline": {}}}))
+    lock = {"stages": {s: {"deps": [{"path": "src/advgame/x.py", "md5": "same"}]} for s in ("eval-a", "ablation-sens-off")}}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    for f, e in (("reports/eval/a.json", 0.5), ("reports/ablation/sens-off.json", 0.1)):
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text(json.dumps(ev(e)))
+    theirs = {"dvc.lock": yaml.safe_dump(lock), "params.yaml": yaml.safe_dump({"run": {"seed": 1}}),
+              "reports/eval/a.json": json.dumps(ev(0.6)), "reports/ablation/sens-off.json": json.dumps(ev(0.3))}
+    monkeypatch.setattr(seeds, "exp_ref", lambda s: "refs/exps/ab/cd/seed-1")
+    monkeypatch.setattr(seeds, "_git", lambda *a: theirs[a[1].split(":", 1)[1]] if a[0] == "show" else "abc")
+    obj = seeds.collect(config.parse({}), [1])
+    assert obj["defenders"]["a"]["fgsm-curr"]["0.3"]["per_seed"] == [0.5, 0.6]
+    assert obj["defenders"]["sens-off"]["fgsm-curr"]["0.3"]["per_seed"] == [0.1, 0.3]
+    # the report's comparisons with the control now count its seeds
+    table = paired.SeedTable(obj)
+    assert table.agreement("a", "fgsm-curr", "sens-off", "fgsm-curr", "0.3", a_lower=False) == (2, 1)

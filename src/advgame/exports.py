@@ -1,6 +1,7 @@
-"""What the report stage writes for machines rather than people: the headline metrics file that
-DVC shows (`dvc exp show`, `dvc metrics diff`) and the data files behind its plots (`dvc plots
-diff` overlays two experiments). Every number is read from the study the report loaded."""
+"""What the study writes for machines rather than people: the headline metrics file that DVC
+shows (`dvc exp show`, `dvc metrics diff`) and the data files behind its plots (`dvc plots diff`
+overlays two experiments). The headline stage writes the metrics, the eta sweep and the
+cat-and-mouse matrix; the report stage the gamma sweep. Every number is read from the study."""
 from __future__ import annotations
 
 import math
@@ -53,12 +54,20 @@ def gamma_rows(pts: list[dict], arch: str) -> list[dict]:
     return [{"gamma": q["gamma"], **{a: _err(q.get(a)) for a in attacks}} for q in pts]
 
 
-def write_all(s, root: Path, metrics: str, plot_files: dict[str, str]) -> list[Path]:
+def write_headline(s, root: Path, metrics: str, plot_files: dict[str, str]) -> list[Path]:
+    """The headline stage's files: the metrics file and the eta sweep and cat-and-mouse matrix
+    plot data (read from the evaluations and the rounds only, so a seed experiment that reruns
+    the evaluations has its own)."""
     save_json(headline(s), root / metrics)
-    rows = {"eta_sweep": eta_rows(s), "matrix": matrix_rows(s.matrix),
-            "gamma_sweep": gamma_rows(s.sweep, s.params.game.attacker_arch)}
+    rows = {"eta_sweep": eta_rows(s), "matrix": matrix_rows(s.matrix)}
     written = [root / metrics]
-    for name, path in plot_files.items():
-        write_csv(rows[name], root / path)  # an empty file (header only) when the study has none
-        written.append(root / path)
+    for name in rows:
+        write_csv(rows[name], root / plot_files[name])  # an empty file (header only) when the study has none
+        written.append(root / plot_files[name])
     return written
+
+
+def write_gamma(s, root: Path, path: str) -> Path:
+    """The report's plot data: minimax's gamma sweep (it needs the sweep stages)."""
+    write_csv(gamma_rows(s.sweep, s.params.game.attacker_arch), root / path)
+    return root / path

@@ -161,7 +161,7 @@ def build_report(p: config.Params, root: str | Path = ".", device: str | torch.d
         ex is not None and plot_examples(ex[0], ex[1], fig_dir / "examples.png"))
     res = results_json(s)
     save_json(res, root / "reports/results.json")
-    exports.write_all(s, root, names.METRICS, names.PLOT_DATA)
+    exports.write_gamma(s, root, names.PLOT_DATA["gamma_sweep"])  # the rest: the headline stage
     with atomic_path(root / "reports/report.md") as tmp:
         tmp.write_text(render(s, figures))
     return {"results": root / "reports/results.json", "report": root / "reports/report.md", "figures": made}

@@ -7,9 +7,11 @@ seeds as DVC experiments, and the headline cells of every seed collected into re
 
 Experiment `seed-<s>` is `dvc exp run --queue` with every training seed set to s: `run.seed` (the
 global generators: weight init, dropout) and each section's own `seed` (data order, the training
-attacks' random starts, attacker training), targeting every `eval-<defender>` stage, so DVC reruns
-exactly the trained stages, the attackers and the evaluations, and nothing else (no sweeps,
-ablations, Table 5 or report). `data.seed` (the train/test split) and `eval.seeds` (the attacks'
+attacks' random starts, attacker training), targeting every `eval-<defender>` stage, the Sens-FGSM
+ablations (`ablation-*`: Q2's controls, judged across seeds like the defenders) and the
+`headline` stage, so DVC reruns exactly the trained stages, the attackers, the evaluations, the
+ablations and the headline metrics and plot data (each experiment's own, for `dvc exp show` and
+`dvc plots diff`), and nothing else (no sweeps, Table 5 or report). `data.seed` (the train/test split) and `eval.seeds` (the attacks'
 random starts) stay fixed: every seed is judged on the same test images by the same attacks, so
 the spread across seeds is training randomness only. Why experiments and not seed-indexed stages:
 the default `dvc repro` stays one seed (57 stages, not ~170), each seed's MLflow runs carry the
@@ -17,7 +19,10 @@ experiment's name in the main store, and `dvc exp show` compares the seeds like 
 
 The main run (the workspace's `reports/eval`) is the first seed of the file. A seed experiment is
 used only if every evaluation in it ran the workspace's code (the md5 of each code dependency in
-its dvc.lock equals the workspace's); otherwise `collect` stops and says which to rerun.
+its dvc.lock equals the workspace's); otherwise `collect` stops and says which to rerun. An
+experiment whose evaluations ran this code but that lacks a target added since is refreshed
+(`refresh`: its params, lock and results checked out over the workspace's code, where only the
+missing stages run), not retrained.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ from pathlib import Path
 import yaml
 
 from . import UserError, config
+from .names import ablation_path, eval_path
 
 OUT = "reports/seeds.json"
 FIXED = ("data",)  # sections whose seed is not a training seed (the split must not move)
@@ -54,6 +60,22 @@ def exp_name(seed: int) -> str:
 def eval_stages(dvc_yaml: str = "dvc.yaml") -> list[str]:
     stages = yaml.safe_load(Path(dvc_yaml).read_text())["stages"]
     return [s for s in stages if s.startswith("eval-")]
+
+
+def measured(dvc_yaml: str = "dvc.yaml") -> dict[str, tuple[str, str]]:
+    """stage -> (name in seeds.json, results file): the evaluations and the ablations."""
+    stages = yaml.safe_load(Path(dvc_yaml).read_text())["stages"]
+    out = {s: (s[len("eval-"):], eval_path(s[len("eval-"):])) for s in stages if s.startswith("eval-")}
+    out.update({s: (s[len("ablation-"):], ablation_path(s[len("ablation-"):]))
+                for s in stages if s.startswith("ablation-")})
+    return out
+
+
+def targets(dvc_yaml: str = "dvc.yaml") -> list[str]:
+    """What a seed experiment reproduces: the evaluations and ablations (DVC runs what they
+    need) and the headline stage (the experiment's own metrics and plot data)."""
+    stages = yaml.safe_load(Path(dvc_yaml).read_text())["stages"]
+    return [*measured(dvc_yaml), *(["headline"] if "headline" in stages else [])]
 
 
 def queue_command(p: config.Params, seed: int, targets: list[str]) -> list[str]:
@@ -134,15 +156,14 @@ def summarise(per_seed: list[dict], seeds: list[int]) -> dict:
 
 def collect(p: config.Params, seeds: list[int], out: str = OUT) -> dict:
     eta = config.eta_key(p.attack.eta)
-    stages = eval_stages()
-    names = [s[len("eval-"):] for s in stages]
+    files = measured()
+    stages = list(files)
     runs, sources = [], {str(p.run.seed): "workspace"}
-    runs.append({d: cells(json.loads(Path(f"reports/eval/{d}.json").read_text()), eta) for d in names})
+    runs.append({d: cells(json.loads(Path(f).read_text()), eta) for d, f in files.values()})
     for s in seeds:
         ref = exp_ref(s)
         check_same_code(ref, s, stages)
-        runs.append({d: cells(json.loads(_git("show", f"{ref}:reports/eval/{d}.json")), eta)
-                     for d in names})
+        runs.append({d: cells(json.loads(_git("show", f"{ref}:{f}")), eta) for d, f in files.values()})
         sources[str(s)] = f"{ref} ({_git('rev-parse', ref).strip()[:10]})"
     obj = {**summarise(runs, [p.run.seed, *seeds]), "eta": eta, "sources": sources,
            "training_seed_keys": training_seed_keys(p),
@@ -154,7 +175,8 @@ def collect(p: config.Params, seeds: list[int], out: str = OUT) -> dict:
 
 
 def _done(seed: int, stages: list[str]) -> bool:
-    """Whether experiment seed-<s> exists and its evaluations ran the workspace's code."""
+    """Whether experiment seed-<s> exists and its target stages (all of them) ran the
+    workspace's code; a target the experiment lacks counts as not done."""
     try:
         check_same_code(exp_ref(seed), seed, stages)
     except UserError:
@@ -162,19 +184,57 @@ def _done(seed: int, stages: list[str]) -> bool:
     return True
 
 
+STATE = ("params.yaml", "dvc.lock", "reports")  # what an experiment is, besides the code and DVC's cache
+
+
+def refresh(seeds: list[int], stages: list[str]) -> None:
+    """Experiments whose evaluations ran the workspace's code but that lack a later target (the
+    headline stage or the ablations, added after they ran): each one's params, dvc.lock and
+    results are checked out over the workspace's code (and its models from DVC's cache), where
+    its evaluations are up to date, and `dvc exp run` there runs only what it lacks (minutes, not
+    the ~70 min of a new experiment: DVC's run-cache cannot restore stages with `persist`
+    outputs, so a requeue would retrain everything). The old experiment is kept under another
+    name until the new one exists; the workspace is put back to HEAD afterwards."""
+    if _git("status", "--porcelain", "--untracked-files=no").strip():
+        raise UserError("the workspace has uncommitted changes: commit them first (refreshing a seed "
+                        "experiment checks its results out into the workspace)")
+    for s in seeds:
+        name, old, ref = exp_name(s), f"{exp_name(s)}-old", exp_ref(s)
+        print(f"seeds: {name} ran this code but lacks some of {', '.join(stages)}; running only those",
+              flush=True)
+        try:
+            _sh("git", "checkout", ref, "--", *STATE)
+            _sh("dvc", "checkout", "--force")
+            _sh("dvc", "exp", "rename", name, old)
+            try:
+                _sh("dvc", "exp", "run", "-n", name, *stages)
+            except UserError:
+                _sh("dvc", "exp", "rename", old, name, ok=True)
+                raise
+        finally:
+            _sh("git", "checkout", "HEAD", "--", *STATE)
+            _sh("git", "clean", "-fdq", "--", "reports")
+            _sh("dvc", "checkout", "--force")
+        _sh("dvc", "exp", "remove", old)
+
+
 def run(p: config.Params, seeds: list[int], poll: float = 120.0, force: bool = False) -> None:
     if p.run.seed in seeds:
         raise UserError(f"seed {p.run.seed} is the main run's (run.seed); choose other seeds")
-    targets = eval_stages()
-    todo = seeds if force else [s for s in seeds if not _done(s, targets)]
+    stages = targets()
+    todo = seeds if force else [s for s in seeds if not _done(s, stages)]
     for s in sorted(set(seeds) - set(todo)):
         print(f"seeds: {exp_name(s)} already ran this code; kept (--force reruns it)")
+    partial = [] if force else [s for s in todo if _done(s, eval_stages())]
+    if partial:
+        refresh(partial, stages)
+        todo = [s for s in todo if s not in partial]
     if not todo:
         collect(p, seeds)
         return
     for s in todo:
         _sh("dvc", "exp", "remove", exp_name(s), ok=True)
-        _sh(*queue_command(p, s, targets))
+        _sh(*queue_command(p, s, stages))
     _sh("dvc", "queue", "start", "-j", "1")
     t0 = time.monotonic()
     while True:
@@ -203,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
         p = config.load()
         if a.action == "show":
             for s in a.seeds:
-                print(" ".join(queue_command(p, s, eval_stages())))
+                print(" ".join(queue_command(p, s, targets())))
         elif a.action == "collect":
             collect(p, a.seeds)
         else:
