@@ -4,6 +4,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 SEEDS ?= 1 2
+# make compare: the experiments of the last COMMITS commits
+COMMITS ?= 3
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -28,8 +30,8 @@ seeds: $(STAMP)      ## the trained stages for training seeds 1 and 2 (dvc exper
 	$(PY) -m advgame.pipeline
 	dvc repro report
 
-compare: $(STAMP)    ## experiments side by side: the params and headline metrics that differ (no dependency hashes)
-	dvc exp show --only-changed --drop '^(src|stages|models|data|reports)/' $(ARGS)
+compare: $(STAMP)    ## experiments of the last $(COMMITS) commits side by side: the params and headline metrics that differ (no dependency hashes)
+	dvc exp show -n $(COMMITS) --only-changed --drop '^(src|stages|models|data|reports)/' $(ARGS)
 
 pipeline: $(STAMP)   ## regenerate dvc.yaml after changing catmouse.rounds or study.defenders
 	$(PY) -m advgame.pipeline
