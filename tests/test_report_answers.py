@@ -258,3 +258,24 @@ def test_an_ablation_run_at_one_seed_is_judged_by_that_seed_and_says_so():
     kind, lines = answers.q2_explanation(s)
     assert kind == "masking"  # not "none": the control has no second seed to disagree with
     assert any("main training seed only" in line for line in lines)
+
+
+def test_q1_ranks_a_difference_only_when_every_seed_holds_it():
+    # pgd-at < trades by 40 images, trades < magnet by 4 images (p > 0.05): magnet shares trades' rank
+    defs = {d: obj(d, {"worst-case": at(v)}) for d, v in
+            (("pgd-at", 0.20), ("trades", 0.40), ("magnet", 0.42), ("sens-fgsm", 0.99))}
+    text = answers.q1(study(defs))
+    lines = [l for l in text.splitlines() if l[:1].isdigit()]
+    assert [l.split(" ", 2)[:2] for l in lines] == [["1.", "`pgd-at`"], ["2.", "`trades`"], ["2.", "`magnet`"],
+                                                    ["4.", "`sens-fgsm`"]]
+    assert "not really different from the one above: `trades` 0.400 vs `magnet` 0.420" in lines[2]
+    # a main-seed difference that another training seed reverses is a tie too, and the mean is quoted
+    defs["magnet"] = obj("magnet", {"worst-case": at(0.60)})
+    per = {"pgd-at": [0.20, 0.21, 0.19], "trades": [0.40, 0.70, 0.41], "magnet": [0.60, 0.50, 0.61],
+           "sens-fgsm": [0.99, 0.99, 0.99]}
+    seeds = {"seeds": [0, 1, 2], "defenders": {d: {"worst-case": {"0.3": {"per_seed": v}}} for d, v in per.items()}}
+    lines = [l for l in answers.q1(study(defs, seeds=seeds)).splitlines() if l[:1].isdigit()]
+    assert lines[2].startswith("2. `magnet` worst-case 0.600 (mean over 3 training seeds 0.570)")
+    assert "2 of 3 training seeds agree" in lines[2]
+    single = [l for l in answers.q1(study(defs)).splitlines() if l[:1].isdigit()]
+    assert single[2].startswith("3. `magnet`") and "not really different" not in single[2]

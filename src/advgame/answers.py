@@ -37,21 +37,41 @@ def _said(pr, lower: str, higher: str, same: str) -> str:
     return {"lower": lower, "higher": higher, "same": same}[pr.direction] + f" ({pr.text()})"
 
 
+def ranking(s: Study) -> list[tuple]:
+    """(rank, error, defender, evaluation, tie) by the main seed's strongest evaluation, lowest
+    first; a defender takes the rank of the one above when their paired difference is not real
+    (`tie` is that comparison, else None), so an order that one training seed reverses is a tie."""
+    ranked = sorted((e["error"], d, k) for d in s.defenders if (k := worst_key(s, d)) and (e := s.get(d, k)))
+    out: list[tuple] = []
+    for i, (e, d, k) in enumerate(ranked):
+        tie = None
+        if out:
+            _, pe, pd, pk, _ = out[-1]
+            pr = s.pair(pd, pk, d, k)
+            tie = pr if pr is not None and pr.direction != "lower" else None
+        out.append((out[-1][0] if tie else i + 1, e, d, k, tie))
+    return out
+
+
 def q1(s: Study) -> str:
     ours = [d for d in ("sens-fgsm", "minimax") if d in s.defenders]
     field_ = [d for d in FIELD if d in s.defenders]
     if not ours or not field_:
         return ("Not answerable in this run: it needs sens-fgsm or minimax and at least one of "
                 f"{', '.join(FIELD)} (evaluated: {', '.join(s.defenders) or 'none'}).")
-    ranked = sorted((e["error"], d, k) for d in s.defenders if (k := worst_key(s, d)) and (e := s.get(d, k)))
     out = [f"Ranking by each defender's strongest evaluation at eta {s.eta} ({s.subset()}; lowest "
            "error first; `worst-case` = an image counts as an error if any attack fools the defender, "
-           "MagNet's adaptive attack included where it ran):", ""]
-    for i, (e, d, k) in enumerate(ranked, 1):
+           "MagNet's adaptive attack included where it ran). A defender shares the rank of the one "
+           "above it when their difference is not real (McNemar p < 0.05 on the same images at every "
+           "training seed):", ""]
+    for rank, e, d, k, tie in ranking(s):
         bad = failing(s, d)
         flag = f" - sanity checks fail: {', '.join(f'`{c}`' for c in bad)}, so the attacks may be too weak " \
                "here: this error is a lower bound, not evidence of robustness" if bad else ""
-        out.append(f"{i}. `{d}` {k} {e:.3f}{flag}")
+        spread = s.seeds.per_seed(d, k, s.eta)
+        mean = f" (mean over {len(spread)} training seeds {sum(spread) / len(spread):.3f})" if spread else ""
+        same = f"; not really different from the one above: {tie.text()}" if tie else ""
+        out.append(f"{rank}. `{d}` {k} {e:.3f}{mean}{flag}{same}")
     out.append("")
     key = "worst-case" if all(s.get(d, "worst-case") for d in ours + field_) else "pgd-curr"
     for d in ours:
