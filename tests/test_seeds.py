@@ -13,17 +13,36 @@ from test_report import PARAMS, eval_obj, standard
 
 def test_every_training_seed_changes_and_the_split_does_not():
     p = config.parse({})
-    keys = seeds.training_seed_keys(p)
-    assert keys[0] == "run.seed" and "data.seed" not in keys
-    # every section with a seed of its own is a training seed, except the split's
+    assert seeds.training_seed_keys(p) == ["run.seed"]
+    # run.seed alone moves every section's training seed (an offset), never the split's
     with_seed = {n for n in type(p).model_fields if "seed" in type(getattr(p, n)).model_fields}
-    assert {k.split(".")[0] for k in keys} == with_seed - {"data"}
-    assert {"baseline.seed", "attacker.seed", "game.seed", "magnet.seed"} <= set(keys)
+    assert set(config.training_sections(p)) == with_seed - {"data", "run"}
+    assert {"baseline", "attacker", "game", "magnet", "catmouse", "pgd_at"} <= set(config.training_sections(p))
+    q = config.parse({"run": {"seed": 3}, "baseline": {"seed": 5}, "data": {"seed": 7}})
+    assert q.run.seed == 3 and q.baseline.seed == 8 and q.data.seed == 7 and q.eval.seeds == [0]
+    assert all(getattr(q, n).seed == getattr(p, n).seed + 3 for n in config.training_sections(p) if n != "baseline")
+    assert config.parse({"baseline": {"seed": 5}}).baseline.seed == 5  # run.seed 0: seeds as written
     cmd = seeds.queue_command(p, 2, ["eval-baseline", "eval-alt"])
-    assert cmd[:6] == ["dvc", "exp", "run", "--queue", "-n", "seed-2"]
-    assert cmd[-2:] == ["eval-baseline", "eval-alt"]
-    assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "-S"] == [f"{k}=2" for k in keys]
+    assert cmd == ["dvc", "exp", "run", "--queue", "-n", "seed-2", "-S", "run.seed=2", "eval-baseline", "eval-alt"]
     assert seeds.OUT == pipeline.SEEDS
+
+
+def test_fit_trains_other_weights_when_only_run_seed_changes():
+    import torch
+
+    from advgame import training
+
+    x, y = torch.rand(64, 1, 4, 4), torch.arange(64) % 3
+
+    def trained(run_seed: int) -> torch.Tensor:
+        cfg = config.parse({"run": {"seed": run_seed}, "baseline": {"epochs": 1, "batch": 8}}).baseline
+        torch.manual_seed(0)  # the same initial weights: only the section's generator may differ
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+        training.fit(model, x, y, training.standard_objective, cfg)
+        return model[1].weight.detach().clone()
+
+    assert torch.equal(trained(0), trained(0))
+    assert not torch.equal(trained(0), trained(1))
 
 
 def test_the_main_run_is_never_queued_as_another_seed(monkeypatch):

@@ -32,7 +32,8 @@ class Section(BaseModel):
 
 class RunParams(Section):
     device: str = "auto"
-    seed: int = 0
+    seed: int = Field(0, description="the training seed: seeds the global generators and is added to "
+                      "every training section's own `seed` (see derive_seeds)")
     threads: int = Field(2, ge=0, description="torch CPU threads; results can depend on it, so fixed "
                          "(0 = torch's default, which varies with the machine)")
 
@@ -365,9 +366,31 @@ def format_error(err: ValidationError, source: str = "params.yaml") -> str:
     return f"{source}: {what}" + (f"; {hint}" if hint else "")
 
 
+NOT_TRAINING_SEEDS = ("run", "data")  # data.seed is the train/test split: it must not move with run.seed
+
+
+def training_sections(p: Params) -> list[str]:
+    """Sections whose `seed` is a training seed (data order, training attacks' random starts,
+    attacker training): every section with a `seed` but the data split's."""
+    return [n for n in type(p).model_fields
+            if n not in NOT_TRAINING_SEEDS and "seed" in type(getattr(p, n)).model_fields]
+
+
+def derive_seeds(p: Params) -> Params:
+    """`run.seed` changes every training seed: each training section's seed becomes its own
+    `seed` (an offset, 0 by default) plus `run.seed`, so `dvc exp run -S run.seed=1` retrains
+    everything under new randomness while run.seed 0 keeps every seed as written."""
+    if not p.run.seed:
+        return p
+    return p.model_copy(update={n: getattr(p, n).model_copy(update={"seed": getattr(p, n).seed + p.run.seed})
+                                for n in training_sections(p)})
+
+
 def parse(raw: dict, source: str = "params.yaml") -> Params:
+    """Validated params with the derived training seeds (derive_seeds): parse once, from params
+    as written (a dump of the result would add run.seed again)."""
     try:
-        return Params.model_validate(raw or {})
+        return derive_seeds(Params.model_validate(raw or {}))
     except ValidationError as e:
         raise UserError(format_error(e, source)) from None
 

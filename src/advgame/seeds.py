@@ -5,9 +5,9 @@ seeds as DVC experiments, and the headline cells of every seed collected into re
     python -m advgame.seeds collect --seeds 1 2  # collect only (the experiments have run)
     dvc exp show --only-changed                  # the seed experiments side by side
 
-Experiment `seed-<s>` is `dvc exp run --queue` with every training seed set to s: `run.seed` (the
-global generators: weight init, dropout) and each section's own `seed` (data order, the training
-attacks' random starts, attacker training), targeting every `eval-<defender>` stage, the Sens-FGSM
+Experiment `seed-<s>` is `dvc exp run --queue -S run.seed=<s>`: `run.seed` seeds the global
+generators (weight init, dropout) and is added to each training section's own `seed` (data order,
+the training attacks' random starts, attacker training; config.derive_seeds), targeting every `eval-<defender>` stage, the Sens-FGSM
 ablations (`ablation-*`: Q2's controls, judged across seeds like the defenders) and the
 `headline` stage, so DVC reruns exactly the trained stages, the attackers, the evaluations, the
 ablations and the headline metrics and plot data (each experiment's own, for `dvc exp show` and
@@ -40,17 +40,12 @@ from . import UserError, config
 from .names import ablation_path, eval_path
 
 OUT = "reports/seeds.json"
-FIXED = ("data",)  # sections whose seed is not a training seed (the split must not move)
 
 
 def training_seed_keys(p: config.Params) -> list[str]:
-    """`run.seed` and every section's `seed` except the data split's."""
-    keys = []
-    for name in type(p).model_fields:
-        sec = getattr(p, name)
-        if name not in FIXED and "seed" in type(sec).model_fields:
-            keys.append(f"{name}.seed")
-    return keys
+    """The params a seed experiment sets: `run.seed` alone, since it moves every training
+    section's seed (config.derive_seeds) and leaves data.seed, the split, where it is."""
+    return ["run.seed"]
 
 
 def exp_name(seed: int) -> str:
