@@ -128,6 +128,21 @@ def test_attnet_le_pgd():
     assert s["attnet_le_pgd"] is True
 
 
+def test_a_detector_defender_is_checked_against_its_detector_aware_pgd():
+    # MagNet: pgd-curr ignores the detector, APGD and the learned attackers do not; comparing them
+    # with pgd-curr would flag a weak PGD that is only detector-blind
+    res = {"clean": {"0": _c(0.03)}, "pgd-curr": {"0.3": _c(0.2)}, "pgd-adaptive": {"0.3": _c(0.73)},
+           "apgd-ce": {"0.3": _c(0.28)}, "attnet-curr:mlp": {"0.3": _c(0.29)}}
+    s, d = sanity_checks(res, _plan(), {}, "pgd-adaptive")
+    assert s["attnet_le_pgd"] is True and s["pgd_not_below_apgd"] is True
+    assert "pgd-adaptive" in d["attnet_le_pgd"] and "pgd-adaptive" in d["pgd_not_below_apgd"]
+    s, d = sanity_checks(res, _plan(), {})  # judged by the detector-blind PGD, both fail
+    assert s["attnet_le_pgd"] is False and s["pgd_not_below_apgd"] is False
+    weak = {**res, "pgd-adaptive": {"0.3": _c(0.1)}}  # a weak adaptive attack still fails them
+    s, _ = sanity_checks(weak, _plan(), {}, "pgd-adaptive")
+    assert s["attnet_le_pgd"] is False and s["pgd_not_below_apgd"] is False
+
+
 def test_attnet_attacks_on_the_baseline_only():
     res = {"clean": {"0": _c(0.03)}, "pgd-curr": {"0.3": _c(1.0)},
            "attnet-curr:mlp": {"0.3": _c(0.9)}, "attnet-curr:conv": {"0.3": _c(0.5)}}

@@ -43,7 +43,8 @@ def game_section(s: Study) -> str:
 
 def _failure_numbers(s: Study, d: str, check: str) -> str:
     """The cells a failing comparison rests on, where the check's own detail does not quote them."""
-    pairs = {"pgd_not_below_apgd": ("pgd-curr", "apgd-ce"), "black_box_le_white_box": ("square", "apgd-ce")}
+    pgd = s.defenders.get(d, {}).get("sanity_attack", "pgd-curr")  # pgd-adaptive with a detector
+    pairs = {"pgd_not_below_apgd": (pgd, "apgd-ce"), "black_box_le_white_box": ("square", "apgd-ce")}
     if check not in pairs:
         return ""
     a, b = pairs[check]
@@ -157,7 +158,8 @@ def reconstruction(s: Study) -> str:
     items.append(f"Evaluation on {'all ' if n_ev == n_te else 'the first '}{n_ev} test "
                  f"images; PGD {e.pgd_steps} steps of {e.pgd_step_ratio:g}·eta/steps, {e.pgd_restarts} "
                  f"restart(s); attack start seed(s) {e.seeds} (`eval.seeds`: the random start of PGD, "
-                 f"APGD and Square, not a training seed). Training seed `run.seed` = {p.run.seed}; "
+                 f"APGD and Square, not a training seed). Training seed `run.seed` = {p.run.seed} (added to "
+                 f"every training section's own seed; the split's `data.seed` stays); "
                  f"training seeds measured: {s.seeds.n} ({'reports/seeds.json' if s.seeds.obj else 'one run'}).")
     strong_etas = e.strong_etas or [p.attack.eta]
     items.append(f"Strong set ({', '.join(e.strong_attacks) or 'none'}; our torch code, AutoAttack's recipe) on "

@@ -19,8 +19,8 @@ SANITY = {
     "error_grows_to_one": "error reaches ~100% as eta grows",
     "black_box_le_white_box": "Square (black-box) error <= white-box error",
     "transfer_le_white_box": "transfer error <= white-box error",
-    "pgd_not_below_apgd": "our PGD is not clearly weaker than APGD-CE",
-    "attnet_le_pgd": "no learned attacker beats PGD-curr",
+    "pgd_not_below_apgd": "our PGD is not clearly weaker than APGD-CE (pgd-adaptive with a detector)",
+    "attnet_le_pgd": "no learned attacker beats our PGD (pgd-adaptive with a detector)",
     "attnet_attacks": "every learned attacker beats the clean error (baseline)",
 }
 GREY = ":grey-box"

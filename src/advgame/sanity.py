@@ -21,8 +21,10 @@ def _overlap_ge(a: dict, b: dict) -> bool:
 
 def sanity_checks(results: dict, plan, large_eta_pgd: dict, sanity_attack: str = "pgd-curr") -> tuple[dict, dict]:
     """Gradient-masking flags (STUDY.md): True = pass, False = fail, None = not computable.
-    `sanity_attack` is the attack of `error_grows_to_one` (`large_eta_pgd` is its cell at
-    plan.sanity_eta): pgd-curr, or pgd-adaptive for a defender with a detector."""
+    `sanity_attack` is the defender's full white-box PGD: pgd-curr, or pgd-adaptive for a
+    defender with a detector (pgd-curr ignores the detector there, while APGD and the learned
+    attackers do not). It is the attack of `error_grows_to_one` (`large_eta_pgd` is its cell at
+    plan.sanity_eta) and the PGD that `pgd_not_below_apgd` and `attnet_le_pgd` compare with."""
     sanity: dict[str, bool | None] = {}
     detail: dict[str, str] = {}
     pg, fg = results.get("pgd-curr", {}), results.get("fgsm-curr", {})
@@ -53,22 +55,23 @@ def sanity_checks(results: dict, plan, large_eta_pgd: dict, sanity_attack: str =
     sanity.update(t_sanity)
     detail.update(t_detail)
     ap = results.get("apgd-ce", {})
-    if ap and pg:
-        bad = [k for k in ap if k in pg and not _overlap_ge(pg[k], ap[k])]
+    ref = results.get(sanity_attack) or pg  # our full white-box PGD (detector-aware where there is one)
+    if ap and ref:
+        bad = [k for k in ap if k in ref and not _overlap_ge(ref[k], ap[k])]
         sanity["pgd_not_below_apgd"] = not bad
         detail["pgd_not_below_apgd"] = (
-            f"our PGD-curr clearly below APGD-CE at eta {', '.join(bad)}" if bad
-            else "our PGD-curr is not clearly below APGD-CE (same images, within CI)")
+            f"our {sanity_attack} clearly below APGD-CE at eta {', '.join(bad)}" if bad
+            else f"our {sanity_attack} is not clearly below APGD-CE (same images, within CI)")
     else:
         sanity["pgd_not_below_apgd"] = None
         detail["pgd_not_below_apgd"] = "APGD-CE not run"
     att = {a: r for a, r in results.items() if a.startswith("attnet-curr:")}
-    bad = [f"{a} {r[k]['error']:.3f} > PGD {pg[k]['error']:.3f} at eta {k}"
-           for a, r in att.items() for k in r if k in pg and not _overlap_ge(pg[k], r[k])]
-    sanity["attnet_le_pgd"] = None if not (att and pg) else not bad
-    detail["attnet_le_pgd"] = ("no AttNet-curr or PGD-curr evaluated" if not (att and pg) else
-                               "a learned attacker beats PGD-curr: " + "; ".join(bad) if bad else
-                               "no AttNet-curr error above PGD-curr beyond the interval, at any eta")
+    bad = [f"{a} {r[k]['error']:.3f} > {sanity_attack} {ref[k]['error']:.3f} at eta {k}"
+           for a, r in att.items() for k in r if k in ref and not _overlap_ge(ref[k], r[k])]
+    sanity["attnet_le_pgd"] = None if not (att and ref) else not bad
+    detail["attnet_le_pgd"] = ("no AttNet-curr or PGD evaluated" if not (att and ref) else
+                               f"a learned attacker beats {sanity_attack}: " + "; ".join(bad) if bad else
+                               f"no AttNet-curr error above {sanity_attack} beyond the interval, at any eta")
     clean = results.get("clean", {}).get("0")
     key = eta_key(plan.main_eta)
     if plan.is_baseline and att and clean:
