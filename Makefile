@@ -4,8 +4,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 SEEDS ?= 1 2
-# make compare: the experiments of the last COMMITS commits
-COMMITS ?= 3
+# make compare: the experiments of the last COMMITS commits (default: back to the oldest seed experiment, at least 3)
+COMMITS ?= $(shell $(PY) -m advgame.seeds commits 2>/dev/null || echo 3)
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 

@@ -224,3 +224,16 @@ def test_collect_reads_every_seeds_evaluations_and_ablations(monkeypatch, tmp_pa
     # the report's comparisons with the control now count its seeds
     table = paired.SeedTable(obj)
     assert table.agreement("a", "fgsm-curr", "sens-off", "fgsm-curr", "0.3", a_lower=False) == (2, 1)
+
+
+def test_compare_reaches_back_to_the_oldest_seed_experiment(monkeypatch):
+    refs = ("refs/exps/ab/cdef/seed-1\nrefs/exps/ab/cdef/seed-2\nrefs/exps/12/3456/seed-3\n"
+            "refs/exps/exec/EXEC_HEAD\nrefs/exps/99/9999/other\n")
+    behind = {"abcdef..HEAD": "7\n", "123456..HEAD": "2\n"}
+
+    def git(*args, ok=False):
+        return refs if args[0] == "for-each-ref" else behind.get(args[-1], "")
+    monkeypatch.setattr(seeds, "_git", git)
+    assert seeds.commits_back() == 8  # the baseline commit itself and the 7 after it
+    behind["abcdef..HEAD"] = ""  # a baseline git no longer has: ignored
+    assert seeds.commits_back() == 3

@@ -105,6 +105,16 @@ def exp_ref(seed: int) -> str:
     return (on_head or refs)[0]
 
 
+def commits_back(minimum: int = 3) -> int:
+    """How many commits `dvc exp show -n` must list to reach every seed experiment: from HEAD to
+    the oldest seed experiment's baseline commit (an experiment sits on the commit it ran from,
+    which falls behind as later commits land), at least `minimum`."""
+    lines = _git("for-each-ref", "--format=%(refname)", "refs/exps").split()
+    bases = {"".join(r.split("/")[2:4]) for r in lines if r.rsplit("/", 1)[-1].startswith("seed-")}
+    counts = [int(n) + 1 for b in bases if (n := _git("rev-list", "--count", f"{b}..HEAD", ok=True).strip())]
+    return max([minimum, *counts])
+
+
 def _code_md5(lock: dict, stage: str) -> dict[str, str]:
     deps = lock["stages"].get(stage, {}).get("deps", [])
     return {d["path"]: d.get("md5") for d in deps if d["path"].startswith(("src/", "stages/"))}
@@ -250,11 +260,14 @@ def run(p: config.Params, seeds: list[int], poll: float = 120.0, force: bool = F
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("action", choices=["run", "collect", "show"])
+    ap.add_argument("action", choices=["run", "collect", "show", "commits"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--force", action="store_true", help="rerun seeds whose experiment already ran this code")
     a = ap.parse_args(argv)
     try:
+        if a.action == "commits":  # make compare's -n: back to the oldest seed experiment
+            print(commits_back())
+            return
         p = config.load()
         if a.action == "show":
             for s in a.seeds:
