@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SEEDS ?= 1 2
 # make compare: the experiments of the last COMMITS commits (default: back to the oldest seed experiment, at least 3)
-COMMITS ?= $(shell $(PY) -m advgame.seeds commits 2>/dev/null || echo 3)
+COMMITS ?= $(shell $(PY) -m advgame.pipeline.seeds commits 2>/dev/null || echo 3)
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -20,13 +20,13 @@ $(STAMP): pyproject.toml constraints.txt
 study: $(STAMP)
 	@$(PY) -m advgame.pipeline --check 2>/dev/null || $(PY) -m advgame.pipeline
 	dvc repro
-	@$(PY) -m advgame.summary
+	@$(PY) -m advgame.pipeline.summary
 
 test: $(STAMP)
 	ADVGAME_TRACKING=off $(VENV)/bin/pytest
 
 seeds: $(STAMP)      ## the trained stages for training seeds 1 and 2 (dvc experiments) -> reports/seeds.json, report
-	$(PY) -m advgame.seeds run --seeds $(SEEDS)
+	$(PY) -m advgame.pipeline.seeds run --seeds $(SEEDS)
 	$(PY) -m advgame.pipeline
 	dvc repro report
 
@@ -48,7 +48,7 @@ ui-check: $(STAMP)   ## screenshots of the MLflow UI (headless Chromium) -> docs
 	$(PY) scripts/ui_check.py "$${URI:-$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}}" --out docs
 
 server: $(STAMP)     ## team MLflow server on http://127.0.0.1:5000, PostgreSQL + artifacts in .mlflow-server/
-	$(PY) -m advgame.server --dir .mlflow-server --port 5000
+	$(PY) -m advgame.pipeline.server --dir .mlflow-server --port 5000
 
 lock:                ## refresh constraints.txt (the exact versions make and CI install) from a fresh resolve
 	rm -rf .venv-lock && python3 -m venv .venv-lock && .venv-lock/bin/python -m pip install -q --upgrade pip

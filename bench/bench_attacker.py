@@ -10,11 +10,11 @@ import time
 import torch
 import yaml
 
-from advgame.attacker import diagnostics, train_attacker
-from advgame.attacks import attnet
+from advgame.attacks.attnet import attnet
+from advgame.attacks.attnet_training import diagnostics, train_attacker
 from advgame.config import AttackerParams
 from advgame.data import load_split
-from advgame.defenders import load_defender
+from advgame.defenses.loading import load_defender
 
 ap = argparse.ArgumentParser(description=__doc__)
 ap.add_argument("--threads", type=int, default=1)

@@ -24,10 +24,12 @@ import time
 import numpy as np
 import torch
 
-from advgame.apgd import apgd
-from advgame.art_attacks import _classifier
-from advgame.attacks import pgd, predict, square
+from advgame.attacks.apgd import apgd
+from advgame.attacks.art import _classifier
+from advgame.attacks.pgd import pgd
+from advgame.attacks.square import square
 from advgame.data import load_split
+from advgame.models import predict
 
 
 def load_model(path: str, robust: bool):
@@ -95,7 +97,11 @@ def main():
             return torch.from_numpy(np.asarray(adv, dtype=np.float32))
         return run
 
-    from art.attacks.evasion import AutoProjectedGradientDescent, ProjectedGradientDescent, SquareAttack
+    from art.attacks.evasion import (
+        AutoProjectedGradientDescent,
+        ProjectedGradientDescent,
+        SquareAttack,
+    )
 
     gradient = {  # name -> (run, steps per image)
         "ours PGD (early stop)": (lambda: pgd(model, x, y, eta, steps, step, batch=a.batch), steps),

@@ -17,8 +17,8 @@ import torch
 
 from advgame.config import TrainParams, load
 from advgame.data import load_mnist5k
-from advgame.defenders import Defender, load_defender
-from advgame.evaluate import Plan, evaluate_defender
+from advgame.defenses.loading import Defender, load_defender
+from advgame.evaluation.crosseval import Plan, evaluate_defender
 from advgame.models import SmallCNN
 from advgame.training import fit, standard_objective
 

@@ -10,7 +10,7 @@ REPEATS = 5
 CASES = {
     "import advgame": "import advgame",
     "import torch": "import torch",
-    "import advgame.stage (torch, pydantic, yaml)": "import advgame.stage",
+    "import advgame.pipeline.stage (torch, pydantic, yaml)": "import advgame.pipeline.stage",
     "stage start-up + MLflow run (sqlite)": (
         "import os; from advgame import tracking; "
         "t = tracking.Tracker('bench', {'a': 1}, {}); t.finish()"),

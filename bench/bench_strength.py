@@ -16,12 +16,13 @@ import time
 
 import torch
 
-from advgame.apgd import apgd, apgd_t
-from advgame.art_attacks import art_attack
-from advgame.attacks import pgd, predict, square
+from advgame.attacks.apgd import apgd, apgd_t
+from advgame.attacks.art import art_attack
+from advgame.attacks.pgd import pgd
+from advgame.attacks.square import square
 from advgame.config import TrainParams
 from advgame.data import load_mnist5k
-from advgame.models import SmallCNN
+from advgame.models import SmallCNN, predict
 from advgame.training import fit, standard_objective
 
 

@@ -7,9 +7,9 @@ evaluation's images (src/advgame/ablation.py says what each variant changes).
 """
 import argparse
 
-from advgame.ablation import KINDS, run_ablation
+from advgame.evaluation.ablation import KINDS, run_ablation
 from advgame.names import ablation_name
-from advgame.stage import run_stage
+from advgame.pipeline.stage import run_stage
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -7,12 +7,12 @@ import argparse
 import re
 
 from advgame.artifacts import save_checkpoint
-from advgame.attacker import diagnostics, train_attacker
-from advgame.attacks import attnet
+from advgame.attacks.attnet import attnet
+from advgame.attacks.attnet_training import diagnostics, train_attacker
 from advgame.data import load_split
-from advgame.defenders import load_defender
+from advgame.defenses.loading import load_defender
 from advgame.models import attacker_meta
-from advgame.stage import run_stage
+from advgame.pipeline.stage import run_stage
 
 
 def body(ctx, args):

@@ -8,7 +8,7 @@ from advgame.artifacts import save_checkpoint
 from advgame.config import classifier_arch
 from advgame.data import load_split
 from advgame.models import build_classifier, classifier_meta
-from advgame.stage import run_stage
+from advgame.pipeline.stage import run_stage
 from advgame.training import error_rate, fit, standard_objective
 
 

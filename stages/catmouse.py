@@ -8,12 +8,13 @@ import argparse
 
 from advgame import UserError
 from advgame.artifacts import load_checkpoint, load_json, load_torch, save_json
-from advgame.attacks import fgsm
-from advgame.defenses.catmouse import attack_matrix, plot_curve, plot_matrix, write_curve_csv
+from advgame.attacks.fgsm import fgsm
 from advgame.data import load_split
+from advgame.defenses.catmouse import attack_matrix, write_curve_csv
 from advgame.models import model_from_checkpoint
 from advgame.names import fgsm_test_path, model_path, round_model
-from advgame.stage import run_stage, stage_report_path
+from advgame.pipeline.stage import run_stage, stage_report_path
+from advgame.report.catmouse_figures import plot_curve, plot_matrix
 
 
 def body(ctx, data: str, out: str):

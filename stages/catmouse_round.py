@@ -9,7 +9,7 @@ from advgame.artifacts import load_checkpoint, save_checkpoint, save_torch
 from advgame.data import load_split
 from advgame.defenses.catmouse import play_round
 from advgame.models import classifier_meta, model_from_checkpoint
-from advgame.stage import run_stage
+from advgame.pipeline.stage import run_stage
 
 
 def body(ctx, a):

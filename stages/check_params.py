@@ -8,7 +8,8 @@ import time
 
 from advgame import UserError
 from advgame.artifacts import atomic_path, save_json
-from advgame.preflight import STAMP, STAMP_TEXT, check
+from advgame.names import stage_report
+from advgame.pipeline.preflight import STAMP, STAMP_TEXT, check
 
 
 def main() -> int:
@@ -19,7 +20,7 @@ def main() -> int:
             tmp.write_text(STAMP_TEXT)
         seconds = round(time.perf_counter() - start, 2)
         save_json({"stage": "check-params", "valid": True, "seconds": seconds},
-                  "reports/stages/check-params.json")
+                  stage_report("check-params"))
     except UserError as e:
         print(f"error [check-params]: {e}", file=sys.stderr)
         return 2

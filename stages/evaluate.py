@@ -10,15 +10,14 @@ import argparse
 import time
 from pathlib import Path
 
-from advgame import UserError
+from advgame import UserError, attack_table
 from advgame.artifacts import load_checkpoint, producer_hint, save_json
 from advgame.data import load_split
-from advgame.defenders import load_defender
-from advgame.evaluate import Plan, evaluate_defender
+from advgame.defenses.loading import load_defender
+from advgame.evaluation.crosseval import Plan, evaluate_defender
 from advgame.models import model_from_checkpoint
-from advgame.stage import run_stage
+from advgame.pipeline.stage import run_stage
 from advgame.training import progress
-
 
 
 def _load(path, device, kind):
@@ -72,7 +71,7 @@ def body(ctx, args, sources: dict[int, str]):
     k = f"{p.attack.eta!r}"
     final = {"clean_error": res["clean"]["0"]["error"], "eval_seconds": seconds,
              **{f"seconds_{a}": t for a, t in out["seconds_by_attack"].items()}}
-    for a in ("fgsm-curr", "pgd-curr", "worst-case"):
+    for a in (h.name for h in attack_table.headline() if not h.family and h.name != "clean"):
         if k in res.get(a, {}):
             final[f"{a}_error"] = res[a][k]["error"]
     for a, r in res.items():  # the whole row to MLflow, one metric per attack and eta

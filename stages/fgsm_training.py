@@ -6,12 +6,12 @@ without (fgsm-at) or with (sens-fgsm) the sensitivity term through the FGSM pert
 import argparse
 
 from advgame.artifacts import load_checkpoint, save_checkpoint
-from advgame.attacks import fgsm
+from advgame.attacks.fgsm import fgsm
 from advgame.data import load_split
+from advgame.defense_table import get, names_for
 from advgame.defenses.fgsm_training import fgsm_at_objective, sens_fgsm_objective
 from advgame.models import classifier_meta, model_from_checkpoint
-from advgame.registry import get, names_for
-from advgame.stage import run_stage
+from advgame.pipeline.stage import run_stage
 from advgame.training import error_rate, fit
 
 

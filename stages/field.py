@@ -9,12 +9,12 @@ first 200 test images (the evaluation stage attacks the whole test split).
 import argparse
 
 from advgame.artifacts import load_checkpoint, save_checkpoint
-from advgame.attacks import pgd
+from advgame.attacks.pgd import pgd
 from advgame.data import load_split
+from advgame.defense_table import get, names_for
 from advgame.defenses.field import objective_for
 from advgame.models import classifier_meta, model_from_checkpoint
-from advgame.registry import get, names_for
-from advgame.stage import run_stage
+from advgame.pipeline.stage import run_stage
 from advgame.training import error_rate, fit
 
 EPOCH_PGD_N, EPOCH_PGD_STEPS = 200, 10

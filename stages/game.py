@@ -5,13 +5,13 @@
 import argparse
 
 from advgame.artifacts import load_checkpoint, save_checkpoint, write_csv
-from advgame.attacker import game_attacker
-from advgame.attacks import attnet
+from advgame.attacks.attnet import attnet
+from advgame.attacks.attnet_training import game_attacker
 from advgame.data import load_split
+from advgame.defense_table import names_for
 from advgame.defenses.game import MODES, play
 from advgame.models import attacker_meta, classifier_meta, model_from_checkpoint
-from advgame.registry import names_for
-from advgame.stage import run_stage
+from advgame.pipeline.stage import run_stage
 from advgame.training import error_rate
 
 

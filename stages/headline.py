@@ -5,10 +5,10 @@ the report so that an experiment that reruns only the evaluations (the seed expe
 `make seeds`) gets its own metrics and plots without the sweeps, ablations and Table 5."""
 from pathlib import Path
 
-from advgame.exports import write_headline
 from advgame.names import CATMOUSE, METRICS, PLOT_DATA
-from advgame.report_study import load_study
-from advgame.stage import run_stage
+from advgame.pipeline.stage import run_stage
+from advgame.report.exports import write_headline
+from advgame.report.study import load_study
 
 
 def body(ctx):

@@ -13,12 +13,19 @@ A rejected clean image is an error; a rejected adversarial image is defended.
 import argparse
 
 from advgame.artifacts import load_checkpoint, save_checkpoint
-from advgame.attacks import pgd
+from advgame.attacks.pgd import pgd
 from advgame.data import load_split
-from advgame.defenses.magnet import (Reformer, build_defender, denoising_objective, magnet_meta, recon_errors,
-                            split_holdout, threshold_for)
+from advgame.defenses.magnet import (
+    Reformer,
+    build_defender,
+    denoising_objective,
+    magnet_meta,
+    recon_errors,
+    split_holdout,
+    threshold_for,
+)
 from advgame.models import model_from_checkpoint
-from advgame.stage import run_stage
+from advgame.pipeline.stage import run_stage
 from advgame.training import fit
 
 PGD_N, PGD_STEPS = 200, 40

@@ -5,7 +5,7 @@
 import argparse
 
 from advgame.data import prepare
-from advgame.stage import run_stage
+from advgame.pipeline.stage import run_stage
 
 
 def body(ctx, out: str):

@@ -9,15 +9,16 @@ The study's own gamma is not a sweep stage: its point is the `minimax` evaluatio
 import argparse
 
 from advgame.artifacts import load_checkpoint, save_checkpoint, save_json
-from advgame.attacker import game_attacker, train_attacker
-from advgame.attacks import attnet, pgd
+from advgame.attacks.attnet import attnet
+from advgame.attacks.attnet_training import game_attacker, train_attacker
+from advgame.attacks.pgd import pgd
 from advgame.data import load_split
-from advgame.defenders import load_defender
-from advgame.evaluate import cell
 from advgame.defenses.game import play
+from advgame.defenses.loading import load_defender
+from advgame.evaluation.stats import cell
 from advgame.models import classifier_meta, model_from_checkpoint
 from advgame.names import sweep_name
-from advgame.stage import run_stage
+from advgame.pipeline.stage import run_stage
 
 
 def body(ctx, a):

@@ -8,13 +8,14 @@ The main eta's cells come from the defender's evaluation.
 import argparse
 
 from advgame.artifacts import save_json
-from advgame.attacks import attnet, fgsm
+from advgame.attacks.attnet import attnet
+from advgame.attacks.attnet_training import train_attacker
+from advgame.attacks.fgsm import fgsm
 from advgame.config import eta_key
 from advgame.data import load_split
-from advgame.defenders import load_defender
-from advgame.evaluate import cell
-from advgame.attacker import train_attacker
-from advgame.stage import run_stage
+from advgame.defenses.loading import load_defender
+from advgame.evaluation.stats import cell
+from advgame.pipeline.stage import run_stage
 
 
 def body(ctx, a):

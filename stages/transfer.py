@@ -11,13 +11,13 @@ import argparse
 from pathlib import Path
 
 from advgame.artifacts import load_checkpoint, save_json
-from advgame.attacks import attnet
+from advgame.attacks.attnet import attnet
 from advgame.config import eta_key
 from advgame.data import load_split
-from advgame.defenders import load_defender
-from advgame.evaluate import cell
+from advgame.defenses.loading import load_defender
+from advgame.evaluation.stats import cell
 from advgame.models import model_from_checkpoint
-from advgame.stage import run_stage
+from advgame.pipeline.stage import run_stage
 
 
 def body(ctx, a):

@@ -12,12 +12,15 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from advgame import ablation, config, masks, pipeline
+from advgame import config, masks
 from advgame.artifacts import load_checkpoint, save_checkpoint, save_torch
-from advgame.attacks import fgsm, pgd
+from advgame.attacks.fgsm import fgsm
+from advgame.attacks.pgd import pgd
 from advgame.defenses.fgsm_training import fgsm_at_objective, sens_fgsm_objective
+from advgame.evaluation import ablation
 from advgame.models import SmallCNN, classifier_meta, model_from_checkpoint
 from advgame.names import ablation_name, ablation_variants
+from advgame.pipeline import generator as pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = yaml.safe_load((ROOT / "params.yaml").read_text())

@@ -1,16 +1,17 @@
-"""The adaptive white-box attack on a defense with a detector (advgame.adaptive), and the
+"""The adaptive white-box attack on a defense with a detector (advgame.attacks.adaptive), and the
 detector's part of the evaluation: fooled-and-undetected at least as often as the detector-blind
 PGD, ~1 at eta 1, budget and range, batch size and early stop not changing the result, and the
 eval JSON's `detector` section."""
 import pytest
 import torch
 
-from advgame.defenses import magnet
-from advgame.adaptive import adaptive_pgd, guided_starts, joint_loss
-from advgame.apgd import apgd, apgd_t
-from advgame.attacks import pgd, square
+from advgame.attacks.adaptive import adaptive_pgd, guided_starts, joint_loss
+from advgame.attacks.apgd import apgd, apgd_t
+from advgame.attacks.pgd import pgd
+from advgame.attacks.square import square
 from advgame.config import TrainParams
-from advgame.evaluate import Plan, evaluate_defender
+from advgame.defenses import magnet
+from advgame.evaluation.crosseval import Plan, evaluate_defender
 from advgame.masks import unpack
 from advgame.training import fit
 
@@ -84,7 +85,7 @@ def test_joint_loss_counts_success_as_misclassified_and_undetected(tiny_magnet):
 def test_margin_attacks_see_the_detector(tiny_magnet, name):
     # with the detector term, APGD-DLR, APGD-T and Square find more undetected errors than
     # with the detector-blind loss (both count success as misclassified and undetected)
-    from advgame.adaptive import joint_margin
+    from advgame.attacks.adaptive import joint_margin
 
     d, x, y = tiny_magnet
     ok = lambda xb, yb: d.errors(xb, yb, clean=False, batch=len(xb))  # noqa: E731
@@ -95,9 +96,20 @@ def test_margin_attacks_see_the_detector(tiny_magnet, name):
         blind = apgd_t(d.model, x, y, 0.3, 10, 2, success=ok)
         aware = apgd_t(d.model, x, y, 0.3, 10, 2, success=ok, loss=joint_loss(d, "dlr-t"))
     else:
-        blind = square(d.model, x, y, 0.3, 100, success=ok)
-        aware = square(d.model, x, y, 0.3, 100, objective=joint_margin(d))
-    assert fooled_undetected(d, aware, y).float().mean() > fooled_undetected(d, blind, y).float().mean()
+        # Square's iterates sit on the ball's corners: at eta 0.3 nearly every one is rejected
+        # and 100 queries fool 0-2 of 100 either way, a count that moved with the CPU's kernels
+        # (issue 33). At eta 0.15 with 200 queries the aware search gets 17-21 of 100 accepted
+        # and misclassified, the blind one 3-4 (AVX-512, AVX2, MKL_CBWR=COMPATIBLE, default).
+        # Blind = the same one-pass objective without its detector term (weight 0: the same
+        # x_adv as success=ok, in half the passes).
+        blind = square(d.model, x, y, 0.15, 200, objective=joint_margin(d, weight=0.0))
+        aware = square(d.model, x, y, 0.15, 200, objective=joint_margin(d))
+    (wb, rb), (wa, ra) = d.outcome(blind, y), d.outcome(aware, y)
+    e_blind, e_aware = (wb & ~rb).float().mean(), (wa & ~ra).float().mean()
+    # seen (every parametrisation, every kernel set): aware - blind >= 0.13, aware >= 0.17,
+    # rejected: blind >= 0.94, aware <= 0.35
+    assert e_aware >= 0.1 and e_aware >= e_blind + 0.08
+    assert ra.float().mean() <= rb.float().mean() - 0.3  # by getting under the threshold
 
 
 def test_evaluation_of_a_detector_defender(tiny_magnet, trained_smallcnn):
@@ -129,7 +141,8 @@ def test_evaluation_of_a_detector_defender(tiny_magnet, trained_smallcnn):
 
 
 def test_pgd_curr_with_the_one_pass_loss_equals_the_plain_one(tiny_magnet):
-    from advgame.evaluate import _pgd
+    from advgame.attacks.pgd import run_curr
+    from advgame.attacks.target import Call
 
     d, x, y = tiny_magnet
     x, y = x[:40], y[:40]
@@ -140,5 +153,5 @@ def test_pgd_curr_with_the_one_pass_loss_equals_the_plain_one(tiny_magnet):
     plain = pgd(d.model, x, y, 0.3, steps=5, step_size=2.5 * 0.3 / 5, loss=d.attack_loss,
                 success=lambda xb, yb: d.errors(xb, yb, clean=False, batch=len(xb)))
     # the gradient's float sums run in another order (one reformer pass, not two): near-equal
-    one_pass = d.errors(_pgd(d, x, y, 0.3, plan, 0), y, False).float().mean()
+    one_pass = d.errors(run_curr(Call(d, x, y, 0.3, plan, 0)), y, False).float().mean()
     assert abs(one_pass - d.errors(plain, y, False).float().mean()) <= 0.05

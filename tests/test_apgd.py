@@ -5,21 +5,24 @@ import pytest
 import torch
 from torch import nn
 
-from advgame import attacks
-from advgame.apgd import apgd, apgd_t, dlr_loss
+from advgame.attacks.apgd import apgd, apgd_t
+from advgame.attacks.core import dlr_loss
+from advgame.attacks.pgd import pgd
+from advgame.attacks.square import square
+from advgame.models import predict
 
 ATTACKS = {
-    "pgd": lambda m, x, y, eta, **kw: attacks.pgd(m, x, y, eta, steps=8, **kw),
+    "pgd": lambda m, x, y, eta, **kw: pgd(m, x, y, eta, steps=8, **kw),
     "apgd-ce": lambda m, x, y, eta, **kw: apgd(m, x, y, eta, iters=10, loss="ce", **kw),
     "apgd-dlr": lambda m, x, y, eta, **kw: apgd(m, x, y, eta, iters=10, loss="dlr", **kw),
     "apgd-t": lambda m, x, y, eta, **kw: apgd_t(m, x, y, eta, iters=6, targets=2, **kw),
-    "square": lambda m, x, y, eta, **kw: attacks.square(m, x, y, eta, queries=40,
+    "square": lambda m, x, y, eta, **kw: square(m, x, y, eta, queries=40,
                                                         **{k: v for k, v in kw.items() if k != "early_stop"}),
 }
 
 
 def error(model, x, y) -> float:
-    return (attacks.predict(model, x) != y).float().mean().item()
+    return (predict(model, x) != y).float().mean().item()
 
 
 @pytest.mark.parametrize("name", list(ATTACKS))
@@ -79,7 +82,7 @@ def test_first_fooling_iterate_is_kept_not_the_last(name):
         assert success(xa, y).all()
         start[early_stop] = xa
     assert torch.equal(start[True], start[False])
-    last = attacks.pgd(Drift(), x, y, 0.3, steps=8, success=lambda xa, ya: torch.zeros(len(xa), dtype=torch.bool))
+    last = pgd(Drift(), x, y, 0.3, steps=8, success=lambda xa, ya: torch.zeros(len(xa), dtype=torch.bool))
     assert not success(last, y).any()  # without the hook the attack ends far from the start
 
 
@@ -101,13 +104,13 @@ def test_dlr_needs_three_classes():
 def test_apgd_at_least_pgd10_on_trained_model(trained_smallcnn):
     m, x, y = trained_smallcnn
     x, y = x[:150], y[:150]
-    e_pgd = error(m, attacks.pgd(m, x, y, 0.1, steps=10), y)
+    e_pgd = error(m, pgd(m, x, y, 0.1, steps=10), y)
     e_apgd = error(m, apgd(m, x, y, 0.1, iters=50), y)
     assert e_apgd >= e_pgd > error(m, x, y)
 
 
 def test_our_apgd_not_weaker_than_arts(trained_smallcnn):
-    from advgame.art_attacks import art_attack
+    from advgame.attacks.art import art_attack
 
     m, x, y = trained_smallcnn
     x, y = x[:100], y[:100]

@@ -7,8 +7,13 @@ import pytest
 import torch
 
 from advgame import UserError, artifacts
-from advgame.models import attacker_meta, build_attacker, build_classifier, classifier_meta, model_from_checkpoint
-
+from advgame.models import (
+    attacker_meta,
+    build_attacker,
+    build_classifier,
+    classifier_meta,
+    model_from_checkpoint,
+)
 
 CALLS = []
 

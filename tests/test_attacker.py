@@ -4,8 +4,9 @@ import torch
 from torch import nn
 
 from advgame.artifacts import load_checkpoint, save_checkpoint
-from advgame.attacker import attack_objective, margin, train_attacker
-from advgame.attacks import PARAMS, attnet, attnet_example, ce_loss
+from advgame.attacks.attnet import PARAMS, attnet, attnet_example
+from advgame.attacks.attnet_training import attack_objective, margin, train_attacker
+from advgame.attacks.core import ce_loss
 from advgame.config import AttackerParams
 from advgame.models import attacker_meta, build_attacker, model_from_checkpoint
 from advgame.training import TrainingDiverged, error_rate

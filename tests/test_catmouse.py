@@ -2,11 +2,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advgame.attacks import fgsm
-from advgame.defenses.catmouse import (attack_matrix, play_round, plot_curve, plot_matrix, round_loss,
-                              round_objective, write_curve_csv)
+from advgame.attacks.fgsm import fgsm
 from advgame.config import CatMouseParams
+from advgame.defenses.catmouse import (
+    attack_matrix,
+    play_round,
+    round_loss,
+    round_objective,
+    write_curve_csv,
+)
 from advgame.models import SmallCNN
+from advgame.report.catmouse_figures import plot_curve, plot_matrix
 from advgame.training import error_rate
 
 ETA = 0.3

@@ -1,8 +1,8 @@
-"""The import walker (advgame.codedeps) that declares each stage's code dependencies, and the
+"""The import walker (advgame.pipeline.codedeps) that declares each stage's code dependencies, and the
 one-way import rule it checks: no module of advgame imports itself back through others."""
 from pathlib import Path
 
-from advgame import codedeps
+from advgame.pipeline import codedeps
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,12 +45,42 @@ def test_find_cycle_reports_one():
 
 def test_advgame_imports_run_one_way():
     g = codedeps.graph()
-    assert "defenses.magnet" in g and "registry" in g
+    assert "defenses.magnet" in g and "defense_table" in g
     assert codedeps.find_cycle(g) is None, codedeps.find_cycle(g)
 
 
-def test_the_registry_and_names_import_nothing_that_imports_them_back():
+def test_the_tables_and_names_import_nothing_that_imports_them_back():
     # config reads the registry's names for its choices: the registry must stay a plain table
     g = codedeps.graph()
-    assert g["registry"] == set()
-    assert g["names"] <= {"config", "registry"}
+    assert g["defense_table"] == set() and g["attack_table"] == set()
+    assert g["names"] <= {"config", "defense_table", "attack_table"}
+
+
+# the package's layers, top to bottom; a module outside these subpackages is the foundation
+# (config, names, the tables, data, models, training, artifacts, ...) below all of them
+LAYERS = ("pipeline", "report", "evaluation", "defenses", "attacks", "")
+
+
+def layer(module: str) -> int:
+    top = module.split(".")[0]
+    return LAYERS.index(top) if top in LAYERS else len(LAYERS) - 1
+
+
+def upward_imports(g: dict[str, set[str]]) -> list[tuple[str, str]]:
+    return sorted((m, n) for m, ns in g.items() for n in ns
+                  if n and layer(n) < layer(m))
+
+
+def test_imports_only_point_down_the_layers():
+    assert upward_imports(codedeps.graph()) == []
+
+
+def test_an_upward_import_is_caught(tmp_path):
+    pkg = tmp_path / "advgame"
+    for d in ("attacks", "report"):
+        (pkg / d).mkdir(parents=True)
+        (pkg / d / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "report/tables.py").write_text("")
+    (pkg / "attacks/pgd.py").write_text("from ..report import tables\n")
+    assert ("attacks.pgd", "report.tables") in upward_imports(codedeps.graph(pkg))

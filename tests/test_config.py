@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from advgame import UserError, config
-from advgame.stage import run_stage
+from advgame.pipeline.stage import run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((ROOT / "params.yaml").read_text())

@@ -7,8 +7,8 @@ import torch
 from advgame.artifacts import save_checkpoint
 from advgame.config import TrainParams
 from advgame.models import SmallCNN, classifier_meta
+from advgame.runtime import compute_env, setup_torch
 from advgame.training import fit, standard_objective
-from advgame.utils import compute_env, setup_torch
 
 
 @pytest.fixture

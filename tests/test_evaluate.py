@@ -3,8 +3,12 @@ import math
 import pytest
 import torch
 
-from advgame.defenders import Defender
-from advgame.evaluate import Plan, cell, evaluate_defender, sanity_checks, wilson
+from advgame import attack_table
+from advgame.attacks.pgd import run_curr
+from advgame.attacks.target import Call, Defender
+from advgame.evaluation.crosseval import Plan, evaluate_defender
+from advgame.evaluation.sanity import sanity_checks
+from advgame.evaluation.stats import cell, wilson
 
 
 def test_wilson_known_values():
@@ -61,10 +65,8 @@ def test_evaluate_defender_on_trained_model(trained_smallcnn):
     assert out["sanity"]["attnet_attacks"] is None  # not the baseline
 
 
-def test_strong_attacks_come_from_the_registry(trained_smallcnn):
-    from advgame.evaluate import STRONG
-
-    assert {"apgd-ce", "apgd-dlr", "apgd-t", "square"} <= set(STRONG)
+def test_strong_attacks_come_from_the_attack_table(trained_smallcnn):
+    assert {"apgd-ce", "apgd-dlr", "apgd-t", "square"} <= set(attack_table.names(needs="strong"))
     model, x, y = trained_smallcnn
     with pytest.raises(ValueError, match="unknown strong attack"):
         evaluate_defender(Defender("m", model, model), x[:4], y[:4], _plan(strong_attacks=["fab"]))
@@ -168,7 +170,7 @@ def test_one_missed_image_at_the_top_is_no_failure():
 
 
 def test_transfer_check_counts_every_white_box_attack():
-    from advgame.evaluate import transfer_check
+    from advgame.evaluation.sanity import transfer_check
 
     def c(e):
         return {"0.3": {"error": e, "ci95": [e - 0.03, e + 0.03], "n": 500}}
@@ -213,15 +215,13 @@ def test_per_image_masks_and_larger_eta_keeps_smaller_etas_finds(trained_smallcn
         assert sum(unpack(per[a]["0.15"], n)) == round(r[a]["0.15"]["error"] * n), a
     # the etas run in increasing order; every image PGD fooled at 0.05 stays fooled at 0.15
     small = torch.tensor(unpack(per["pgd-curr"]["0.15"], 80))
-    from advgame.evaluate import _pgd
-
-    fresh = Defender("m", model, model).errors(_pgd(Defender("m", model, model), x, y, 0.05, plan, 0), y, False)
+    d = Defender("m", model, model)
+    fresh = d.errors(run_curr(Call(d, x, y, 0.05, plan, 0)), y, False)
     assert not (fresh & ~small).any()
     assert r["pgd-curr"]["0.15"]["error"] >= r["pgd-curr"]["0.05"]["error"]
 
 
 def test_several_seeds_store_seed_zeros_mask(trained_smallcnn):
-    from advgame.masks import unpack
 
     model, x, y = trained_smallcnn
     x, y = x[:40], y[:40]

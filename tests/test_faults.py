@@ -21,10 +21,16 @@ import pytest
 import torch
 import yaml
 
-from advgame import artifacts, config, pipeline
-from advgame.models import attacker_meta, build_attacker, build_classifier, classifier_meta
-from advgame.preflight import STAMP, STAMP_TEXT
-from advgame.stage import run_stage
+from advgame import artifacts, config
+from advgame.models import (
+    attacker_meta,
+    build_attacker,
+    build_classifier,
+    classifier_meta,
+)
+from advgame.pipeline import generator as pipeline
+from advgame.pipeline.preflight import STAMP, STAMP_TEXT
+from advgame.pipeline.stage import run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -154,7 +160,7 @@ def run_failing(name, body, capsys) -> str:
 
 
 def load_baseline(ctx):
-    from advgame.defenders import load_defender
+    from advgame.defenses.loading import load_defender
 
     load_defender("baseline", "models/baseline.pt")
 

@@ -6,10 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advgame.attacks import fgsm
+from advgame.attacks.fgsm import fgsm
 from advgame.config import TrainParams
-from advgame.defenses.fgsm_training import (_adversarial_objective, fgsm_at_objective, sens_fgsm_objective,
-                                   smooth_sens_objective)
+from advgame.defenses.fgsm_training import (
+    _adversarial_objective,
+    fgsm_at_objective,
+    sens_fgsm_objective,
+    smooth_sens_objective,
+)
 from advgame.models import SmallCNN
 from advgame.training import error_rate, fit, standard_objective
 

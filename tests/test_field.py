@@ -5,9 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from advgame.defenses import field
-from advgame.attacks import ce_loss, input_grad, pgd
+from advgame.attacks.core import ce_loss, input_grad
+from advgame.attacks.pgd import pgd
 from advgame.config import Params, TrainParams
+from advgame.defenses import field
 from advgame.models import SmallCNN
 from advgame.training import error_rate, fit, standard_objective
 

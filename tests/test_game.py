@@ -12,11 +12,17 @@ from torch import nn
 from advgame import UserError
 from advgame.artifacts import load_checkpoint, save_checkpoint, save_torch
 from advgame.config import GameParams
-from advgame.defenders import load_defender
-from advgame.defenses.game import (defender_objective, game_value, maximin_attacker_objective,
-                          minimax_defender_objective, play, sq_grad_norm)
+from advgame.defenses.game import (
+    defender_objective,
+    game_value,
+    maximin_attacker_objective,
+    minimax_defender_objective,
+    play,
+    sq_grad_norm,
+)
+from advgame.defenses.loading import load_defender
 from advgame.models import SmallCNN, classifier_meta, model_from_checkpoint
-from advgame.stage import run_stage
+from advgame.pipeline.stage import run_stage
 from advgame.training import TrainingDiverged
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,11 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from advgame.defenses import magnet
 from advgame.artifacts import save_checkpoint
-from advgame.attacks import pgd
+from advgame.attacks.pgd import pgd
 from advgame.config import TrainParams
-from advgame.defenders import load_defender
+from advgame.defenses import magnet
+from advgame.defenses.loading import load_defender
 from advgame.models import classifier_meta
 from advgame.training import fit
 

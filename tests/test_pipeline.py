@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from advgame import config, pipeline
+from advgame import config
+from advgame.pipeline import codedeps
+from advgame.pipeline import generator as pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -125,7 +127,7 @@ def test_every_stage_dependency_is_produced_or_in_the_repo():
     for name, s in st.items():
         for d in s["deps"]:
             produced = any(d == o or d.startswith(o + "/") for o in outs)
-            # ... or the training-seed results `make seeds` writes and commits (advgame.seeds)
+            # ... or the training-seed results `make seeds` writes and commits (advgame.pipeline.seeds)
             assert produced or d.startswith(("src/", "stages/")) or d == pipeline.SEEDS, f"{name}: {d}"
 
 
@@ -170,7 +172,8 @@ def test_stage_depends_on_the_code_it_runs(name, loaded_modules):
     # editing a module a stage runs must rerun it; logging and the generator itself are exempt
     st = stages(config.parse(RAW))[name]
     script = st["cmd"].split()[1]
-    exempt = {f"src/advgame/{m}.py" for m in ("__init__", "tracking", "model_registry", "progress", "server", "pipeline", "codedeps", "summary")}
+    exempt = {"src/advgame/__init__.py"} | {str(codedeps.module_file(m).relative_to(pipeline.ROOT))
+                                            for m in pipeline.NOT_DEPS}
     needed = loaded_modules[script] - exempt
     assert needed and needed <= set(st["deps"]), sorted(needed - set(st["deps"]))
     assert script in st["deps"]
@@ -215,8 +218,9 @@ def test_a_defense_left_out_reruns_nothing():
 
 
 def test_a_stage_stops_before_work_when_dvc_yaml_is_stale(tmp_path, monkeypatch):
+    # preflight.check is what run_stage runs before any work
     from advgame import UserError
-    from advgame.stage import check_pipeline_current
+    from advgame.pipeline.preflight import check as check_pipeline_current
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(RAW))
@@ -250,7 +254,7 @@ def test_every_stage_is_downstream_of_the_params_check():
     assert check["params"] == [{"params.yaml": None}]
     stamp = next(iter(check["outs"][0]))
     assert stamp in st["prepare"]["deps"]
-    assert "src/advgame/pipeline.py" in check["deps"] and "src/advgame/config.py" in check["deps"]
+    assert {*pipeline.GENERATOR, "src/advgame/config.py"} <= set(check["deps"])
     produced = {next(iter(o)) if isinstance(o, dict) else o: n for n, s in st.items() for o in s["outs"]}
 
     def upstream(name, seen=()):

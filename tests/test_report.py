@@ -7,9 +7,15 @@ import re
 import pytest
 import torch
 
-from advgame import config, masks, names, pipeline, report, report_sections
+from advgame import config, masks, names
 from advgame.artifacts import save_checkpoint, save_json, save_torch
-from advgame.models import SmallCNN, build_attacker, attacker_meta, classifier_meta
+from advgame.models import SmallCNN, attacker_meta, build_attacker, classifier_meta
+from advgame.pipeline import generator as pipeline
+from advgame.report import answers as report_answers
+from advgame.report import render as report
+from advgame.report import sections as report_sections
+from advgame.report import study as report_study
+from advgame.report import tables as report_tables
 
 CONTRACT = {"config", "defenders", "catmouse", "timing", "verdicts"}
 CONFIG_KEYS = {"dataset", "eta", "etas", "eval", "art", "defenders", "rounds", "seeds", "device"}
@@ -22,7 +28,7 @@ def res(err: float, n: int = 1000) -> dict:
 def eval_obj(d: str, errs: dict, sanity: dict | None = None, detail: dict | None = None) -> dict:
     """errs: {attack: {eta_key: error}} -> an evaluation object of the results contract."""
     out = {"defender": d, "results": {a: {e: res(v) for e, v in by.items()} for a, by in errs.items()},
-           "sanity": sanity or {k: True for k in report.SANITY}, "seconds": 7.5,
+           "sanity": sanity or {k: True for k in report_tables.SANITY}, "seconds": 7.5,
            # per-image outcomes: the first round(error * n) images are the errors
            "per_image": {a: {e: masks.pack([i < round(v * 1000) for i in range(1000)]) for e, v in by.items()}
                          for a, by in errs.items()}}
@@ -64,7 +70,7 @@ def make_study(tmp_path, params: dict = PARAMS, evals: dict | None = None, catmo
             "adv-fgsm-3": eval_obj("adv-fgsm-3", standard(fgsm=0.7, pgd=0.95, worst=0.99)),
             "fgsm-at": eval_obj("fgsm-at", standard(fgsm=0.1, pgd=0.5)),
             "sens-fgsm": eval_obj("sens-fgsm", standard(fgsm=0.05, pgd=0.8, att=0.9, worst=0.95),
-                                  sanity={**{k: True for k in report.SANITY}, "pgd_ge_fgsm": False,
+                                  sanity={**{k: True for k in report_tables.SANITY}, "pgd_ge_fgsm": False,
                                           "pgd_not_below_apgd": None},
                                   detail={"pgd_ge_fgsm": "PGD 0.012 < FGSM 0.050 at eta 0.4 (masking?)"}),
             "alt": eval_obj("alt", {k: v for k, v in standard(worst=0.6).items() if k != "apgd-ce"}),
@@ -157,8 +163,9 @@ def test_transfer_and_table5_stages_join_the_report(built):
 
 def test_headline_metrics_and_plot_data(built):
     # the headline stage's files (stages/headline.py), from the evaluations and the rounds
-    from advgame import exports, names
-    from advgame.report_study import load_study
+    from advgame import names
+    from advgame.report import exports
+    from advgame.report.study import load_study
     p, out, res, md = built
     root = out["report"].parent.parent
     assert not (root / names.METRICS).exists()  # not the report's: the headline stage's
@@ -218,39 +225,39 @@ def test_sanity_section_explains_failures(built):
     assert "`sens-fgsm` fails `pgd_ge_fgsm`" in md and "PGD 0.012 < FGSM 0.050" in md
 
 
-def _study(**evals) -> report.Study:
+def _study(**evals) -> report_study.Study:
     p = config.parse(PARAMS)
-    return report.Study(p, {d: eval_obj(d, e) for d, e in evals.items()})
+    return report_study.Study(p, {d: eval_obj(d, e) for d, e in evals.items()})
 
 
 def test_q4_verdict_follows_the_numbers():
     better = _study(minimax=standard(worst=0.2), alt=standard(worst=0.6), **{"sens-fgsm": standard(worst=0.9)})
     worse = _study(minimax=standard(worst=0.9), alt=standard(worst=0.6), **{"sens-fgsm": standard(worst=0.5)})
     tie = _study(minimax=standard(worst=0.6), alt=standard(worst=0.602), **{"sens-fgsm": standard(worst=0.598)})
-    assert "**Yes**: under `worst-case`" in report.q4(better)
-    assert "**No**: under `worst-case`" in report.q4(worse) and "`alt`, `sens-fgsm`" in report.q4(worse)
-    assert "**No real difference**" in report.q4(tie)
+    assert "**Yes**: under `worst-case`" in report_answers.q4(better)
+    assert "**No**: under `worst-case`" in report_answers.q4(worse) and "`alt`, `sens-fgsm`" in report_answers.q4(worse)
+    assert "**No real difference**" in report_answers.q4(tie)
     mixed = _study(minimax=standard(worst=0.6), alt=standard(worst=0.602), **{"sens-fgsm": standard(worst=0.9)})
-    assert "**Not better than every baseline**" in report.q4(mixed)
-    assert "no real difference from `alt`; lower than `sens-fgsm`" in report.q4(mixed)
-    assert "`minimax` 0.200 vs `alt` 0.600 (McNemar p = " in report.q4(better)  # numbers are quoted
-    assert "n/a" in report.q4(_study(minimax=standard()))
+    assert "**Not better than every baseline**" in report_answers.q4(mixed)
+    assert "no real difference from `alt`; lower than `sens-fgsm`" in report_answers.q4(mixed)
+    assert "`minimax` 0.200 vs `alt` 0.600 (McNemar p = " in report_answers.q4(better)  # numbers are quoted
+    assert "n/a" in report_answers.q4(_study(minimax=standard()))
 
 
 def test_q2_and_q1_follow_the_numbers():
     wins = _study(**{"sens-fgsm": standard(fgsm=0.05, pgd=0.1), "adv-fgsm-3": standard(fgsm=0.7)})
     loses = _study(**{"sens-fgsm": standard(fgsm=0.8, pgd=0.9), "adv-fgsm-3": standard(fgsm=0.3)})
-    assert "Sens-FGSM is lower than `adv-fgsm-3`" in report.q2(wins)
-    assert "Why:" not in report.q2(wins) and "The ablation did not run" in report.q2(wins)
-    assert "Sens-FGSM is higher than `adv-fgsm-3`" in report.q2(loses)
+    assert "Sens-FGSM is lower than `adv-fgsm-3`" in report_answers.q2(wins)
+    assert "Why:" not in report_answers.q2(wins) and "The ablation did not run" in report_answers.q2(wins)
+    assert "Sens-FGSM is higher than `adv-fgsm-3`" in report_answers.q2(loses)
     s1 = _study(**{"sens-fgsm": standard(worst=0.2), "pgd-at": standard(worst=0.6), "trades": standard(worst=0.1)})
-    text = report.q1(s1)
+    text = report_answers.q1(s1)
     assert "lower than `pgd-at`" in text and "higher than `trades`" in text and "1 of 1 training seed" in text
 
 
 def test_q3_verdicts():
     s = _study(baseline=standard(pgd=1.0, worst=1.0), minimax=standard(pgd=0.2, att=0.1, worst=0.3))
-    text = report.q3(s)
+    text = report_answers.q3(s)
     base = next(l for l in text.splitlines() if l.startswith("- `baseline`"))
     mm = next(l for l in text.splitlines() if l.startswith("- `minimax`"))
     assert "**falls flat**" in base and "**holds**" in mm
@@ -272,12 +279,12 @@ def test_tiny_config_with_baseline_only(tmp_path, monkeypatch):
 
 
 def test_compare_and_fmt():
-    assert report.compare(res(0.1), res(0.5)) == "lower"
-    assert report.compare(res(0.5), res(0.1)) == "higher"
-    assert report.compare(res(0.5), res(0.52)) == "overlap"
-    assert report.compare(None, res(0.1)) is None
-    assert report.fmt(None) == "n/a"
-    assert report.fmt({"error": 0.5, "sd": 0.01, "ci95": [0.4, 0.6], "n": 10}) == "0.500±0.010 (0.400–0.600)"
+    assert report_tables.compare(res(0.1), res(0.5)) == "lower"
+    assert report_tables.compare(res(0.5), res(0.1)) == "higher"
+    assert report_tables.compare(res(0.5), res(0.52)) == "overlap"
+    assert report_tables.compare(None, res(0.1)) is None
+    assert report_tables.fmt(None) == "n/a"
+    assert report_tables.fmt({"error": 0.5, "sd": 0.01, "ci95": [0.4, 0.6], "n": 10}) == "0.500±0.010 (0.400–0.600)"
 
 
 def test_gamma_sweep_figure_is_built_from_the_sweep_stages(tmp_path):
@@ -305,13 +312,13 @@ def test_gamma_sweep_figure_is_built_from_the_sweep_stages(tmp_path):
     rows = [l for l in md.splitlines() if re.match(r"\| (0|1|10|1000) \| `", l)]
     assert [r.split("|")[1].strip() for r in rows] == ["0", "1", "10", "1000"]
     assert "`sweep-minimax-g1000`" in md and "0.12 of f" in md and "| 5 |" not in md
-    pts = report.load_study(p, tmp_path).sweep
+    pts = report_study.load_study(p, tmp_path).sweep
     assert [q["pgd-curr"]["error"] for q in pts if q["source"].startswith("sweep")] == [0.7, 0.4]
 
 
 def test_a_failing_pgd_vs_apgd_check_quotes_both_numbers(built):
     p, out, res, _ = built
-    s = report.load_study(p, out["report"].parent.parent)
+    s = report_study.load_study(p, out["report"].parent.parent)
     text = report_sections._failure_numbers(s, "minimax", "pgd_not_below_apgd")
     assert "pgd-curr 0.250" in text and "apgd-ce 0.260" in text and "0.010 apart" in text
     assert report_sections._failure_numbers(s, "minimax", "attnet_le_pgd") == ""  # its detail quotes numbers

@@ -6,8 +6,12 @@ import json
 
 import pytest
 
-from advgame import answers, config, masks, paired, report, review, verdicts
-from advgame.report_study import Study
+from advgame import config, masks
+from advgame.evaluation import paired
+from advgame.report import answers, verdicts
+from advgame.report import audit as review
+from advgame.report import render as report
+from advgame.report.study import Study
 
 N = 200
 PARAMS = {"study": {"defenders": ["baseline", "catmouse", "fgsm-at", "sens-fgsm", "alt", "minimax", "pgd-at",
@@ -232,7 +236,7 @@ def test_the_ablations_are_found_under_the_names_their_stages_write(tmp_path):
     import json
 
     from advgame import config, names
-    from advgame.report_study import load_study
+    from advgame.report.study import load_study
 
     p = config.parse({"attack": {"eta": 0.3}})
     (tmp_path / "reports/eval").mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""Training-seed variance (advgame.seeds, the report's seeds section): which seeds an experiment
+"""Training-seed variance (advgame.pipeline.seeds, the report's seeds section): which seeds an experiment
 changes, the statistics of reports/seeds.json, and the guard against experiments of other code."""
 from __future__ import annotations
 
@@ -6,9 +6,13 @@ import statistics
 from pathlib import Path
 
 import pytest
-
-from advgame import UserError, config, paired, pipeline, report, seeds
 from test_report import PARAMS, eval_obj, standard
+
+from advgame import UserError, config
+from advgame.evaluation import paired
+from advgame.pipeline import generator as pipeline
+from advgame.pipeline import seeds
+from advgame.report import study as report_study
 
 
 def test_every_training_seed_changes_and_the_split_does_not():
@@ -111,11 +115,11 @@ def test_a_seed_experiment_targets_the_evaluations_and_the_headline(tmp_path):
 def _study(seeds_obj):
     p = config.parse(PARAMS)
     evals = {"minimax": standard(worst=0.50), "alt": standard(worst=0.60)}
-    return report.Study(p, {d: eval_obj(d, e) for d, e in evals.items()}, seeds=paired.SeedTable(seeds_obj))
+    return report_study.Study(p, {d: eval_obj(d, e) for d, e in evals.items()}, seeds=paired.SeedTable(seeds_obj))
 
 
 def test_seeds_section_quotes_the_spread_beside_the_interval():
-    from advgame.report_sections import seeds_section
+    from advgame.report.sections import seeds_section
 
     assert "One training seed" in seeds_section(_study(None))
     runs = [{"minimax": {"worst-case": {"0.3": w}}, "alt": {"worst-case": {"0.3": 0.6}}}

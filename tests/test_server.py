@@ -28,7 +28,7 @@ t.finish()
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from advgame import server as team_server
+    from advgame.pipeline import server as team_server
 
     folder = tmp_path_factory.mktemp("srv")
     srv = team_server.start(folder, log=folder / "server.log")
@@ -65,7 +65,7 @@ def test_stages_log_into_the_postgres_server(server, tmp_path_factory):
     exp = client.get_experiment_by_name("advgame")
     assert exp.artifact_location.startswith("mlflow-artifacts:")  # the server decides, not the client
     runs = client.search_runs([exp.experiment_id], "")
-    by_stage = {r.data.tags["advgame.stage"]: r for r in runs}
+    by_stage = {r.data.tags["advgame.pipeline.stage"]: r for r in runs}
     assert set(by_stage) == {"pipeline", "prepare", "baseline", "report"}
     parent = by_stage["pipeline"]
     assert parent.info.status == "FINISHED" and parent.data.params["baseline.epochs"] == "2"

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from advgame import config, model_registry, tracking
+from advgame import config, names
+from advgame.pipeline import mlflow_registry as model_registry
+from advgame.pipeline import tracking
 
 
 @pytest.fixture
@@ -33,7 +35,7 @@ def _eval_json(defender, clean, worst, pgd):
 
 
 def test_registered_name():
-    assert tracking.registered_name("fgsm-at") == "advgame-fgsm-at"
+    assert names.registered_model("fgsm-at") == "advgame-fgsm-at"
 
 
 def test_every_final_defender_is_registered_with_alias_metrics_and_signature(store):
@@ -84,11 +86,11 @@ def test_the_prepared_split_is_a_dataset_input(store, tmp_path):
     Path("data/prepared").mkdir(parents=True)
     Path("data/prepared/meta.json").write_text(json.dumps(meta))
     (tmp_path / "params.yaml").write_text("{}\n")
-    from advgame.stage import run_stage
+    from advgame.pipeline.stage import run_stage
 
     run_stage("demo", lambda ctx: {}, sections=["run"], deps=["data/prepared"])
     exp = store.get_experiment_by_name(tracking.EXPERIMENT)
-    (run,) = store.search_runs([exp.experiment_id], "tags.`advgame.stage` = 'demo'")
+    (run,) = store.search_runs([exp.experiment_id], "tags.`advgame.pipeline.stage` = 'demo'")
     got = {(d.dataset.name, d.dataset.digest) for d in run.inputs.dataset_inputs}
     assert got == {("mnist5k-train", "a" * 36), ("mnist5k-test", "b" * 36)}
     src = json.loads(run.inputs.dataset_inputs[0].dataset.source)

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import UserError
+from advgame import UserError
 
 if TYPE_CHECKING:
     import torch

@@ -7,14 +7,22 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+)
 
-from . import UserError, registry
+from advgame import UserError, attack_table
+from advgame import defense_table as registry
+from advgame.config_errors import format_error, yaml_problem
 
-Eta = float  # validated by the validators below: 0 < eta <= 1
 ATTACKER_ARCHS = ("mlp", "conv", "unet")
 
 
@@ -85,7 +93,7 @@ class AttackParams(Section):
     eta: float = Field(0.3, gt=0, le=1, description="L-inf budget every defense trains for")
 
 
-STRONG_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "square")
+STRONG_ATTACKS = attack_table.names(needs="strong")  # the attack table is the one list of attacks
 
 
 class EvalParams(Section):
@@ -222,7 +230,7 @@ class ArtParams(Section):
     """ART (a library we did not write) as an optional independent check, cells `art:<name>`;
     the tests and bench/bench_attacks.py compare our APGD with it."""
 
-    attacks: list[Literal["apgd-ce", "apgd-dlr", "square"]] = Field(
+    attacks: list[Literal[attack_table.get("art:{}").choices]] = Field(  # type: ignore[valid-type]
         [], description="ART attacks to run in the evaluation as a check; [] = none")
     etas: list[float] = Field([0.3], description="etas of the ART check")
     n_test: int = Field(0, ge=0, description="first n evaluated images for ART; 0 = all")
@@ -325,47 +333,6 @@ if _NEW_SECTIONS:
     Params = create_model("Params", __base__=Params, **_NEW_SECTIONS)  # type: ignore[misc]
 
 
-def _model_at(loc: tuple) -> type[BaseModel] | None:
-    model: Any = Params
-    for part in loc:
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            return None
-        field = model.model_fields.get(str(part))
-        if field is None:
-            return model
-        model = field.annotation
-    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
-
-
-def _allowed(loc: tuple) -> str:
-    parent = _model_at(loc[:-1])
-    if parent is None:
-        return ""
-    field = parent.model_fields.get(str(loc[-1]))
-    if field is None:
-        return "allowed keys: " + ", ".join(parent.model_fields)
-    ann = field.annotation
-    if get_origin(ann) is Literal:
-        return "allowed values: " + ", ".join(map(str, get_args(ann)))
-    if get_origin(ann) is list and get_args(ann) and get_origin(get_args(ann)[0]) is Literal:
-        return "allowed values: " + ", ".join(map(str, get_args(get_args(ann)[0])))
-    return field.description or ""
-
-
-def format_error(err: ValidationError, source: str = "params.yaml") -> str:
-    """One line naming the first bad key, what is wrong and what is allowed."""
-    first = err.errors()[0]
-    loc = tuple(p for p in first["loc"] if not isinstance(p, int)) or ("(top level)",)
-    key = ".".join(map(str, loc))
-    if first["type"] == "extra_forbidden":
-        what = f"unknown key '{key}'"
-    else:
-        got = first.get("input")
-        what = f"bad value for '{key}' ({first['msg'].removeprefix('Value error, ')}; got {got!r})"
-    hint = _allowed(loc)
-    return f"{source}: {what}" + (f"; {hint}" if hint else "")
-
-
 NOT_TRAINING_SEEDS = ("run", "data")  # data.seed is the train/test split: it must not move with run.seed
 
 
@@ -392,7 +359,7 @@ def parse(raw: dict, source: str = "params.yaml") -> Params:
     try:
         return derive_seeds(Params.model_validate(raw or {}))
     except ValidationError as e:
-        raise UserError(format_error(e, source)) from None
+        raise UserError(format_error(e, Params, source)) from None
 
 
 def load(path: str | Path = "params.yaml") -> Params:
@@ -402,21 +369,13 @@ def load(path: str | Path = "params.yaml") -> Params:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise UserError(f"{path}: {_yaml_problem(e)}") from None
+        raise UserError(f"{path}: {yaml_problem(e)}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e}); fix the file") from None
     if raw is not None and not isinstance(raw, dict):
         raise UserError(f"{path}: must be a mapping of sections (study:, run:, data: ...), "
                         f"not a {type(raw).__name__}")
     return parse(raw, str(path))
-
-
-def _yaml_problem(e: yaml.YAMLError) -> str:
-    """'not valid YAML at line L, column C (what)': the position of the problem, 1-based."""
-    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-    what = getattr(e, "problem", None) or str(e).splitlines()[0]
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    return f"not valid YAML{where} ({what}); fix it there"
 
 
 def classifier_arch(p: Params) -> str:

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import UserError
-from .artifacts import load_torch, save_json, save_torch
+from advgame import UserError
+from advgame.artifacts import load_torch, save_json, save_torch
 
 MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]

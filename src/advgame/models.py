@@ -1,10 +1,12 @@
 """Classifiers (defenders) and attacker networks, built by name."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
-from . import UserError
+from advgame import UserError
 
 
 class SmallCNN(nn.Module):
@@ -187,7 +189,7 @@ def model_from_checkpoint(ckpt: dict, expect: str | None = None) -> nn.Module:
     if kind not in KINDS:
         raise UserError(f"{path}: unknown checkpoint kind '{kind}'; allowed kinds: {', '.join(KINDS)}")
     if expect is not None and kind != expect:
-        from .artifacts import producer_hint
+        from advgame.artifacts import producer_hint
 
         raise UserError(f"{path}: {KINDS[kind]} checkpoint where {KINDS[expect]} is expected; restore "
                         f"the right file with `dvc checkout {path}` or {producer_hint(path)}")
@@ -222,3 +224,25 @@ def state_mismatch(want: dict, have: dict) -> str:
             return f"tensor '{k}' has shape {list(got)} in the file, the model expects {list(v.shape)}"
     extra = [k for k in have if k not in want]
     return f"tensor '{extra[0]}' in the file has no place in the model" if extra else ""
+
+
+@contextmanager
+def eval_mode(model: nn.Module):
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch: int = 1000) -> torch.Tensor:
+    with eval_mode(model):
+        return torch.cat([model(x[s]).argmax(1) for s in batch_slices(len(x), batch)]) if len(x) else \
+            torch.empty(0, dtype=torch.long, device=x.device)
+
+
+def batch_slices(n: int, batch: int):
+    for i in range(0, n, batch):
+        yield slice(i, min(i + batch, n))

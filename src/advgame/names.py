@@ -2,7 +2,7 @@
 all read them from here (and nothing here imports the rest of the library but config)."""
 from __future__ import annotations
 
-from . import config
+from advgame import config
 
 DATA = "data/prepared"
 # check-params' output: its bytes never change, so a valid params change reruns only the check
@@ -11,6 +11,8 @@ STAMP_TEXT = '{"valid": true}\n'
 TRANSFER = "reports/transfer.json"
 CATMOUSE = "reports/catmouse"     # the cat-and-mouse curve and matrix
 METRICS = "reports/metrics.json"   # the study's headline numbers: `dvc exp show`, `dvc metrics diff`
+STAGE_REPORTS = "reports/stages"   # one JSON per stage: timing, device, final numbers (stage_report)
+SEEDS = "reports/seeds.json"       # the training-seed results, written by `make seeds` (pipeline.seeds)
 PLOT_DATA = {  # data files the report writes for `dvc plots show/diff`
     "eta_sweep": "reports/plots/eta_sweep.csv",
     "matrix": "reports/plots/catmouse_matrix.csv",
@@ -26,12 +28,13 @@ def attackers_dir(defender: str) -> str:
     return f"models/attackers/{defender}"
 
 
+def stage_report(name: str) -> str:
+    """The stage report of stage `name` (written by pipeline.stage.run_stage)."""
+    return f"{STAGE_REPORTS}/{name}.json"
+
+
 def eval_path(defender: str) -> str:
     return f"reports/eval/{defender}.json"
-
-
-def attacker_path(defender: str, arch: str) -> str:
-    return f"{attackers_dir(defender)}/{arch}.pt"
 
 
 def fgsm_test_path(k: int) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .artifacts import atomic_path
+from advgame.artifacts import atomic_path
 
 
 def pyplot():

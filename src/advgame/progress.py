@@ -69,7 +69,7 @@ class Progress:
     def __enter__(self) -> "Progress":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *_exc) -> None:
         self.close()
 
     def set_postfix_str(self, s: str, refresh: bool = True) -> None:

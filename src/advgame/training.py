@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import UserError
-from .config import TrainParams
-from .progress import Progress
+from advgame import UserError
+from advgame.config import TrainParams
+from advgame.progress import Progress
 
 Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 LogFn = Callable[[dict, int], None]
@@ -100,6 +100,6 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective
 
 @torch.no_grad()
 def error_rate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
-    from .attacks import predict
+    from advgame.models import predict
 
     return float((predict(model, x, batch) != y).float().mean()) if len(x) else float("nan")

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..training import Objective
+from advgame.training import Objective
 
 StepFn = Callable[[torch.Tensor], torch.Tensor]
 

@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attacks import eval_mode, input_grad, project
-from ..training import Objective
+from advgame.attacks.core import input_grad, project
+from advgame.models import eval_mode
+from advgame.training import Objective
 
 
 def _uniform(x: torch.Tensor, eta: float, gen: torch.Generator) -> torch.Tensor:

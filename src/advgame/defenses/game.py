@@ -1,6 +1,6 @@
 """The defender-vs-attacker game (AttNet-curr, the attacker trained alone, is in attacker.py).
 
-Notation (STUDY.md): defender g(x; u) -> logits, attacker h(x; v), adversarial example
+Notation (docs/protocol.md): defender g(x; u) -> logits, attacker h(x; v), adversarial example
 z(x; v) = clip(x + eta * tanh(h(x; v)), 0, 1) (attacks.attnet_example: an attacker built with
 param "box" uses the box form instead) and game value f(u, v) = E l(g(z(x; v); u), y).
 
@@ -21,10 +21,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import UserError
-from ..attacks import LossFn, attnet, attnet_example, ce_loss
-from ..config import GameParams
-from ..training import LogFn, check_finite, error_rate, make_optimizer, minibatches, progress
+from advgame import UserError
+from advgame.attacks.attnet import attnet, attnet_example
+from advgame.attacks.core import LossFn, ce_loss
+from advgame.config import GameParams
+from advgame.training import (
+    LogFn,
+    check_finite,
+    error_rate,
+    make_optimizer,
+    minibatches,
+    progress,
+)
 
 MODES = ("alt", "minimax", "maximin")
 
@@ -88,20 +96,8 @@ def play(mode: str, defender: nn.Module, attacker: nn.Module, x: torch.Tensor, y
     opt_u = make_optimizer(cfg, u)
     opt_v = make_optimizer(cfg, v, lr=cfg.lr_attacker)
     gen = torch.Generator().manual_seed(cfg.seed)
-    c = cfg.clean_weight
-
-    def attacker_objective(xb, yb):
-        if mode == "maximin":
-            return maximin_attacker_objective(defender, attacker, xb, yb, eta, cfg.gamma_maximin)
-        return game_value(defender, attacker, xb, yb, eta)
-
     parts: dict = {}
-
-    def defender_loss(xb, yb):
-        if mode == "minimax":
-            return minimax_defender_objective(defender, attacker, xb, yb, eta, c, cfg.gamma, parts)
-        return defender_objective(defender, attacker, xb, yb, eta, c)
-
+    objectives = _objectives(mode, defender, attacker, cfg, eta, parts)
     if xt is not None:
         xt, yt = xt.to(device), yt.to(device)
     history: list[dict] = []
@@ -112,26 +108,13 @@ def play(mode: str, defender: nn.Module, attacker: nn.Module, x: torch.Tensor, y
         where = f"{mode} epoch {epoch + 1}"
         for xb, yb in progress(minibatches(x, y, cfg.batch, gen, device=device),
                                f"{where}/{cfg.epochs}", -(-len(x) // cfg.batch)):
-            for _ in range(cfg.k):
-                obj = attacker_objective(xb, yb)
-                check_finite(obj.detach().abs(), f"{where} (attacker)", cfg.max_loss)
-                opt_v.zero_grad(set_to_none=True)
-                (-obj).backward(inputs=v)
-                opt_v.step()
-            loss = defender_loss(xb, yb)
-            d = check_finite(loss, f"{where} (defender)", cfg.max_loss)
-            opt_u.zero_grad(set_to_none=True)
-            loss.backward(inputs=u)
-            opt_u.step()
+            d, obj = _step(xb, yb, objectives, (u, opt_u), (v, opt_v), cfg, where)
             sums["defender_loss"] += d * len(xb)
             sums["attacker_objective"] += float(obj.detach()) * len(xb)  # at the last ascent step
             sums["f"] += parts.get("f", 0.0) * len(xb)
             sums["penalty"] += parts.get("penalty", 0.0) * len(xb)
             count += len(xb)
-        metrics = {k: s / max(count, 1) for k, s in sums.items() if k not in ("f", "penalty")}
-        if mode == "minimax":  # how much the look-ahead term weighs against f (0 = minimax is alt)
-            metrics["penalty"] = sums["penalty"] / max(count, 1)
-            metrics["penalty_ratio"] = sums["penalty"] / max(sums["f"], 1e-12)
+        metrics = _epoch_metrics(mode, sums, count)
         if xt is not None:
             metrics["clean_test_error"] = error_rate(defender, xt, yt)
             metrics["attnet_test_error"] = error_rate(defender, attnet(attacker, xt, eta), yt)
@@ -141,3 +124,53 @@ def play(mode: str, defender: nn.Module, attacker: nn.Module, x: torch.Tensor, y
     defender.eval()
     attacker.eval()
     return history
+
+
+def _objectives(mode: str, defender: nn.Module, attacker: nn.Module, cfg: GameParams, eta: float,
+                parts: dict) -> tuple:
+    """`mode`'s (attacker objective, defender loss), each a function of a minibatch; minimax's
+    defender loss writes f and its penalty into `parts`."""
+    c = cfg.clean_weight
+
+    def attacker_objective(xb, yb):
+        if mode == "maximin":
+            return maximin_attacker_objective(defender, attacker, xb, yb, eta, cfg.gamma_maximin)
+        return game_value(defender, attacker, xb, yb, eta)
+
+    def defender_loss(xb, yb):
+        if mode == "minimax":
+            return minimax_defender_objective(defender, attacker, xb, yb, eta, c, cfg.gamma, parts)
+        return defender_objective(defender, attacker, xb, yb, eta, c)
+
+    return attacker_objective, defender_loss
+
+
+def _step(xb, yb, objectives: tuple, defender: tuple, attacker: tuple, cfg: GameParams,
+          where: str) -> tuple[float, torch.Tensor]:
+    """One minibatch of the game: cfg.k ascent steps of the attacker, then one descent step of the
+    defender. `defender` and `attacker` are (parameters, optimizer); returns the defender's loss
+    and the attacker's objective at its last ascent step."""
+    attacker_objective, defender_loss = objectives
+    (u, opt_u), (v, opt_v) = defender, attacker
+    for _ in range(cfg.k):
+        obj = attacker_objective(xb, yb)
+        check_finite(obj.detach().abs(), f"{where} (attacker)", cfg.max_loss)
+        opt_v.zero_grad(set_to_none=True)
+        (-obj).backward(inputs=v)
+        opt_v.step()
+    loss = defender_loss(xb, yb)
+    d = check_finite(loss, f"{where} (defender)", cfg.max_loss)
+    opt_u.zero_grad(set_to_none=True)
+    loss.backward(inputs=u)
+    opt_u.step()
+    return d, obj
+
+
+def _epoch_metrics(mode: str, sums: dict, count: int) -> dict:
+    """The epoch's mean defender loss and attacker objective; minimax adds its penalty and how much
+    the look-ahead term weighs against f (0 = minimax is alt)."""
+    metrics = {k: s / max(count, 1) for k, s in sums.items() if k not in ("f", "penalty")}
+    if mode == "minimax":
+        metrics["penalty"] = sums["penalty"] / max(count, 1)
+        metrics["penalty_ratio"] = sums["penalty"] / max(sums["f"], 1e-12)
+    return metrics

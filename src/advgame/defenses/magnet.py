@@ -19,11 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import UserError
-from ..attacks import eval_mode
-from .base import Defender
-from ..models import model_from_checkpoint
-from ..training import Objective
+from advgame import UserError
+from advgame.attacks.target import Defender
+from advgame.models import eval_mode, model_from_checkpoint
+from advgame.training import Objective
 
 
 class Reformer(nn.Module):

@@ -1,0 +1,143 @@
+"""Paired comparisons on the same test images: McNemar's exact test on per-image outcomes, and the
+seed agreement that decides whether a difference is called real.
+
+Two unpaired 95% intervals that do not overlap is a weak and lopsided test; two attacks or two
+defenders evaluated on the same images differ only where one errs and the other does not, and
+McNemar's exact test asks whether those discordant images split evenly.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from advgame import masks
+
+ALPHA = 0.05
+
+
+def mcnemar(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value for b and c discordant pairs (binomial(b + c, 1/2))."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def mask(obj: dict | None, attack: str, eta: str) -> list[bool] | None:
+    """Per-image errors of one cell (True = error) from an object holding `results` and
+    `per_image`; None when the cell or its outcomes are missing."""
+    if not obj:
+        return None
+    key = "0" if attack == "clean" else eta
+    cell = obj.get("results", {}).get(attack, {}).get(key)
+    text = obj.get("per_image", {}).get(attack, {}).get(key)
+    if not isinstance(cell, dict) or not cell.get("n") or not isinstance(text, str):
+        return None
+    try:
+        return masks.unpack(text, int(cell["n"]))
+    except ValueError:
+        return None
+
+
+@dataclass
+class Paired:
+    """One comparison: a's error against b's on the same images."""
+    a: str
+    b: str
+    ea: float
+    eb: float
+    n: int | None = None
+    a_only: int | None = None  # images a gets wrong and b right
+    b_only: int | None = None
+    p: float | None = None
+    seeds: int = 1
+    seeds_agree: int = 1  # seeds whose difference has the same sign and p < ALPHA
+    why_unpaired: str = ""
+    unmeasured: tuple[str, ...] = ()  # sides with no numbers at the other training seeds
+
+    @property
+    def real(self) -> bool:
+        """Called a difference only when the paired test holds at every training seed."""
+        return self.p is not None and self.p < ALPHA and self.seeds_agree == self.seeds
+
+    @property
+    def direction(self) -> str:
+        """'lower' / 'higher' (a against b) when real, else 'same'."""
+        if not self.real:
+            return "same"
+        return "lower" if self.ea < self.eb else "higher"
+
+    def text(self) -> str:
+        head = f"{self.a} {self.ea:.3f} vs {self.b} {self.eb:.3f}"
+        if self.p is None:
+            return f"{head} (no paired test: {self.why_unpaired})"
+        return (f"{head} (McNemar p = {fmt_p(self.p)} on the same {self.n} images, {self.a_only} vs "
+                f"{self.b_only} discordant; {self.seeds_agree} of {self.seeds} training seed"
+                f"{'s' * (self.seeds != 1)} agree"
+                + (f"; {', '.join(f'`{u}`' for u in self.unmeasured)} not run at the other training seeds"
+                   if self.unmeasured else "") + ")")
+
+
+def fmt_p(p: float) -> str:
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def compare(a_obj: dict | None, a_attack: str, b_obj: dict | None, b_attack: str, eta: str,
+            a_label: str, b_label: str, seeds: "SeedTable | None" = None,
+            a_name: str | None = None, b_name: str | None = None) -> Paired | None:
+    """Pair two cells (defender/ablation objects, attack names) at `eta`; None when a number is
+    missing. `a_name`/`b_name` are the objects' names in names.SEEDS."""
+    key = "0" if a_attack == "clean" else eta
+    ca = (a_obj or {}).get("results", {}).get(a_attack, {}).get(key)
+    cb = (b_obj or {}).get("results", {}).get(b_attack, {}).get("0" if b_attack == "clean" else eta)
+    if not ca or not cb or ca.get("error") is None or cb.get("error") is None:
+        return None
+    out = Paired(a_label, b_label, float(ca["error"]), float(cb["error"]))
+    ma, mb = mask(a_obj, a_attack, eta), mask(b_obj, b_attack, eta)
+    if ma is None or mb is None:
+        out.why_unpaired = "per-image outcomes missing"
+    elif len(ma) != len(mb):
+        out.why_unpaired = f"different test subsets ({len(ma)} and {len(mb)} images)"
+    else:
+        out.n = len(ma)
+        out.a_only = sum(x and not y for x, y in zip(ma, mb))
+        out.b_only = sum(y and not x for x, y in zip(ma, mb))
+        out.p = mcnemar(out.a_only, out.b_only)
+    if seeds is not None and a_name and b_name:
+        out.seeds, extra = seeds.agreement(a_name, a_attack, b_name, b_attack, key,
+                                           out.ea < out.eb)
+        out.seeds_agree = (1 if out.p is not None and out.p < ALPHA else 0) + extra
+        if seeds.n > 1:
+            out.unmeasured = tuple(dict.fromkeys(
+                n for n, att in ((a_name, a_attack), (b_name, b_attack))
+                if seeds.per_seed(n, att, key) is None))
+    else:
+        out.seeds_agree = 1 if out.p is not None and out.p < ALPHA else 0
+    return out
+
+
+class SeedTable:
+    """names.SEEDS (its shape: docs/results.md): per-seed errors of the headline cells. The main run
+    is one of its seeds; the others are judged by the sign of their difference, since the file
+    holds per-seed rates, not per-image outcomes."""
+
+    def __init__(self, obj: dict | None):
+        self.obj = obj or {}
+        self.n = max(1, len(self.obj.get("seeds", [])))
+
+    def per_seed(self, d: str, attack: str, eta: str) -> list[float] | None:
+        v = self.obj.get("defenders", {}).get(d, {}).get(attack, {}).get(eta, {}).get("per_seed")
+        return v if isinstance(v, list) and len(v) == self.n else None
+
+    def agreement(self, a: str, a_attack: str, b: str, b_attack: str, eta: str,
+                  a_lower: bool) -> tuple[int, int]:
+        """(seeds, other seeds whose difference has a's sign) - the main seed is counted by the
+        caller from its paired test."""
+        if self.n == 1:
+            return 1, 0
+        pa, pb = self.per_seed(a, a_attack, eta), self.per_seed(b, b_attack, eta)
+        if pa is None or pb is None:
+            return self.n, 0
+        same = sum((x < y) == a_lower and x != y for x, y in zip(pa, pb))
+        return self.n, max(0, same - 1)  # minus the main seed, which is among them

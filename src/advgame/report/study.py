@@ -1,0 +1,158 @@
+"""The study as the report sees it: every evaluation, the cat-and-mouse files, stage timings and
+the game's extra stages, loaded once from reports/; and reports/results.json built from it."""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from advgame import config, names
+from advgame.artifacts import load_json
+from advgame.evaluation import paired
+from advgame.evaluation.sanity import transfer_check
+from advgame.report import game as game_report
+from advgame.report.tables import _float, entry
+
+
+@dataclass
+class Study:
+    params: config.Params
+    defenders: dict  # name -> eval object (results contract)
+    missing: list[str] = field(default_factory=list)  # final defenders without an evaluation
+    catmouse: list[dict] = field(default_factory=list)  # curve rows
+    matrix: dict | None = None
+    timing: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+    device: str = "cpu"
+    table5: dict = field(default_factory=dict)      # defender -> results at the extra etas
+    sweep: list = field(default_factory=list)       # minimax gamma sweep points
+    histories: dict = field(default_factory=dict)   # game mode -> per-epoch rows
+    root: Path = Path(".")
+    ablations: dict = field(default_factory=dict)   # name -> reports/ablation/<name>.json
+    seeds: paired.SeedTable = field(default_factory=lambda: paired.SeedTable(None))
+    catmouse_n: int | None = None                   # test images of the cat-and-mouse stage
+    verdicts: list = field(default_factory=list)    # "Does the paper hold?" (verdicts.py)
+
+    @property
+    def n_eval(self) -> int | None:
+        """Test images the evaluation used (its clean cell's n), None without an evaluation."""
+        ns = [c["n"] for d in self.defenders if (c := self.get(d, "clean")) and c.get("n")]
+        return max(ns) if ns else None
+
+    @property
+    def eta(self) -> str:
+        return config.eta_key(self.params.attack.eta)
+
+    def get(self, d: str, attack: str, eta: str | None = None) -> dict | None:
+        return entry(self.defenders, d, attack, "0" if attack == "clean" else (eta or self.eta))
+
+    def obj(self, name: str) -> dict | None:
+        """A defender's evaluation or an ablation's results (same cell shape)."""
+        return self.defenders.get(name) or self.ablations.get(name)
+
+    def pair(self, a: str, attack_a: str, b: str, attack_b: str | None = None,
+             eta: str | None = None) -> paired.Paired | None:
+        """a's cell against b's on the same test images (McNemar), labelled `name attack`."""
+        attack_b = attack_b or attack_a
+        la = f"`{a}` {attack_a}" if attack_a != attack_b or a == b else f"`{a}`"
+        lb = f"`{b}` {attack_b}" if attack_a != attack_b or a == b else f"`{b}`"
+        return paired.compare(self.obj(a), attack_a, self.obj(b), attack_b, eta or self.eta, la, lb,
+                              self.seeds, a, b)
+
+    def subset(self, n: int | None = None) -> str:
+        """How a table names its test images."""
+        n = n if n is not None else self.n_eval
+        total = self.meta.get("test", {}).get("shape", [None])[0]
+        if n is None:
+            return "test images: n/a"
+        return f"all {n} test images" if n == total else f"the first {n} test images"
+
+def read_curve(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        out = [{"k": int(float(r["k"])), **{c: _float(r.get(c)) for c in ("clean", "own_attack", "next_attack")}}
+               for r in csv.DictReader(fh)]
+    return sorted(out, key=lambda r: r["k"])
+
+
+def _stage_reports(root: Path) -> list[Path]:
+    """The stage reports of the current pipeline (dvc.yaml's stages, in its order): a report left
+    by a stage that is no longer in the pipeline is not timing of this run."""
+    import yaml
+
+    d = root / names.STAGE_REPORTS
+    dvc = root / "dvc.yaml"
+    order = list(yaml.safe_load(dvc.read_text()).get("stages", {})) if dvc.exists() else \
+        sorted(f.stem for f in d.glob("*.json"))
+    return [d / f"{s}.json" for s in order if s != "report" and (d / f"{s}.json").exists()]
+
+
+def load_study(p: config.Params, root: str | Path = ".", device: str = "cpu") -> Study:
+    root = Path(root)
+    finals = names.final_defenders(p)
+    defenders, missing = {}, []
+    for d in finals:
+        f = root / "reports/eval" / f"{d}.json"
+        if f.exists():
+            defenders[d] = load_json(f)
+        else:
+            missing.append(d)
+    cm = root / "reports/catmouse"
+    curve = read_curve(cm / "curve.csv") if (cm / "curve.csv").exists() else []
+    matrix = load_json(cm / "matrix.json") if (cm / "matrix.json").exists() else None
+    # the AttNet-transfer matrix is its own stage: its cells join each target's row
+    tf = root / names.TRANSFER
+    if tf.exists():
+        for target, cells in load_json(tf).items():
+            if target in defenders:
+                res = defenders[target].setdefault("results", {})
+                res.update(cells)
+                sanity, detail = transfer_check(res, p.attack.eta)
+                defenders[target].setdefault("sanity", {}).update(sanity)
+                defenders[target].setdefault("sanity_detail", {}).update(detail)
+    timing, devices = {}, []
+    for f in _stage_reports(root):
+        st = load_json(f)
+        timing[f.stem] = float(st.get("seconds", 0.0))
+        devices.append(st.get("device"))
+        if f.stem.startswith("eval-") and f.stem[5:] in defenders:
+            defenders[f.stem[5:]]["seconds"] = timing[f.stem]
+    meta_f = root / names.DATA / "meta.json"
+    meta = load_json(meta_f) if meta_f.exists() else {}
+    devs = sorted({str(x) for x in devices if x})
+    sweep = game_report.sweep_points(p, root, defenders)
+    mm = root / names.stage_report("minimax")
+    for q in sweep:
+        if q["source"] == "eval-minimax" and mm.exists():
+            q["penalty_ratio"] = load_json(mm).get("penalty_ratio_last_epoch")
+    ablations = {f.stem: load_json(f) for f in sorted((root / "reports/ablation").glob("*.json"))}
+    seeds_f = root / names.SEEDS
+    cm_n = next((load_json(f).get("n_test") for f in (root / names.stage_report("catmouse"),
+                                                       root / names.stage_report("round-1"))
+                 if f.exists() and load_json(f).get("n_test")), None)
+    cm_n = cm_n or (matrix or {}).get("n")
+    return Study(p, defenders, missing, curve, matrix, timing, meta, ", ".join(devs) or device,
+                 game_report.table5_cells(root), sweep, game_report.load_histories(root), root,
+                 ablations, paired.SeedTable(load_json(seeds_f) if seeds_f.exists() else None),
+                 cm_n or meta.get("test", {}).get("shape", [None])[0])
+
+
+def results_json(s: Study) -> dict:
+    """reports/results.json, exactly the results contract."""
+    p = s.params
+    return {
+        "config": {
+            "dataset": s.meta.get("dataset", p.data.dataset),
+            "eta": p.attack.eta,
+            "etas": list(p.eval.etas),
+            "eval": p.eval.model_dump(),
+            "art": p.art.model_dump(),
+            "defenders": names.final_defenders(p),
+            "rounds": p.catmouse.rounds if "catmouse" in p.study.defenders else 0,
+            "seeds": list(p.eval.seeds),
+            "device": s.device,
+        },
+        "defenders": s.defenders,
+        "catmouse": s.catmouse,
+        "timing": s.timing,
+        "verdicts": s.verdicts,
+    }

@@ -1,0 +1,59 @@
+"""Device choice, seeding and deterministic compute."""
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from advgame import UserError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"run.device: '{name}' asked for but no CUDA device is visible; use auto or cpu")
+    return torch.device(name)
+
+
+def seed_all(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def setup_torch(threads: int = 2, deterministic: bool = True) -> None:
+    """Same params on the same machine give the same bits.
+
+    A fixed thread count, because how a reduction is split over threads can change its rounding;
+    deterministic kernels where torch has them (warn_only: an op without one, CUDA only in this
+    project, warns instead of failing the stage); no cuDNN autotuning, which picks kernels by
+    timing. Across machines, kernels also depend on the CPU's instruction set: pin it with the
+    environment variables in README ("Determinism"), set before Python starts.
+    """
+    # cuBLAS reads this when its first handle is made; deterministic GEMMs on CUDA >= 10.2 need it
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if threads:
+        torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = deterministic
+
+
+def compute_env(device: torch.device) -> dict:
+    """What the bits of a result depend on besides params and inputs (tags of the run)."""
+    return {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "deterministic": torch.are_deterministic_algorithms_enabled(),
+            **{k.lower(): os.environ[k] for k in PIN_VARS if os.environ.get(k)}}
+
+
+# Environment variables that pin the CPU kernels across machines (see README, "Determinism")
+PIN_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")
