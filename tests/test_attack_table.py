@@ -47,7 +47,7 @@ def test_names_and_families_are_found():
     assert attack_table.find("nothing") is None
     assert attack_table.matches("pgd-transfer:baseline", threat="transfer")
     assert not attack_table.matches("pgd-curr:grey-box", threat="white-box")
-    assert config.STRONG_ATTACKS == ("apgd-ce", "apgd-dlr", "apgd-t", "square")
+    assert config.STRONG_ATTACKS == ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
     assert attack_table.paper_columns("mlp") == [("fgsm-curr", "fgsm-curr", "FGSM-curr"),
                                                  ("attnet-curr", "attnet-curr:mlp", "AttNet-curr")]
 
@@ -91,6 +91,6 @@ def test_a_new_attack_is_one_entry(monkeypatch, trained_smallcnn):
 
 def test_an_unknown_strong_attack_names_the_table(trained_smallcnn):
     model, x, y = trained_smallcnn
-    with pytest.raises(ValueError, match="allowed: apgd-ce, apgd-dlr, apgd-t, square"):
+    with pytest.raises(ValueError, match="allowed: apgd-ce, apgd-dlr, apgd-t, fab-t, square"):
         evaluate_defender(Defender("m", model, model), x[:4], y[:4], Plan(etas=[0.3], main_eta=0.3,
                                                                            strong_attacks=["fab"]))

@@ -79,6 +79,8 @@ ATTACKS: tuple[Attack, ...] = (
            needs="strong"),
     Attack("apgd-t", "apgd:run_t", "Croce & Hein 2020 (targeted, DLR)", "white-box", "strong", rank=6.2,
            carry=True, needs="strong"),
+    Attack("fab-t", "fab:run_fab_t", "Croce & Hein 2020 (targeted FAB)", "white-box", "strong", rank=6.4,
+           carry=True, needs="strong"),
     Attack("square", "square:run", "Andriushchenko et al. 2020", "black-box", "strong", rank=7, carry=True,
            needs="strong", seed_column=5),
     Attack("pgd-transfer:baseline", "pgd:run_transfer", "Madry et al. 2018, crafted on the baseline",

@@ -111,6 +111,8 @@ class EvalParams(Section):
     apgd_iters: int = Field(100, ge=1, description="APGD iterations per run")
     apgd_restarts: int = Field(1, ge=1, description="APGD-CE/-DLR random restarts")
     apgd_targets: int = Field(3, ge=1, le=9, description="APGD-T: target classes tried per image")
+    fab_iters: int = Field(100, ge=1, description="FAB-T iterations per target")
+    fab_targets: int = Field(9, ge=1, le=9, description="FAB-T: target classes tried per image")
     square_queries: int = Field(1000, ge=1, description="Square: queries per image")
 
     @field_validator("etas")

@@ -53,6 +53,8 @@ class Plan:
     apgd_iters: int = 100
     apgd_restarts: int = 1
     apgd_targets: int = 3
+    fab_iters: int = 100
+    fab_targets: int = 9
     square_queries: int = 1000
     art_attacks: list[str] = field(default_factory=list)  # the independent check, as art:<name>
     art_etas: list[float] = field(default_factory=list)
@@ -72,7 +74,7 @@ class Plan:
         e, a = p.eval, p.art
         same = {f: getattr(e, f) for f in ("etas", "seeds", "pgd_steps", "pgd_step_ratio", "pgd_restarts",
                                            "batch", "strong_attacks", "apgd_iters", "apgd_restarts",
-                                           "apgd_targets", "square_queries")}
+                                           "apgd_targets", "fab_iters", "fab_targets", "square_queries")}
         return cls(main_eta=p.attack.eta, strong_etas=e.strong_etas or [p.attack.eta], art_attacks=a.attacks,
                    art_etas=a.etas, art_n=a.n_test, art_apgd_iters=a.apgd_iters,
                    art_square_queries=a.square_queries, **same, **models)
