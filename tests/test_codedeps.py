@@ -84,3 +84,28 @@ def test_an_upward_import_is_caught(tmp_path):
     (pkg / "report/tables.py").write_text("")
     (pkg / "attacks/pgd.py").write_text("from ..report import tables\n")
     assert ("attacks.pgd", "report.tables") in upward_imports(codedeps.graph(pkg))
+
+
+def test_the_module_that_runs_the_attack_table_depends_on_every_attack_it_names():
+    # attack_table names runners as "module:function" and crosseval imports them by name: an edit
+    # of attacks/apgd.py must rerun the evaluations, so the eval stage declares every such module
+    from advgame import attack_table
+    named = {f"attacks.{a.run.partition(':')[0]}" for a in attack_table.ATTACKS if isinstance(a.run, str)}
+    assert {"attacks.apgd", "attacks.square", "attacks.pgd", "attacks.fgsm"} <= named
+    assert named <= codedeps.imports(codedeps.module_file("evaluation.crosseval"))
+    deps = codedeps.closure(ROOT / "stages/evaluate.py")
+    assert named <= deps
+    # and only there: a training stage does not rerun when an evaluation attack changes
+    assert "attacks.square" not in codedeps.closure(ROOT / "stages/baseline.py")
+
+
+def test_a_module_loaded_by_name_is_found_in_a_table(tmp_path):
+    pkg = make_pkg(tmp_path)
+    (pkg / "attacks").mkdir()
+    (pkg / "attacks/__init__.py").write_text("")
+    (pkg / "attacks/zap.py").write_text("def run(c): pass\n")
+    (pkg / "attack_table.py").write_text('T = ["zap:run", "nothere:run", "not a module"]\n')
+    (pkg / "evaluation").mkdir()
+    (pkg / "evaluation/__init__.py").write_text("")
+    (pkg / "evaluation/crosseval.py").write_text("from advgame import attack_table\n")
+    assert codedeps.imports(pkg / "evaluation/crosseval.py", pkg) == {"attack_table", "attacks", "attacks.zap"}

@@ -3,14 +3,22 @@
 Modules are named relative to the package with dots: `config`, `defenses.magnet`. The generator
 uses this to declare each stage's code dependencies; a test uses it to check that imports run
 one way (no cycle). Imports inside functions count: they run when the function does.
+
+Modules loaded by name count too: the attack table names each attack's function as
+"module:function" under advgame.attacks, and the module that runs the table's entries
+(`BY_NAME`: evaluation.crosseval) imports them when an attack runs, so it depends on every
+module the table names (else an edit of attacks/apgd.py would not rerun an evaluation).
 """
 from __future__ import annotations
 
 import ast
+import re
 from functools import lru_cache
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parent.parent  # src/advgame
+# module that imports by name -> (the table whose "module:function" strings it runs, their package)
+BY_NAME = {"evaluation.crosseval": ("attack_table", "attacks")}
 
 
 def module_file(mod: str, pkg: Path = PKG) -> Path | None:
@@ -43,7 +51,23 @@ def imports(path: Path, pkg: Path = PKG) -> set[str]:
     """advgame modules the file imports: `import advgame.x`, `from advgame[.x] import y`, and
     relative imports inside the package (`.x`, `..x`), with the subpackages they run."""
     path = Path(path).resolve()
-    return set(_imports(path, Path(pkg), path.stat().st_mtime_ns))
+    found = set(_imports(path, Path(pkg), path.stat().st_mtime_ns))
+    if (loader := BY_NAME.get(module_name(path, pkg))) is not None:
+        table = module_file(loader[0], pkg)
+        found |= set(_named(table, loader[1], Path(pkg), table.stat().st_mtime_ns)) if table else set()
+    return found
+
+
+@lru_cache(maxsize=None)
+def _named(table: Path, package: str, pkg: Path, _mtime: int) -> frozenset[str]:
+    """The modules of `package` that the table's "module:function" string constants name."""
+    found = set()
+    for node in ast.walk(ast.parse(Path(table).read_text())):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            m = re.fullmatch(r"(\w+):(\w+)", node.value)
+            if m and module_file(f"{package}.{m.group(1)}", pkg):
+                found.update([package, f"{package}.{m.group(1)}"])
+    return frozenset(found)
 
 
 @lru_cache(maxsize=None)  # the generator asks for the same files once per stage; keyed by mtime
