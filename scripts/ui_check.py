@@ -148,7 +148,7 @@ def pick(client, defender: str):
     exp = client.get_experiment_by_name("advgame")
     if exp is None:
         raise SystemExit("ui-check: the store has no 'advgame' experiment: run the pipeline first")
-    runs = client.search_runs([exp.experiment_id], f"tags.`advgame.pipeline.stage` = '{defender}' and "
+    runs = client.search_runs([exp.experiment_id], f"tags.`advgame.stage` = '{defender}' and "
                               "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"])
     if not runs:
         raise SystemExit(f"ui-check: no finished run of stage '{defender}' in the store")

@@ -90,9 +90,9 @@ def test_mlflow_runs_grouped_under_one_parent(project):
     client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
     exp = client.get_experiment_by_name("advgame")
     runs = client.search_runs([exp.experiment_id])
-    stages = {r.data.tags.get("advgame.pipeline.stage"): r for r in runs}
+    stages = {r.data.tags.get("advgame.stage"): r for r in runs}
     assert "pipeline" in stages and "baseline" in stages and "eval-baseline" in stages
-    parents = {r.data.tags.get("mlflow.parentRunId") for r in runs if r.data.tags.get("advgame.pipeline.stage") != "pipeline"}
+    parents = {r.data.tags.get("mlflow.parentRunId") for r in runs if r.data.tags.get("advgame.stage") != "pipeline"}
     assert parents == {stages["pipeline"].info.run_id}
     b = stages["baseline"]
     assert b.data.params["baseline.epochs"] == "2"

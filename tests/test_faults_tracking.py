@@ -77,7 +77,7 @@ def test_a_store_failing_after_the_work_keeps_the_outputs(store, tmp_path, monke
     assert "dvc repro -f -s demo" in lines[0] and "ConnectionError: server gone" in lines[0]
     assert "demo: done" in err.out
     exp = store[1].get_experiment_by_name(tracking.EXPERIMENT)
-    (run,) = store[1].search_runs([exp.experiment_id], "tags.`advgame.pipeline.stage` = 'demo'")
+    (run,) = store[1].search_runs([exp.experiment_id], "tags.`advgame.stage` = 'demo'")
     assert [m.value for m in store[1].get_metric_history(run.info.run_id, "train_loss")] == [0.5]
 
 
@@ -127,12 +127,12 @@ def test_kill_9_then_rerun_leaves_no_running_run(store, tmp_path):
     p.wait()
     exp = store[1].get_experiment_by_name(tracking.EXPERIMENT)
     running = store[1].search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
-    assert {r.data.tags["advgame.pipeline.stage"] for r in running} == {"slow", "pipeline"}
+    assert {r.data.tags["advgame.stage"] for r in running} == {"slow", "pipeline"}
     r = subprocess.run([sys.executable, "slow.py", "ok"], cwd=tmp_path, env=env, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     runs = store[1].search_runs([exp.experiment_id], "")
     assert not [x for x in runs if x.info.status == "RUNNING"]
-    by_status = sorted((x.data.tags["advgame.pipeline.stage"], x.info.status) for x in runs)
+    by_status = sorted((x.data.tags["advgame.stage"], x.info.status) for x in runs)
     assert by_status == [("pipeline", "FAILED"), ("pipeline", "FINISHED"), ("slow", "FINISHED"),
                          ("slow", "KILLED")]

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = {"study": {"defenders": ["baseline"]}, "run": {"device": "cpu", "threads": 1},
         "data": {"train_n": 200}, "baseline": {"epochs": 2, "batch": 64, "lr": 0.002}}
 REGISTER = """
-from advgame import config, tracking
+from advgame import config
+from advgame.pipeline import tracking
 t = tracking.Tracker("report", {}, {})
 print(t.register_defenders(config.load("params.yaml")))
 t.finish()
@@ -65,7 +66,7 @@ def test_stages_log_into_the_postgres_server(server, tmp_path_factory):
     exp = client.get_experiment_by_name("advgame")
     assert exp.artifact_location.startswith("mlflow-artifacts:")  # the server decides, not the client
     runs = client.search_runs([exp.experiment_id], "")
-    by_stage = {r.data.tags["advgame.pipeline.stage"]: r for r in runs}
+    by_stage = {r.data.tags["advgame.stage"]: r for r in runs}
     assert set(by_stage) == {"pipeline", "prepare", "baseline", "report"}
     parent = by_stage["pipeline"]
     assert parent.info.status == "FINISHED" and parent.data.params["baseline.epochs"] == "2"

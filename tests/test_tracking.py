@@ -38,7 +38,7 @@ def test_tracker_child_run_with_tags_and_params(mlflow_db):
     t = tracking.Tracker("baseline", {"baseline": {"lr": 0.001, "epochs": 2}}, tags)
     t.finish()
     run = mlflow_db.get_run(t.run_id)
-    assert run.data.tags["advgame.pipeline.stage"] == "baseline"
+    assert run.data.tags["advgame.stage"] == "baseline"
     assert run.data.tags["advgame.input_hash"] == "abc123"
     assert run.data.tags["advgame.git_commit"] == "deadbeef"
     assert run.data.params == {"baseline.lr": "0.001", "baseline.epochs": "2"}
@@ -83,7 +83,7 @@ def test_run_stage_tags_its_run(mlflow_db, tmp_path):
 
     run_stage("demo", body, sections=["baseline"], deps=["dep.txt"])
     exp = mlflow_db.get_experiment_by_name(tracking.EXPERIMENT)
-    (run,) = mlflow_db.search_runs([exp.experiment_id], "tags.`advgame.pipeline.stage` = 'demo'")
+    (run,) = mlflow_db.search_runs([exp.experiment_id], "tags.`advgame.stage` = 'demo'")
     assert (tmp_path / "reports/stages/demo.json").exists()
     used = {"baseline": __import__("advgame").config.load("params.yaml").baseline.model_dump()}
     assert run.data.tags["advgame.input_hash"] == hash_inputs(["dep.txt"], used)
@@ -160,7 +160,7 @@ def test_crashing_stage_marks_its_run_failed(mlflow_db, tmp_path):
         run_stage("crash", body, sections=["run"])
     assert not (tmp_path / "reports").exists()
     exp = mlflow_db.get_experiment_by_name(tracking.EXPERIMENT)
-    (run,) = mlflow_db.search_runs([exp.experiment_id], "tags.`advgame.pipeline.stage` = 'crash'")
+    (run,) = mlflow_db.search_runs([exp.experiment_id], "tags.`advgame.stage` = 'crash'")
     assert run.info.status == "FAILED"
 
 

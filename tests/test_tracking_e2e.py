@@ -96,7 +96,7 @@ def test_parent_run_status_params_metrics_and_exp_name(project):
     assert json.loads((d / "probe.json").read_text()) == {"parent_status_during": "RUNNING"}
     c, exp_id = client_of(d)
     runs = runs_of_exp(c, exp_id, "exp-a")
-    by_stage = {r.data.tags["advgame.pipeline.stage"]: r for r in runs}
+    by_stage = {r.data.tags["advgame.stage"]: r for r in runs}
     assert set(by_stage) == {"pipeline", "prepare", "baseline", "probe"}
     parent = by_stage["pipeline"]
     assert parent.info.status == "FINISHED"
@@ -109,7 +109,7 @@ def test_parent_run_status_params_metrics_and_exp_name(project):
     r = sh("dvc", "exp", "run", "-n", "exp-fail", "-f", "-s", "probe", cwd=d,
            env={**env, "PROBE_FAIL": "1"}, ok=False)
     assert r.returncode != 0 and "probe failed on purpose" in r.stderr
-    (failed,) = [x for x in runs_of_exp(c, exp_id, "exp-fail") if x.data.tags["advgame.pipeline.stage"] == "pipeline"]
+    (failed,) = [x for x in runs_of_exp(c, exp_id, "exp-fail") if x.data.tags["advgame.stage"] == "pipeline"]
     assert failed.info.status == "FAILED"
     assert not c.search_runs([exp_id], "attributes.status = 'RUNNING'")
 
@@ -130,7 +130,7 @@ def test_queued_experiments_land_in_the_workspace_store(project):
     c, exp_id = client_of(d)
     for name, epochs in (("q-one", "1"), ("q-two", "3")):
         runs = runs_of_exp(c, exp_id, name)
-        by_stage = {r.data.tags["advgame.pipeline.stage"]: r for r in runs}
+        by_stage = {r.data.tags["advgame.stage"]: r for r in runs}
         assert {"pipeline", "baseline"} <= set(by_stage), (name, set(by_stage))
         assert by_stage["pipeline"].data.params["baseline.epochs"] == epochs
         assert by_stage["baseline"].data.params["baseline.epochs"] == epochs

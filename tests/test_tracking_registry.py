@@ -90,7 +90,7 @@ def test_the_prepared_split_is_a_dataset_input(store, tmp_path):
 
     run_stage("demo", lambda ctx: {}, sections=["run"], deps=["data/prepared"])
     exp = store.get_experiment_by_name(tracking.EXPERIMENT)
-    (run,) = store.search_runs([exp.experiment_id], "tags.`advgame.pipeline.stage` = 'demo'")
+    (run,) = store.search_runs([exp.experiment_id], "tags.`advgame.stage` = 'demo'")
     got = {(d.dataset.name, d.dataset.digest) for d in run.inputs.dataset_inputs}
     assert got == {("mnist5k-train", "a" * 36), ("mnist5k-test", "b" * 36)}
     src = json.loads(run.inputs.dataset_inputs[0].dataset.source)

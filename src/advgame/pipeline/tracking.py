@@ -208,7 +208,7 @@ class Tracker:
                   **({"advgame.dvc_exp": exp_name} if exp_name else {})}
         parent = self._parent_run(exp_id, common, all_params)
         run = self.client.create_run(exp_id, run_name=stage, tags={
-            "mlflow.parentRunId": parent, "advgame.pipeline.stage": stage, "mlflow.source.type": "LOCAL",
+            "mlflow.parentRunId": parent, "advgame.stage": stage, "mlflow.source.type": "LOCAL",
             "mlflow.source.name": f"stages ({stage})", "advgame.owner": f"{socket.gethostname()}:{os.getpid()}",
             **common, **tags})
         self.run_id = run.info.run_id
@@ -225,7 +225,7 @@ class Tracker:
         """A run of this stage still RUNNING whose process is gone (killed, -9) is marked KILLED:
         DVC never runs one stage twice at once in a workspace, and a queue worker elsewhere is
         still alive, so it is left alone."""
-        stale = self.client.search_runs([exp_id], f"tags.`advgame.pipeline.stage` = '{stage}' and attributes.status = 'RUNNING'",
+        stale = self.client.search_runs([exp_id], f"tags.`advgame.stage` = '{stage}' and attributes.status = 'RUNNING'",
                                         max_results=50)
         for r in stale:
             if not _process_alive(r.data.tags.get("advgame.owner")):
@@ -246,7 +246,7 @@ class Tracker:
                 self.client.update_run(run_id, status="RUNNING")
             return run_id
         run = self.client.create_run(exp_id, run_name=f"pipeline {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                                     tags={"advgame.pipeline_id": pid, "advgame.pipeline.stage": "pipeline",
+                                     tags={"advgame.pipeline_id": pid, "advgame.stage": "pipeline",
                                            "mlflow.source.name": "dvc", **tags})
         if all_params:
             self._log_params(run.info.run_id, all_params)
