@@ -241,3 +241,32 @@ def test_compare_reaches_back_to_the_oldest_seed_experiment(monkeypatch):
     assert seeds.commits_back() == 8  # the baseline commit itself and the 7 after it
     behind["abcdef..HEAD"] = ""  # a baseline git no longer has: ignored
     assert seeds.commits_back() == 3
+
+
+def test_rebase_replaces_the_main_run_and_keeps_the_other_seeds_marked(monkeypatch, tmp_path):
+    import json
+
+    import yaml
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"eval-a": {}, "eval-b": {}}}))
+    ev = lambda e: {"results": {"clean": {"0": {"error": 0.02}}, "pgd-curr": {"0.3": {"error": e}}}}  # noqa: E731
+    for d, e in (("a", 0.4), ("b", 0.9)):
+        (tmp_path / f"reports/eval/{d}.json").parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"reports/eval/{d}.json").write_text(json.dumps(ev(e)))
+    old = {**seeds.summarise([{"a": {"pgd-curr": {"0.3": 0.5}, "clean": {"0": 0.03}}},
+                              {"a": {"pgd-curr": {"0.3": 0.6}, "clean": {"0": 0.04}}},
+                              {"a": {"pgd-curr": {"0.3": 0.7}, "clean": {"0": 0.05}}}], [0, 1, 2]),
+           "eta": "0.3", "sources": {"0": "workspace", "1": "refs/exps/x/seed-1 (ab)", "2": "refs/exps/x/seed-2 (cd)"},
+           "training_seed_keys": ["run.seed"], "note": "n"}
+    (tmp_path / "reports/seeds.json").write_text(json.dumps(old))
+    monkeypatch.setattr(seeds, "_git", lambda *a: "1234abc\n")
+    obj = seeds.rebase(config.parse({}), "reports/seeds.json")
+    assert obj["defenders"]["a"]["pgd-curr"]["0.3"]["per_seed"] == [0.4, 0.6, 0.7]
+    assert obj["defenders"]["a"]["pgd-curr"]["0.3"]["mean"] == round((0.4 + 0.6 + 0.7) / 3, 4)
+    assert obj["defenders"]["a"]["clean"]["0"]["per_seed"] == [0.02, 0.04, 0.05]
+    assert "b" not in obj["defenders"]  # no other seed has it: not comparable, left out
+    assert obj["sources"]["0"] == "workspace"
+    assert obj["sources"]["1"].startswith("refs/exps/x/seed-1 (ab) [kept from reports/seeds.json")
+    assert json.loads((tmp_path / "reports/seeds.json").read_text()) == obj
+    # rebased twice: the mark is not repeated
+    assert seeds.rebase(config.parse({}), "reports/seeds.json")["sources"]["1"].count("[kept") == 1

@@ -3,6 +3,7 @@ seeds as DVC experiments, and the headline cells of every seed collected into na
 
     make seeds                                   # = python -m advgame.pipeline.seeds run --seeds 1 2
     python -m advgame.pipeline.seeds collect --seeds 1 2  # collect only (the experiments have run)
+    python -m advgame.pipeline.seeds rebase      # the main run replaced, other seeds kept (see rebase)
     dvc exp show --only-changed                  # the seed experiments side by side
 
 Experiment `seed-<s>` is `dvc exp run --queue -S run.seed=<s>`: `run.seed` seeds the global
@@ -163,8 +164,7 @@ def collect(p: config.Params, seeds: list[int], out: str = OUT) -> dict:
     eta = config.eta_key(p.attack.eta)
     files = measured()
     stages = list(files)
-    runs, sources = [], {str(p.run.seed): "workspace"}
-    runs.append({d: cells(json.loads(Path(f).read_text()), eta) for d, f in files.values()})
+    runs, sources = [workspace_cells(p)], {str(p.run.seed): "workspace"}
     for s in seeds:
         ref = exp_ref(s)
         check_same_code(ref, s, stages)
@@ -176,6 +176,40 @@ def collect(p: config.Params, seeds: list[int], out: str = OUT) -> dict:
                    "experiments, same split and attack seeds"}
     Path(out).write_text(json.dumps(obj, indent=1) + "\n")
     print(f"wrote {out}: {len(obj['defenders'])} defenders x seeds {obj['seeds']}")
+    return obj
+
+
+def workspace_cells(p: config.Params) -> dict:
+    """defender -> attack -> eta -> error of the workspace's evaluations and ablations."""
+    eta = config.eta_key(p.attack.eta)
+    return {d: cells(json.loads(Path(f).read_text()), eta) for d, f in measured().values()}
+
+
+def rebase(p: config.Params, out: str = OUT) -> dict:
+    """The main run's column of `out` replaced by the workspace's results, every other seed kept
+    from `out` as it is, its source marked as such. For a workspace rerun whose seed experiments
+    are not in this clone (DVC keeps experiments in local git refs that a clone does not get) and
+    cannot be rerun now: the other seeds then come from the code and host that made them, which
+    their `sources` entry says; `make seeds` replaces them."""
+    old = json.loads(Path(out).read_text())
+    seeds = old["seeds"]
+    if not seeds or seeds[0] != p.run.seed:
+        raise UserError(f"{out}: its first seed is {seeds[:1]}, not run.seed {p.run.seed}")
+    runs: list[dict] = [workspace_cells(p)] + [{} for _ in seeds[1:]]
+    for d, by_attack in old["defenders"].items():
+        for attack, by_eta in by_attack.items():
+            for eta, c in by_eta.items():
+                for i, v in enumerate(c["per_seed"][1:], 1):
+                    runs[i].setdefault(d, {}).setdefault(attack, {})[eta] = v
+    head = _git("rev-parse", "--short", "HEAD").strip()
+    sources = {str(p.run.seed): "workspace"}
+    for s in seeds[1:]:
+        was = old["sources"].get(str(s), "?").split(" [kept")[0]
+        sources[str(s)] = f"{was} [kept from {out} by `seeds rebase` at {head}: an earlier code and host]"
+    obj = {**summarise(runs, seeds), "eta": old["eta"], "sources": sources,
+           "training_seed_keys": training_seed_keys(p), "note": old["note"]}
+    Path(out).write_text(json.dumps(obj, indent=1) + "\n")
+    print(f"rebased {out}: seed {p.run.seed} from the workspace, seeds {seeds[1:]} kept")
     return obj
 
 
@@ -260,7 +294,7 @@ def run(p: config.Params, seeds: list[int], poll: float = 120.0, force: bool = F
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("action", choices=["run", "collect", "show", "commits"])
+    ap.add_argument("action", choices=["run", "collect", "rebase", "show", "commits"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--force", action="store_true", help="rerun seeds whose experiment already ran this code")
     a = ap.parse_args(argv)
@@ -274,6 +308,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(" ".join(queue_command(p, s, targets())))
         elif a.action == "collect":
             collect(p, a.seeds)
+        elif a.action == "rebase":
+            rebase(p)
         else:
             run(p, a.seeds, force=a.force)
     except UserError as e:
