@@ -57,8 +57,9 @@ def test_the_tables_and_names_import_nothing_that_imports_them_back():
 
 
 # the package's layers, top to bottom; a module outside these subpackages is the foundation
-# (config, names, the tables, data, models, training, artifacts, ...) below all of them
-LAYERS = ("pipeline", "report", "evaluation", "defenses", "attacks", "")
+# (config, names, the tables, data, models, training, artifacts, ...) below all of them; the
+# `advgame` command (cli.py) is above them all
+LAYERS = ("cli", "pipeline", "report", "evaluation", "defenses", "attacks", "")
 
 
 def layer(module: str) -> int:
