@@ -134,6 +134,7 @@ class NotLogits(nn.Module):
     ("shape", ["ckpt.pt", "--data", "small.pt"], "does not accept images of shape [1, 20, 20]"),
     ("not logits", ["notlogits.pt"], "must return logits of shape (N, classes)"),
     ("pixels", ["ckpt.pt", "--data", "bright.pt"], "pixels must be floats in [0, 1]"),
+    ("float labels", ["ckpt.pt", "--data", "floaty.pt"], "labels y must be integer class indices"),
     ("eval folder", ["ckpt.pt", "--out", "reports/eval/x.json"], "reports/eval/ holds the pipeline's"),
 ])
 def test_clear_errors_exit_2_with_one_line(files, own, capsys, monkeypatch, case, args, says):
@@ -141,6 +142,7 @@ def test_clear_errors_exit_2_with_one_line(files, own, capsys, monkeypatch, case
     (files / "broken.pt").write_bytes((files / "ckpt.pt").read_bytes()[:300])
     save_torch({"x": x[:, :, :20, :20].clone(), "y": y}, files / "small.pt")
     save_torch({"x": x * 255, "y": y}, files / "bright.pt")
+    save_torch({"x": x, "y": y.float()}, files / "floaty.pt")
     torch.jit.trace(NotLogits(), x[:2]).save(str(files / "notlogits.pt"))
     monkeypatch.chdir(files)
     data = [] if "--data" in args else ["--data", "data.pt"]

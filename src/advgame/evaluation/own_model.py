@@ -105,7 +105,9 @@ def check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
     if x.dim() != 4 or y.dim() != 1 or len(x) != len(y) or not len(x):
         raise UserError(f"data: x must be (N, C, H, W) and y (N,) with the same N > 0; got x "
                         f"{list(x.shape)}, y {list(y.shape)}")
-    if not x.is_floating_point() or x.min() < 0 or x.max() > 1:
+    if y.is_floating_point() or y.dtype == torch.bool:
+        raise UserError(f"data: labels y must be integer class indices; got {y.dtype}")
+    if not x.is_floating_point() or not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
         raise UserError(f"data: pixels must be floats in [0, 1] (the attacks' box); got {x.dtype} in "
                         f"[{x.min().item():g}, {x.max().item():g}]")
     try:

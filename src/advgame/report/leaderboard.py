@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 from advgame import attack_table
+from advgame.config import eta_key
 
 MARK = "*"
 
@@ -42,7 +43,7 @@ def _worst(row: dict, key: str) -> float:
 
 def leaderboard(own: dict, study: dict, eta: float) -> list[str]:
     """The table's lines: `own` is evaluate_model's dict, `study` reports/results.json."""
-    key = repr(float(eta))
+    key = eta_key(eta)
     cols = columns(own, key)
     rows = sorted(study.get("defenders", {}).items(), key=lambda kv: (_worst(kv[1], key), kv[0]))
     rows.append((f"{own['defender']} (yours)", own))
