@@ -18,7 +18,8 @@ from test_docs import undocumented
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # trace, load: deprecated in torch 2.14
 ROOT = Path(__file__).resolve().parents[1]
-FAST = {"eval": {"pgd_steps": 3, "apgd_iters": 3, "square_queries": 10, "strong_attacks": ["apgd-ce", "square"]}}
+FAST = {"run": {"threads": 1},  # the command sets torch's threads as a stage does: conftest's 1
+        "eval": {"pgd_steps": 3, "apgd_iters": 3, "square_queries": 10, "strong_attacks": ["apgd-ce", "square"]}}
 N = 40
 
 

@@ -101,10 +101,12 @@ def report(a: argparse.Namespace) -> None:
     from advgame.artifacts import load_json, save_json
     from advgame.evaluation.own_model import evaluate_model, load_data, load_model, load_params
     from advgame.report.leaderboard import leaderboard
+    from advgame.runtime import setup_torch
 
     name = a.name or Path(a.model).stem
     out = _out_path(a, name)
     p = load_params(a.params)
+    setup_torch(p.run.threads)  # as the evaluation stages: the same bits for the same inputs
     x, y = load_data(a.data, a.n or (0 if a.data else p.eval.n_test))
     model = load_model(a.model, a.arch, tuple(x.shape), a.classes)
     row = evaluate_model(model, x, y, a.eta, etas=a.etas, params=p, name=name, device=a.device)
