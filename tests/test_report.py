@@ -309,9 +309,10 @@ def test_gamma_sweep_figure_is_built_from_the_sweep_stages(tmp_path):
     figs = {f.name for f in out["figures"]}
     assert {"gamma_sweep.png", "convergence.png"} <= figs
     # one row per point: alt (gamma 0), the sweep stages and the study's own minimax
-    rows = [l for l in md.splitlines() if re.match(r"\| (0|1|10|1000) \| `", l)]
+    sweep = md[md.index("### The minimax gamma sweep"):]  # (the leaderboard's rows start "| 1 | `" too)
+    rows = [l for l in sweep.splitlines() if re.match(r"\| (0|1|10|1000) \| `", l)]
     assert [r.split("|")[1].strip() for r in rows] == ["0", "1", "10", "1000"]
-    assert "`sweep-minimax-g1000`" in md and "0.12 of f" in md and "| 5 |" not in md
+    assert "`sweep-minimax-g1000`" in md and "0.12 of f" in md and "| 5 |" not in sweep
     pts = report_study.load_study(p, tmp_path).sweep
     assert [q["pgd-curr"]["error"] for q in pts if q["source"].startswith("sweep")] == [0.7, 0.4]
 
@@ -331,3 +332,23 @@ def test_attacker_diagnostics_table(tmp_path):
               tmp_path / "reports/stages/attackers-baseline.json")
     md = report.build_report(p, tmp_path, examples=False)["report"].read_text()
     assert "| `baseline` | mlp | 0.934 | 0.149 | 0.178 | 3 |" in md
+
+
+def test_leaderboard_ranks_by_worst_case_and_names_the_strongest_single_attack():
+    from advgame.report.leaderboard import LITERATURE, study_leaderboard
+    from advgame.report.tables import fmt
+
+    def ev(clean, worst, **attacks):
+        res = {"clean": {"0": {"error": clean, "ci95": [0, 1], "n": 10}},
+               "worst-case": {"0.3": {"error": worst, "ci95": [0, 1], "n": 10}},
+               "art:apgd-ce": {"0.3": {"error": 0.99, "ci95": [0, 1], "n": 4}}}  # subset: never the breaker
+        res.update({a.replace("_", "-"): {"0.3": {"error": e, "ci95": [0, 1], "n": 10}} for a, e in attacks.items()})
+        return {"results": res}
+
+    header, body = study_leaderboard({"weak": ev(0.01, 0.9, pgd_curr=0.9, apgd_ce=0.8),
+                                      "pgd-at": ev(0.03, 0.3, pgd_curr=0.2, apgd_ce=0.25, square=0.25)}, "0.3", fmt)
+    assert [r[1] for r in body] == ["`pgd-at`", "`weak`"]
+    assert body[0][4] == "0.700" and body[0][5] == "`apgd-ce` (0.250)"  # a tie goes to the earlier column
+    assert body[1][5] == "`pgd-curr` (0.900)"
+    assert body[0][6] == LITERATURE["pgd-at"] and body[1][6] == ""
+    assert len(header) == len(body[0])

@@ -60,3 +60,47 @@ def leaderboard(own: dict, study: dict, eta: float) -> list[str]:
         lead = MARK + " " if r is own else "  "
         lines.append(lead + name.ljust(w0) + "".join(f"  {t:>{w}}" for t, w in zip(c, width)))
     return lines
+
+
+# what the literature reports for a defense of the study (docs/protocol.md, "Training"), quoted
+LITERATURE = {
+    "pgd-at": "Madry et al. 2018: 88.5 % robust accuracy (error 0.115) under AutoAttack at eta 0.3 "
+              "(RobustBench; full MNIST, 60,000 training images)",
+    "trades": "Zhang et al. 2019: at least as robust as PGD-AT on MNIST",
+    "fgsm-rs": "Wong et al. 2020: needs early stopping on a PGD validation error (catastrophic overfitting)",
+    "magnet": "Carlini & Wagner 2017: broken by adaptive attacks that see the detector",
+}
+
+
+def _breaker(res: dict, key: str) -> tuple[str, float] | None:
+    """The single attack with the highest error at eta `key`, among those run on every evaluated
+    image (no derived cells, no subset checks); ties go to the earlier column."""
+    best = None
+    for name, cells in res.items():
+        hit = attack_table.find(name)
+        c = cells.get(key) if isinstance(cells, dict) else None
+        if hit is None or hit[0].threat == "derived" or hit[0].subset or not isinstance(c, dict) \
+                or c.get("error") is None:
+            continue
+        if best is None or (c["error"], -hit[0].rank) > (best[1], -best[2]):
+            best = (name, c["error"], hit[0].rank)
+    return None if best is None else best[:2]
+
+
+def study_leaderboard(defenders: dict, key: str, fmt) -> tuple[list[str], list[list[str]]]:
+    """The report's leaderboard (RobustBench style): the study's defenders sorted by worst-case
+    error at eta `key` (most robust first), with the clean error, the attack that broke each
+    most, and the literature's figure where there is one. Returns (header, rows) for md_table;
+    `fmt` formats a cell."""
+    order = sorted(defenders, key=lambda d: (_worst(defenders[d], key), d))
+    body = []
+    for i, d in enumerate(order, 1):
+        res = defenders[d].get("results", {})
+        worst = res.get("worst-case", {}).get(key)
+        brk = _breaker(res, key)
+        body.append([str(i), f"`{d}`", fmt(res.get("clean", {}).get("0")), fmt(worst),
+                     f"{1 - worst['error']:.3f}" if worst else "n/a",
+                     f"`{brk[0]}` ({brk[1]:.3f})" if brk else "n/a", LITERATURE.get(d, "")])
+    header = ["#", "defender", "clean error", "worst-case error", "robust accuracy",
+              "strongest single attack", "literature"]
+    return header, body
