@@ -17,7 +17,7 @@ from advgame.report import sections as report_sections
 from advgame.report import study as report_study
 from advgame.report import tables as report_tables
 
-CONTRACT = {"config", "defenders", "catmouse", "timing", "verdicts"}
+CONTRACT = {"config", "defenders", "catmouse", "timing", "hosts", "verdicts"}
 CONFIG_KEYS = {"dataset", "eta", "etas", "eval", "art", "defenders", "rounds", "seeds", "device"}
 
 
@@ -352,3 +352,26 @@ def test_leaderboard_ranks_by_worst_case_and_names_the_strongest_single_attack()
     assert body[1][5] == "`pgd-curr` (0.900)"
     assert body[0][6] == LITERATURE["pgd-at"] and body[1][6] == ""
     assert len(header) == len(body[0])
+
+
+def test_results_name_the_hosts_the_stages_ran_on():
+    from advgame.report.study import hosts
+
+    env = {"device": "cpu", "threads": 2, "torch": "2.14.1", "cpu": "Xeon", "cpu_capability": "AVX512",
+           "mkl": "2024.2", "onednn": "3.12.0", "deterministic": True}
+    got = hosts({"prepare": env, "baseline": env, "eval-x": {**env, "cpu_capability": "AVX2", "mkl_cbwr": "AVX2"}})
+    assert [h["stages"] for h in got] == [["prepare", "baseline"], ["eval-x"]]
+    assert got[0] == {**{k: v for k, v in env.items() if k != "deterministic"}, "stages": ["prepare", "baseline"]}
+    assert got[1]["cpu_capability"] == "AVX2" and got[1]["mkl_cbwr"] == "AVX2"
+
+
+def test_compute_env_names_the_cpu_and_the_kernel_libraries():
+    import torch
+
+    from advgame.runtime import compute_env
+    env = compute_env(torch.device("cpu"))
+    assert env["cpu"] and env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    if torch.backends.mkldnn.is_available():
+        assert env["onednn"][0].isdigit()
+    if torch.backends.mkl.is_available():
+        assert env["mkl"][0].isdigit()

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import platform
+import re
 import random
 
 import numpy as np
@@ -48,11 +50,34 @@ def setup_torch(threads: int = 2, deterministic: bool = True) -> None:
 
 
 def compute_env(device: torch.device) -> dict:
-    """What the bits of a result depend on besides params and inputs (tags of the run)."""
+    """What the bits of a result depend on besides params and inputs (tags of the run): the
+    device, threads, torch, the CPU (model name and the instruction set torch's kernels use) and
+    the versions of the kernel libraries (MKL, oneDNN) torch was built with."""
     return {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "deterministic": torch.are_deterministic_algorithms_enabled(),
+            "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            **kernel_libraries(), "deterministic": torch.are_deterministic_algorithms_enabled(),
             **{k.lower(): os.environ[k] for k in PIN_VARS if os.environ.get(k)}}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux, else the platform's processor string)."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def kernel_libraries() -> dict:
+    """{"mkl": version, "onednn": version} as torch's build reports them (absent when not built in)."""
+    shown, out = torch.__config__.show(), {}
+    if m := re.search(r"Math Kernel Library Version ([\d.]+)", shown):
+        out["mkl"] = m.group(1)
+    if m := re.search(r"(?:MKL-DNN|oneDNN) v(\S+)", shown):
+        out["onednn"] = m.group(1)
+    return out
 
 
 # Environment variables that pin the CPU kernels across machines (see README, "Determinism")

@@ -103,9 +103,23 @@ def _setup(s: Study) -> list[str]:
             f"{', '.join(p.art.attacks) or 'none'}",
             f"- attacker networks: {', '.join(p.attacker.archs)}; attack start seed(s) {p.eval.seeds} "
             f"(not training seeds); training seeds: {s.seeds.n}; device {s.device}",
+            *_hosts(s),
             f"- defenders: {', '.join(f'`{d}`' for d in names.final_defenders(p))}"
             + (f" (no evaluation found for {', '.join(f'`{d}`' for d in s.missing)})" if s.missing else ""), "",
             "Each row's model in the MLflow registry:", "", registered(s), ""]
+
+
+def _hosts(s: Study) -> list[str]:
+    """Where the numbers were made: on another host (another instruction set or kernel library)
+    a rerun differs like another training seed would (README, "Determinism")."""
+    out = []
+    for h in s.hosts:
+        pins = ", ".join(f"{k}={h[k]}" for k in ("aten_cpu_capability", "onednn_max_cpu_isa", "mkl_cbwr") if k in h)
+        where = "every stage" if len(s.hosts) == 1 else f"{len(h['stages'])} stages ({', '.join(h['stages'][:3])}, ...)"
+        out.append(f"- host ({where}): {h.get('cpu', '?')}, CPU kernels {h.get('cpu_capability', '?')}, "
+                   f"{h.get('threads', '?')} threads, torch {h.get('torch', '?')}, MKL {h.get('mkl', 'n/a')}, "
+                   f"oneDNN {h.get('onednn', 'n/a')}" + (f"; pinned: {pins}" if pins else ""))
+    return out
 
 
 def _results(s: Study) -> list[str]:

@@ -12,6 +12,7 @@ from advgame.evaluation import paired
 from advgame.evaluation.sanity import transfer_check
 from advgame.report import game as game_report
 from advgame.report.tables import _float, entry
+from advgame.runtime import PIN_VARS
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Study:
     seeds: paired.SeedTable = field(default_factory=lambda: paired.SeedTable(None))
     catmouse_n: int | None = None                   # test images of the cat-and-mouse stage
     verdicts: list = field(default_factory=list)    # "Does the paper hold?" (verdicts.py)
+    hosts: list = field(default_factory=list)       # the machines the stages ran on (hosts())
 
     @property
     def n_eval(self) -> int | None:
@@ -109,11 +111,12 @@ def load_study(p: config.Params, root: str | Path = ".", device: str = "cpu") ->
                 sanity, detail = transfer_check(res, p.attack.eta)
                 defenders[target].setdefault("sanity", {}).update(sanity)
                 defenders[target].setdefault("sanity_detail", {}).update(detail)
-    timing, devices = {}, []
+    timing, devices, envs = {}, [], {}
     for f in _stage_reports(root):
         st = load_json(f)
         timing[f.stem] = float(st.get("seconds", 0.0))
         devices.append(st.get("device"))
+        envs[f.stem] = st.get("env", {})
         if f.stem.startswith("eval-") and f.stem[5:] in defenders:
             defenders[f.stem[5:]]["seconds"] = timing[f.stem]
     meta_f = root / names.DATA / "meta.json"
@@ -133,7 +136,22 @@ def load_study(p: config.Params, root: str | Path = ".", device: str = "cpu") ->
     return Study(p, defenders, missing, curve, matrix, timing, meta, ", ".join(devs) or device,
                  game_report.table5_cells(root), sweep, game_report.load_histories(root), root,
                  ablations, paired.SeedTable(load_json(seeds_f) if seeds_f.exists() else None),
-                 cm_n or meta.get("test", {}).get("shape", [None])[0])
+                 cm_n or meta.get("test", {}).get("shape", [None])[0], hosts=hosts(envs))
+
+
+HOST_KEYS = ("cpu", "cpu_capability", "threads", "device", "torch", "mkl", "onednn")
+PINS = tuple(k.lower() for k in PIN_VARS)  # the kernel pins in effect, when set
+
+
+def hosts(envs: dict[str, dict]) -> list[dict]:
+    """The distinct machines of the stage reports (stage -> its `env`), each with the stages it
+    ran: what a rerun elsewhere must match to give the same bytes (README, "Determinism")."""
+    out: dict[tuple, dict] = {}
+    for stage, env in envs.items():
+        h = {k: env[k] for k in HOST_KEYS if k in env}
+        h.update({k: v for k, v in env.items() if k in PINS})
+        out.setdefault(tuple(sorted(h.items())), {**h, "stages": []})["stages"].append(stage)
+    return list(out.values())
 
 
 def results_json(s: Study) -> dict:
@@ -154,5 +172,6 @@ def results_json(s: Study) -> dict:
         "defenders": s.defenders,
         "catmouse": s.catmouse,
         "timing": s.timing,
+        "hosts": s.hosts,
         "verdicts": s.verdicts,
     }
