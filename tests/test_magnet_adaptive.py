@@ -69,3 +69,4 @@ def test_plan_threads_the_params():
     p = load()
     plan = Plan.from_params(p)
     assert plan.adaptive_starts == p.eval.adaptive_starts and plan.adaptive_weights == p.eval.adaptive_weights
+    assert plan.adaptive_guided_eta == p.eval.adaptive_guided_eta

@@ -56,7 +56,8 @@ class Plan:
     fab_iters: int = 100
     fab_targets: int = 9
     adaptive_starts: int = 8    # pgd-adaptive: guided starts per weight
-    adaptive_weights: list[float] = field(default_factory=lambda: [10.0])  # pgd-adaptive's detector weights
+    adaptive_guided_eta: float = 0.3  # pgd-adaptive: the guided starts run from this eta on
+    adaptive_weights: list[float] = field(default_factory=lambda: [10.0, 3.0])  # pgd-adaptive's detector weights
     square_queries: int = 1000
     art_attacks: list[str] = field(default_factory=list)  # the independent check, as art:<name>
     art_etas: list[float] = field(default_factory=list)
@@ -77,7 +78,7 @@ class Plan:
         same = {f: getattr(e, f) for f in ("etas", "seeds", "pgd_steps", "pgd_step_ratio", "pgd_restarts",
                                            "batch", "strong_attacks", "apgd_iters", "apgd_restarts",
                                            "apgd_targets", "fab_iters", "fab_targets", "square_queries",
-                                           "adaptive_starts", "adaptive_weights")}
+                                           "adaptive_starts", "adaptive_guided_eta", "adaptive_weights")}
         return cls(main_eta=p.attack.eta, strong_etas=e.strong_etas or [p.attack.eta], art_attacks=a.attacks,
                    art_etas=a.etas, art_n=a.n_test, art_apgd_iters=a.apgd_iters,
                    art_square_queries=a.square_queries, **same, **models)
