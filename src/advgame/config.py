@@ -118,7 +118,7 @@ class EvalParams(Section):
     adaptive_starts: int = Field(8, ge=0, description="pgd-adaptive: guided starts per detector weight")
     adaptive_guided_eta: float = Field(0.3, gt=0, le=1, description="pgd-adaptive: guided starts from this eta on")
     adaptive_weights: list[PositiveFloat] = Field([10.0, 3.0], min_length=1,
-                                          description="pgd-adaptive: detector weights, tried in turn")
+                                                  description="pgd-adaptive: detector weights, tried in turn")
 
     @field_validator("etas")
     @classmethod

@@ -150,7 +150,8 @@ class _Runs:
         fn, plan, x, y = a.runner(), self.plan, self.x, self.y
         n = min(plan.art_n or len(x), len(x)) if a.subset else len(x)
         name = a.name.format(member) if a.family else a.name
-        return self.attack(name, eta_key(eta), lambda i, s: fn(Call(self.defender, x[i], y[i], eta, plan, s, member, (x, y))),
+        return self.attack(name, eta_key(eta),
+                           lambda i, s: fn(Call(self.defender, x[i], y[i], eta, plan, s, member, (x, y))),
                            plan.seeds if a.seeded else plan.seeds[:1], n, a.carry)
 
 
