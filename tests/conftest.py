@@ -29,3 +29,24 @@ def trained_smallcnn():
     m = SmallCNN()
     fit(m, x[:2000], y[:2000], standard_objective, TrainParams(epochs=2, batch=64, lr=2e-3))
     return m, xt[:300], yt[:300]
+
+
+@pytest.fixture(scope="session")
+def tiny_magnet(trained_smallcnn):
+    """A MagNet-like defender: the conftest SmallCNN behind a reformer trained 2 epochs on 1,000
+    digits, the detector's threshold rejecting 1% of 1,000 other training digits."""
+    import copy
+
+    from advgame.config import TrainParams
+    from advgame.data import load_mnist5k
+    from advgame.defenses import magnet
+    from advgame.training import fit
+
+    (x, y), _ = load_mnist5k(0.2, 0)
+    torch.manual_seed(0)
+    ae = magnet.Reformer(1)
+    fit(ae, x[:1000], y[:1000], magnet.denoising_objective(0.1), TrainParams(epochs=2, batch=16, lr=3e-2))
+    t = magnet.threshold_for(magnet.recon_errors(ae, x[3000:4000]), 0.01)
+    clf, xt, yt = trained_smallcnn
+    d = magnet.build_defender("magnet", copy.deepcopy(clf), ae, t, 1000.0)
+    return d, xt[:100], yt[:100]

@@ -193,3 +193,10 @@ def test_data_root_inside_or_absolute_is_allowed(root):
     raw = copy.deepcopy(DEFAULT)
     raw["data"]["root"] = root
     assert config.parse(raw).data.root == root
+
+
+def test_adaptive_params_validated():
+    msg = error_for(lambda r: r["eval"].update(adaptive_weights=[10.0, 0.0]))
+    assert "eval.adaptive_weights" in msg
+    assert "eval.adaptive_weights" in error_for(lambda r: r["eval"].update(adaptive_weights=[]))
+    assert "eval.adaptive_starts" in error_for(lambda r: r["eval"].update(adaptive_starts=-1))

@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PositiveFloat,
     ValidationError,
     create_model,
     field_validator,
@@ -114,6 +115,10 @@ class EvalParams(Section):
     fab_iters: int = Field(100, ge=1, description="FAB-T iterations per target")
     fab_targets: int = Field(9, ge=1, le=9, description="FAB-T: target classes tried per image")
     square_queries: int = Field(1000, ge=1, description="Square: queries per image")
+    adaptive_starts: int = Field(8, ge=0, description="pgd-adaptive: guided starts per detector weight")
+    adaptive_guided_eta: float = Field(0.3, gt=0, le=1, description="pgd-adaptive: guided starts from this eta on")
+    adaptive_weights: list[PositiveFloat] = Field([10.0, 3.0], min_length=1,
+                                                  description="pgd-adaptive: detector weights, tried in turn")
 
     @field_validator("etas")
     @classmethod

@@ -78,7 +78,9 @@ class Call:
     """One attack's run in the evaluation: the images of one defender at one eta. `plan` is the
     evaluation's settings (evaluation/crosseval.py's Plan: steps, iterations, queries, batch,
     the models of the FGSM-k, AttNet and transfer columns); `member` the family member (round k,
-    attacker architecture, ART attack) or None. Each attack's `run_*(call)` returns x_adv."""
+    attacker architecture, ART attack) or None; `pool` every evaluated image and label (x may be
+    the part a smaller eta left unfooled), where an attack starts from other images
+    (pgd-adaptive's guided starts). Each attack's `run_*(call)` returns x_adv."""
 
     defender: Defender
     x: torch.Tensor
@@ -87,3 +89,4 @@ class Call:
     plan: object
     seed: int = 0
     member: object = None
+    pool: tuple[torch.Tensor, torch.Tensor] | None = None

@@ -55,6 +55,9 @@ class Plan:
     apgd_targets: int = 3
     fab_iters: int = 100
     fab_targets: int = 9
+    adaptive_starts: int = 8    # pgd-adaptive: guided starts per weight
+    adaptive_guided_eta: float = 0.3  # pgd-adaptive: the guided starts run from this eta on
+    adaptive_weights: list[float] = field(default_factory=lambda: [10.0, 3.0])  # pgd-adaptive's detector weights
     square_queries: int = 1000
     art_attacks: list[str] = field(default_factory=list)  # the independent check, as art:<name>
     art_etas: list[float] = field(default_factory=list)
@@ -74,7 +77,8 @@ class Plan:
         e, a = p.eval, p.art
         same = {f: getattr(e, f) for f in ("etas", "seeds", "pgd_steps", "pgd_step_ratio", "pgd_restarts",
                                            "batch", "strong_attacks", "apgd_iters", "apgd_restarts",
-                                           "apgd_targets", "fab_iters", "fab_targets", "square_queries")}
+                                           "apgd_targets", "fab_iters", "fab_targets", "square_queries",
+                                           "adaptive_starts", "adaptive_guided_eta", "adaptive_weights")}
         return cls(main_eta=p.attack.eta, strong_etas=e.strong_etas or [p.attack.eta], art_attacks=a.attacks,
                    art_etas=a.etas, art_n=a.n_test, art_apgd_iters=a.apgd_iters,
                    art_square_queries=a.square_queries, **same, **models)
@@ -146,7 +150,8 @@ class _Runs:
         fn, plan, x, y = a.runner(), self.plan, self.x, self.y
         n = min(plan.art_n or len(x), len(x)) if a.subset else len(x)
         name = a.name.format(member) if a.family else a.name
-        return self.attack(name, eta_key(eta), lambda i, s: fn(Call(self.defender, x[i], y[i], eta, plan, s, member)),
+        return self.attack(name, eta_key(eta),
+                           lambda i, s: fn(Call(self.defender, x[i], y[i], eta, plan, s, member, (x, y))),
                            plan.seeds if a.seeded else plan.seeds[:1], n, a.carry)
 
 
@@ -179,7 +184,7 @@ def _sanity_run(runs: _Runs, results: dict) -> tuple[str, dict]:
     fn = a.runner()
     key = eta_key(plan.sanity_eta)
     x, y = runs.x, runs.y
-    masks = runs.attack(name, key, lambda i, s: fn(Call(defender, x[i], y[i], plan.sanity_eta, plan, s)),
+    masks = runs.attack(name, key, lambda i, s: fn(Call(defender, x[i], y[i], plan.sanity_eta, plan, s, pool=(x, y))),
                         plan.seeds[:1], len(x), a.carry)
     if key not in results.get(name, {}):  # only the sweep's etas
         runs.outcomes[name].pop(key)
