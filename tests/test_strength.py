@@ -53,4 +53,25 @@ def test_a_detector_defender_gets_a_strength_stage_the_report_reads():
     raw = {**RAW, "study": {**RAW["study"], "defenders": [d for d in RAW["study"]["defenders"] if d != "magnet"]}}
     st = pipeline.stages(config.parse(raw))
     assert not any(n.startswith("strength-") for n in st)
-    assert not any("strength" in d for d in st["report"]["deps"])
+    assert not any(d.startswith("reports/strength/") for d in st["report"]["deps"])
+
+
+def test_the_file_and_the_results_key_follow_the_results_contract(curve):
+    from test_docs import undocumented
+
+    out = curve[0]
+    assert undocumented(out, "reports/strength/<defender>.json") == []
+    assert undocumented({"strength": {"magnet": out}}, "reports/results.json") == []
+
+
+def test_the_report_renders_the_strength_section_and_figure(curve, tmp_path):
+    from advgame.plotting import pyplot, save
+    from advgame.report.strength import plot_strength, strength_section
+
+    out = {**curve[0], "defender": "magnet"}
+    md = "\n".join(strength_section({"magnet": out}))
+    assert "### MagNet: attack strength" in md and "guided starts |" in md
+    assert ("Not saturated" in md) != out["saturated"]
+    assert f"{out['union']['error']:.3f}" in md
+    assert plot_strength({"magnet": out}, tmp_path / "s.png", pyplot(), save) and (tmp_path / "s.png").exists()
+    assert strength_section({}) == [] and not plot_strength({}, tmp_path / "t.png", pyplot(), save)
