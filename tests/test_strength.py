@@ -75,3 +75,17 @@ def test_the_report_renders_the_strength_section_and_figure(curve, tmp_path):
     assert f"{out['union']['error']:.3f}" in md
     assert plot_strength({"magnet": out}, tmp_path / "s.png", pyplot(), save) and (tmp_path / "s.png").exists()
     assert strength_section({}) == [] and not plot_strength({}, tmp_path / "t.png", pyplot(), save)
+
+
+def test_q1_quotes_magnets_adaptive_attack_only_when_magnet_is_evaluated():
+    from advgame.report.answers import _magnet_adaptive
+    from advgame.report.study import Study
+
+    p = config.parse(RAW)
+    cell = {"error": 0.866, "ci95": [0.83, 0.89], "n": 500}
+    row = {"defender": "magnet", "results": {"pgd-adaptive": {config.eta_key(p.attack.eta): cell}}}
+    curve = {"eta": p.attack.eta, "union": {"error": 0.9, "ci95": [0.87, 0.92], "n": 500}}
+    s = Study(p, {"magnet": row}, strength={"magnet": curve})
+    text = " ".join(_magnet_adaptive(s))
+    assert "1711.08478" in text and "0.866" in text and "0.900" in text
+    assert _magnet_adaptive(Study(p, {"baseline": {"defender": "baseline", "results": {}}})) == []
