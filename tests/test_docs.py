@@ -159,6 +159,16 @@ def load(f: Path):
     return json.loads(f.read_text())
 
 
+def ran(target: str) -> bool:
+    """Whether dvc.lock records a stage output of this template (a stage added after the
+    committed results ran has none; e.g. strength-<defender>, whose keys tests/test_strength.py
+    checks against this contract on a tiny MagNet)."""
+    lock = ROOT / "dvc.lock"
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}) if lock.exists() else {}
+    rx = contract().regex(target)
+    return any(rx.fullmatch(o["path"]) for s in stages.values() for o in s.get("outs", []))
+
+
 def data_targets() -> list[str]:
     return [t for t in contract().keys if t.endswith((".json", ".csv"))]
 
@@ -219,6 +229,8 @@ def test_every_file_under_reports_is_listed():
 @pytest.mark.parametrize("target", data_targets())
 def test_every_key_of_every_result_file_is_documented(target):
     found = files_of(target)
+    if not found and not ran(target):  # a stage added since the committed results: its own test checks its keys
+        pytest.skip(f"no stage of dvc.lock wrote {target} yet")
     assert found, f"no file matches `keys {target}`"
     bad = {f.relative_to(ROOT).as_posix(): u for f in found if (u := undocumented(load(f), target))}
     assert bad == {}

@@ -206,7 +206,7 @@ def test_a_param_is_declared_only_by_the_stages_that_read_it(param, rerun):
     if rerun is not None:
         assert readers == rerun
     else:
-        assert readers and all(n.startswith(("eval-", "sweep-", "ablation-")) for n in readers)
+        assert readers and all(n.startswith(("eval-", "sweep-", "ablation-", "strength-")) for n in readers)
 
 
 def test_a_defense_left_out_reruns_nothing():

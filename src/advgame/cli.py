@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from advgame import UserError
+from advgame.names import DATA
 
 COMMANDS = {
     "pipeline": "regenerate dvc.yaml from params.yaml (= python -m advgame.pipeline)",
@@ -64,7 +65,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     ap.add_argument("--arch", help="the architecture of a plain state_dict (advgame.models: smallcnn, cifarcnn, resnet18)")
     ap.add_argument("--classes", type=int, default=10, help="classes of a plain state_dict (default %(default)s)")
     ap.add_argument("--data", help="a .pt file holding tensors x (N, C, H, W) in [0, 1] and y (N,); "
-                    "default: the study's test split data/prepared/test.pt")
+                    f"default: the study's test split {DATA}/test.pt")
     ap.add_argument("--n", type=int, default=0, help="the first n images (default: eval.n_test for the "
                     "study's split, all of yours)")
     ap.add_argument("--eta", type=float, default=0.3, help="the main L-inf eta: the strong set and the "

@@ -26,6 +26,7 @@ from advgame.attacks.target import Defender
 from advgame.data import load_split
 from advgame.evaluation.crosseval import Plan, _applies, _members, evaluate_defender
 from advgame.models import CLASSIFIERS, build_classifier, model_from_checkpoint, state_mismatch
+from advgame.names import DATA
 from advgame.progress import Progress
 from advgame.runtime import resolve_device
 
@@ -52,9 +53,9 @@ def _read(path: str | Path, what: str):
 
 def load_data(data: str | Path | None, n: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The first n images (0 = all) of a file holding x and y, or of the study's prepared test
-    split (data/prepared/test.pt) when `data` is None."""
+    split (names.DATA, test.pt) when `data` is None."""
     if data is None:
-        return load_split("data/prepared", "test", n)
+        return load_split(DATA, "test", n)
     d = _read(data, "a data file (torch.save of {'x': x, 'y': y})")
     if not (isinstance(d, dict) and all(hasattr(d.get(k), "shape") for k in ("x", "y"))):
         raise UserError(f"{data}: not a data file; save a dict of tensors x (N, C, H, W) and y (N,), "

@@ -36,6 +36,7 @@ from advgame.report.sections import (
     table5,
 )
 from advgame.report.leaderboard import study_leaderboard
+from advgame.report.strength import plot_strength, strength_section
 from advgame.report.study import Study, load_study, results_json
 from advgame.report.tables import (
     _eta_sort,
@@ -141,7 +142,7 @@ def _results(s: Study) -> list[str]:
     for e in other_etas:
         cols = columns(tr, e, lambda a: not _in_table(a, "transfer"))
         md += [f"### At eta {e} ({s.subset()})", "", error_table(tr, e, cols, skip_empty=True), ""]
-    return md + _catmouse_tables(s) + _attackers(s)
+    return md + _catmouse_tables(s) + _attackers(s) + strength_section(s.strength)
 
 
 def _catmouse_tables(s: Study) -> list[str]:
@@ -244,6 +245,8 @@ def build_report(p: config.Params, root: str | Path = ".", device: str | torch.d
         game_report.plot_sweep(s.sweep, p.game.attacker_arch, fig_dir / "gamma_sweep.png", plt, save))
     fig("Convergence of the game solvers: defender loss and attacker objective per epoch",
         "convergence.png", game_report.plot_convergence(s.histories, fig_dir / "convergence.png", plt, save))
+    fig("Attack strength: pgd-adaptive's error against PGD steps, per number of guided starts",
+        "strength.png", plot_strength(s.strength, fig_dir / "strength.png", plt, save))
     ex = load_examples(p, root, device) if examples else None
     fig("Adversarial examples against the baseline (title: predicted label)", "examples.png",
         ex is not None and plot_examples(ex[0], ex[1], fig_dir / "examples.png"))

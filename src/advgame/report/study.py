@@ -11,6 +11,7 @@ from advgame.artifacts import load_json
 from advgame.evaluation import paired
 from advgame.evaluation.sanity import transfer_check
 from advgame.report import game as game_report
+from advgame.report.strength import load_strength
 from advgame.report.tables import _float, entry
 from advgame.runtime import PIN_VARS
 
@@ -34,6 +35,7 @@ class Study:
     catmouse_n: int | None = None                   # test images of the cat-and-mouse stage
     verdicts: list = field(default_factory=list)    # "Does the paper hold?" (verdicts.py)
     hosts: list = field(default_factory=list)       # the machines the stages ran on (hosts())
+    strength: dict = field(default_factory=dict)    # defender -> its attack-strength curve
 
     @property
     def n_eval(self) -> int | None:
@@ -136,7 +138,8 @@ def load_study(p: config.Params, root: str | Path = ".", device: str = "cpu") ->
     return Study(p, defenders, missing, curve, matrix, timing, meta, ", ".join(devs) or device,
                  game_report.table5_cells(root), sweep, game_report.load_histories(root), root,
                  ablations, paired.SeedTable(load_json(seeds_f) if seeds_f.exists() else None),
-                 cm_n or meta.get("test", {}).get("shape", [None])[0], hosts=hosts(envs))
+                 cm_n or meta.get("test", {}).get("shape", [None])[0], hosts=hosts(envs),
+                 strength=load_strength(root))
 
 
 HOST_KEYS = ("cpu", "cpu_capability", "threads", "device", "torch", "mkl", "onednn")
@@ -174,4 +177,5 @@ def results_json(s: Study) -> dict:
         "timing": s.timing,
         "hosts": s.hosts,
         "verdicts": s.verdicts,
+        "strength": s.strength,
     }
