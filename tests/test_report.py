@@ -359,7 +359,8 @@ def test_results_name_the_hosts_the_stages_ran_on():
 
     env = {"device": "cpu", "threads": 2, "torch": "2.14.1", "cpu": "Xeon", "cpu_capability": "AVX512",
            "mkl": "2024.2", "onednn": "3.12.0", "deterministic": True}
-    got = hosts({"prepare": env, "baseline": env, "eval-x": {**env, "cpu_capability": "AVX2", "mkl_cbwr": "AVX2"}})
+    got = hosts({"check-params": {}, "prepare": env, "baseline": env,
+                 "eval-x": {**env, "cpu_capability": "AVX2", "mkl_cbwr": "AVX2"}})
     assert [h["stages"] for h in got] == [["prepare", "baseline"], ["eval-x"]]
     assert got[0] == {**{k: v for k, v in env.items() if k != "deterministic"}, "stages": ["prepare", "baseline"]}
     assert got[1]["cpu_capability"] == "AVX2" and got[1]["mkl_cbwr"] == "AVX2"

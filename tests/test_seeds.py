@@ -270,3 +270,21 @@ def test_rebase_replaces_the_main_run_and_keeps_the_other_seeds_marked(monkeypat
     assert json.loads((tmp_path / "reports/seeds.json").read_text()) == obj
     # rebased twice: the mark is not repeated
     assert seeds.rebase(config.parse({}), "reports/seeds.json")["sources"]["1"].count("[kept") == 1
+
+
+def test_rebase_drops_the_other_seeds_of_a_defender_whose_evaluation_changed(monkeypatch, tmp_path):
+    import json
+
+    import yaml
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"eval-a": {}, "eval-m": {}}}))
+    for d in ("a", "m"):
+        (tmp_path / f"reports/eval/{d}.json").parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"reports/eval/{d}.json").write_text(json.dumps({"results": {"pgd-curr": {"0.3": {"error": 0.9}}}}))
+    runs = [{d: {"pgd-curr": {"0.3": v}} for d in ("a", "m")} for v in (0.5, 0.6)]
+    (tmp_path / "reports/seeds.json").write_text(json.dumps(
+        {**seeds.summarise(runs, [0, 1]), "eta": "0.3", "sources": {"0": "workspace", "1": "x"}, "note": "n"}))
+    monkeypatch.setattr(seeds, "_git", lambda *a: "abc\n")
+    obj = seeds.rebase(config.parse({}), "reports/seeds.json", drop=("m",))
+    assert obj["defenders"]["a"]["pgd-curr"]["0.3"]["per_seed"] == [0.9, 0.6]
+    assert "m" not in obj["defenders"]  # its other seed ran another attack: not comparable

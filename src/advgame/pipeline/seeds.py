@@ -185,18 +185,22 @@ def workspace_cells(p: config.Params) -> dict:
     return {d: cells(json.loads(Path(f).read_text()), eta) for d, f in measured().values()}
 
 
-def rebase(p: config.Params, out: str = OUT) -> dict:
+def rebase(p: config.Params, out: str = OUT, drop: tuple[str, ...] = ()) -> dict:
     """The main run's column of `out` replaced by the workspace's results, every other seed kept
     from `out` as it is, its source marked as such. For a workspace rerun whose seed experiments
     are not in this clone (DVC keeps experiments in local git refs that a clone does not get) and
     cannot be rerun now: the other seeds then come from the code and host that made them, which
-    their `sources` entry says; `make seeds` replaces them."""
+    their `sources` entry says; `make seeds` replaces them. `drop`: defenders (or ablations)
+    whose evaluation the code has changed since (another attack, not another seed): their kept
+    columns are dropped, so they leave the file until `make seeds` measures them again."""
     old = json.loads(Path(out).read_text())
     seeds = old["seeds"]
     if not seeds or seeds[0] != p.run.seed:
         raise UserError(f"{out}: its first seed is {seeds[:1]}, not run.seed {p.run.seed}")
     runs: list[dict] = [workspace_cells(p)] + [{} for _ in seeds[1:]]
     for d, by_attack in old["defenders"].items():
+        if d in drop:
+            continue
         for attack, by_eta in by_attack.items():
             for eta, c in by_eta.items():
                 for i, v in enumerate(c["per_seed"][1:], 1):
@@ -297,6 +301,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("action", choices=["run", "collect", "rebase", "show", "commits"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--force", action="store_true", help="rerun seeds whose experiment already ran this code")
+    ap.add_argument("--drop", nargs="*", default=[], help="rebase: defenders whose evaluation changed since the "
+                    "kept seeds ran (their other seeds are dropped, not compared)")
     a = ap.parse_args(argv)
     try:
         if a.action == "commits":  # make compare's -n: back to the oldest seed experiment
@@ -309,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
         elif a.action == "collect":
             collect(p, a.seeds)
         elif a.action == "rebase":
-            rebase(p)
+            rebase(p, drop=tuple(a.drop))
         else:
             run(p, a.seeds, force=a.force)
     except UserError as e:

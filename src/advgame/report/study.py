@@ -152,6 +152,8 @@ def hosts(envs: dict[str, dict]) -> list[dict]:
     out: dict[tuple, dict] = {}
     for stage, env in envs.items():
         h = {k: env[k] for k in HOST_KEYS if k in env}
+        if not h:  # a stage without torch (check-params) says nothing about a machine
+            continue
         h.update({k: v for k, v in env.items() if k in PINS})
         out.setdefault(tuple(sorted(h.items())), {**h, "stages": []})["stages"].append(stage)
     return list(out.values())
