@@ -71,6 +71,9 @@ def plot_strength(curves: dict[str, dict], path: Path, plt, save) -> bool:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{k} guided starts")
         ax.axhline(o["union"]["error"], color="gray", ls="--", lw=1, label="union over the grid")
         ax.set_xscale("log", base=2)
+        steps = sorted({r["steps"] for r in o["grid"]})
+        ax.set_xticks(steps, [str(v) for v in steps])  # the grid's own steps, not powers of 2
+        ax.minorticks_off()
         ax.set_xlabel("PGD steps")
         ax.set_ylabel("error")
         ax.set_title(f"{LABELS.get(d, d)}: pgd-adaptive at eta {o['eta']:g}")
