@@ -134,7 +134,7 @@ def load_study(p: config.Params, root: str | Path = ".", device: str = "cpu") ->
     cm_n = next((load_json(f).get("n_test") for f in (root / names.stage_report("catmouse"),
                                                        root / names.stage_report("round-1"))
                  if f.exists() and load_json(f).get("n_test")), None)
-    cm_n = cm_n or (matrix or {}).get("n")
+    cm_n = cm_n or (matrix or {}).get("n_test")
     return Study(p, defenders, missing, curve, matrix, timing, meta, ", ".join(devs) or device,
                  game_report.table5_cells(root), sweep, game_report.load_histories(root), root,
                  ablations, paired.SeedTable(load_json(seeds_f) if seeds_f.exists() else None),
