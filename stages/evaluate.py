@@ -14,7 +14,7 @@ from advgame import UserError, attack_table
 from advgame.artifacts import load_checkpoint, producer_hint, save_json
 from advgame.data import load_split
 from advgame.defenses.loading import load_defender
-from advgame.evaluation.crosseval import Plan, evaluate_defender
+from advgame.evaluation.crosseval import Plan, evaluate_defender, row_json
 from advgame.models import model_from_checkpoint
 from advgame.pipeline.stage import run_stage
 from advgame.training import progress
@@ -37,7 +37,7 @@ def body(ctx, args, sources: dict[int, str]):
     start = time.perf_counter()
     if not Path(args.model).exists():
         raise UserError(f"{args.model}: not found; {producer_hint(args.model)}")
-    x, y = load_split(args.data, "test", p.eval.n_test)
+    x, y = load_split(args.data, "test", p.eval.n_main)
     x, y = x.to(dev), y.to(dev)
     defender = load_defender(name, args.model, dev)
     plan = Plan.from_params(
@@ -51,20 +51,7 @@ def body(ctx, args, sources: dict[int, str]):
     bar.close()
     seconds = round(time.perf_counter() - start, 2)
     res = out["results"]
-    save_json({"defender": name, "results": res, "sanity": out["sanity"],
-               "sanity_detail": out["sanity_detail"],
-               "sanity_attack": out["sanity_attack"],
-               "sanity_pgd_large_eta": out["sanity_pgd_large_eta"],
-               **({"detector": out["detector"]} if "detector" in out else {}),
-               "per_image": out["per_image"],
-               "settings": {"n_test": len(x), "pgd_steps": p.eval.pgd_steps,
-                            "pgd_restarts": p.eval.pgd_restarts, "seeds": p.eval.seeds,
-                            "attacker_eta": p.attack.eta,
-                            "strong_attacks": p.eval.strong_attacks,
-                            "apgd_iters": p.eval.apgd_iters, "apgd_restarts": p.eval.apgd_restarts,
-                            "square_queries": p.eval.square_queries,
-                            "art_attacks": p.art.attacks, "art_n": min(p.art.n_test or len(x), len(x)),
-                            "attacks_by_eta": out["attacks_by_eta"]}}, args.out)
+    save_json(row_json(name, out, p, len(x)), args.out)
     # timings go to the stage report and MLflow, not the results: the results' bytes must not
     # change when the same commit is rerun
 

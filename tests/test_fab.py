@@ -151,7 +151,7 @@ def test_params_reach_the_plan_and_are_validated():
     p = config.parse({"eval": {"fab_iters": 7, "fab_targets": 2}})
     plan = Plan.from_params(p)
     assert (plan.fab_iters, plan.fab_targets) == (7, 2)
-    assert "fab-t" not in config.parse({}).eval.strong_attacks  # available, not in the default set
+    assert config.parse({}).eval.strong_attacks == ["apgd-ce", "apgd-t", "fab-t", "square"]  # AutoAttack's cascade
     for bad in ({"fab_iters": 0}, {"fab_targets": 10}):
         with pytest.raises(UserError, match=f"eval.{next(iter(bad))}"):
             config.parse({"eval": bad})

@@ -317,14 +317,6 @@ def test_gamma_sweep_figure_is_built_from_the_sweep_stages(tmp_path):
     assert [q["pgd-curr"]["error"] for q in pts if q["source"].startswith("sweep")] == [0.7, 0.4]
 
 
-def test_a_failing_pgd_vs_apgd_check_quotes_both_numbers(built):
-    p, out, res, _ = built
-    s = report_study.load_study(p, out["report"].parent.parent)
-    text = report_sections._failure_numbers(s, "minimax", "pgd_not_below_apgd")
-    assert "pgd-curr 0.250" in text and "apgd-ce 0.260" in text and "0.010 apart" in text
-    assert report_sections._failure_numbers(s, "minimax", "attnet_le_pgd") == ""  # its detail quotes numbers
-
-
 def test_attacker_diagnostics_table(tmp_path):
     p = make_study(tmp_path, models=False)
     save_json({"stage": "attackers-baseline", "seconds": 3.0, "attnet_mlp_test_error": 0.934,

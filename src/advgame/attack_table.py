@@ -44,6 +44,9 @@ class Attack:
     paper_column: str | None = None  # the column of the paper's Table 5 it fills
     headline: tuple[int, str] | None = None  # (place, key) in reports/metrics.json and the registry
     seed_column: int | None = None  # its place in the report's table across training seeds
+    cascade: bool = False  # in the cascade (AutoAttack's way): at its etas it runs after every
+    #                        attack not in the cascade and the cascade's entries before it, only on
+    #                        the images none of them fooled; its cell is the error after it
 
     @property
     def family(self) -> bool:
@@ -74,15 +77,15 @@ ATTACKS: tuple[Attack, ...] = (
            rank=4, seeded=False, members="own_attackers", paper_column="AttNet-curr", headline=(3, "attnet_curr"),
            seed_column=3),
     Attack("apgd-ce", "apgd:run_ce", "Croce & Hein 2020", "white-box", "strong", rank=5, carry=True,
-           needs="strong", seed_column=4),
+           needs="strong", seed_column=4, cascade=True),
     Attack("apgd-dlr", "apgd:run_dlr", "Croce & Hein 2020", "white-box", "strong", rank=6, carry=True,
-           needs="strong"),
+           needs="strong", cascade=True),
     Attack("apgd-t", "apgd:run_t", "Croce & Hein 2020 (targeted, DLR)", "white-box", "strong", rank=6.2,
-           carry=True, needs="strong"),
+           carry=True, needs="strong", cascade=True),
     Attack("fab-t", "fab:run_fab_t", "Croce & Hein 2020 (targeted FAB)", "white-box", "strong", rank=6.4,
-           carry=True, needs="strong"),
+           carry=True, needs="strong", cascade=True),
     Attack("square", "square:run", "Andriushchenko et al. 2020", "black-box", "strong", rank=7, carry=True,
-           needs="strong", seed_column=5),
+           needs="strong", seed_column=5, cascade=True),
     Attack("pgd-transfer:baseline", "pgd:run_transfer", "Madry et al. 2018, crafted on the baseline",
            "transfer", "strong", rank=7.5, needs="transfer"),
     Attack("art:{}", "art:run", "the adversarial-robustness-toolbox's APGD and Square (independent check)",

@@ -99,15 +99,17 @@ STRONG_ATTACKS = attack_table.names(needs="strong")  # the attack table is the o
 
 class EvalParams(Section):
     etas: list[float] = Field([0.1, 0.2, 0.3, 0.4], description="the sweep: FGSM, PGD and AttNet run at each")
-    n_test: int = Field(0, ge=0, description="first n test images; 0 = all")
+    n_test: int = Field(0, ge=0, description="first n test images at the sweep's other etas (and of the "
+                        "stages that attack a sample: rounds, ablations, transfer, Table 5); 0 = all")
+    n_main: int = Field(0, ge=0, description="first n test images at the main and strong etas; 0 = all")
     batch: int = Field(500, ge=1, description="images per attack batch")
     pgd_steps: int = Field(40, ge=1, description="PGD-curr steps")
     pgd_step_ratio: float = Field(2.5, gt=0, description="step = ratio * eta / steps")
     pgd_restarts: int = Field(1, ge=1, description="PGD-curr random restarts")
     seeds: list[int] = Field([0], description="attack seeds (random starts); cells average over them")
     strong_attacks: list[Literal[STRONG_ATTACKS]] = Field(  # type: ignore[valid-type]
-        ["apgd-ce", "apgd-dlr", "square"],
-        description="the strong set, run on every evaluated image at strong_etas (our torch code)")
+        ["apgd-ce", "apgd-t", "fab-t", "square"],
+        description="the cascade at strong_etas (AutoAttack's order), each on the images still unfooled")
     strong_etas: list[float] = Field([], description="etas of the strong set; [] = attack.eta")
     apgd_iters: int = Field(100, ge=1, description="APGD iterations per run")
     apgd_restarts: int = Field(1, ge=1, description="APGD-CE/-DLR random restarts")
@@ -115,6 +117,8 @@ class EvalParams(Section):
     fab_iters: int = Field(100, ge=1, description="FAB-T iterations per target")
     fab_targets: int = Field(9, ge=1, le=9, description="FAB-T: target classes tried per image")
     square_queries: int = Field(1000, ge=1, description="Square: queries per image")
+    saturation_n: int = Field(200, ge=0, description="saturation check: the cascade at twice the iterations "
+                              "and restarts on the first n images at the main eta; 0 = off")
     adaptive_starts: int = Field(8, ge=0, description="pgd-adaptive: guided starts per detector weight")
     adaptive_guided_eta: float = Field(0.3, gt=0, le=1, description="pgd-adaptive: guided starts from this eta on")
     adaptive_weights: list[PositiveFloat] = Field([10.0, 3.0], min_length=1,

@@ -127,9 +127,9 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, iters: 
 
 def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, iters: int = 100,
            targets: int = 3, seed: int = 0, batch: int = 1000, success: SuccessFn | None = None,
-           early_stop: bool = True, loss: str | LossFn = "dlr-t") -> torch.Tensor:
+           early_stop: bool = True, loss: str | LossFn = "dlr-t", restarts: int = 1) -> torch.Tensor:
     """APGD-T: targeted DLR against each of the `targets` most likely other classes of the clean
-    input in turn, each run only on the examples not fooled yet. `loss` may replace the targeted
+    input in turn (`restarts` runs each), each run only on the examples not fooled yet. `loss` may replace the targeted
     DLR by one taking `target` (e.g. adaptive.joint_loss(defender, "dlr-t"))."""
     with torch.no_grad(), eval_mode(model):
         logits = torch.cat([model(x[s]) for s in batch_slices(len(x), batch)])
@@ -143,7 +143,7 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, iters
         # the k-th most likely class other than y
         cand = order[todo]
         t = torch.where((cand[:, :k + 1] == y[todo, None]).any(1), cand[:, k + 1], cand[:, k])
-        xa = apgd(model, x[todo], y[todo], eta, iters, loss, 1, seed + k, batch, success,
+        xa = apgd(model, x[todo], y[todo], eta, iters, loss, restarts, seed + k, batch, success,
                   early_stop, target=t)
         f = _fooled(model, xa, y[todo], success, batch)
         best[todo[f]] = xa[f]
@@ -175,7 +175,7 @@ def run_dlr(c: Call) -> torch.Tensor:
 
 
 def run_t(c: Call) -> torch.Tensor:
-    """APGD-T: targeted DLR over the top `apgd_targets` classes."""
+    """APGD-T: targeted DLR over the top `apgd_targets` classes, `apgd_restarts` runs each."""
     p, d = c.plan, c.defender
     return apgd_t(d.model, c.x, c.y, c.eta, p.apgd_iters, p.apgd_targets, c.seed, p.batch, success_of(d),
-                  loss=loss_for(d, "dlr-t"))
+                  loss=loss_for(d, "dlr-t"), restarts=p.apgd_restarts)

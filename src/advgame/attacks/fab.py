@@ -160,7 +160,7 @@ def fab_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, iters:
 
 
 def run_fab_t(c: Call) -> torch.Tensor:
-    """FAB-T with the evaluation's `fab_iters` and `fab_targets` (one restart per target)."""
+    """FAB-T with the evaluation's `fab_iters`, `fab_targets` and `fab_restarts` (per target)."""
     p, d = c.plan, c.defender
-    return fab_t(d.model, c.x, c.y, c.eta, p.fab_iters, p.fab_targets, seed=c.seed, batch=p.batch,
-                 success=success_of(d))
+    return fab_t(d.model, c.x, c.y, c.eta, p.fab_iters, p.fab_targets, getattr(p, "fab_restarts", 1), seed=c.seed,
+                 batch=p.batch, success=success_of(d))

@@ -11,7 +11,7 @@ from torch import nn
 from advgame.attacks.adaptive import joint_margin
 from advgame.attacks.core import SuccessFn, project
 from advgame.attacks.target import Call, success_of
-from advgame.models import batch_slices, eval_mode
+from advgame.models import batch_slices, eval_mode, inference_copy
 
 
 def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, queries: int = 1000,
@@ -23,7 +23,9 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, queri
     channel and keeps it if the margin drops. Fooled examples stop querying. Unlike the
     reference code, the square's place and signs are drawn per example, for all of x at every
     query from one generator, so the result does not depend on `batch`. `objective(x, y) ->
-    (margin, fooled)` replaces the margin and `success` (one pass; e.g. adaptive.joint_margin)."""
+    (margin, fooled)` replaces the margin and `success` (one pass; e.g. adaptive.joint_margin).
+    Without an objective the queries go through a frozen copy of the model (models.inference_copy),
+    and an example it finds fooled is confirmed by the model itself before it stops."""
     gen = torch.Generator().manual_seed(seed)
     n, c, h, w = x.shape
     view = (-1, 1, 1, 1)
@@ -37,11 +39,12 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, queri
                       torch.randint(0, w - side + 1, (n,), generator=gen),
                       torch.randint(0, 2, (n, c, 1, 1), generator=gen) * 2 - 1))
     rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    fast = inference_copy(model, x[:batch]) if objective is None else None
     with eval_mode(model), torch.no_grad():
         for s in batch_slices(n, batch):
             xb, yb = x[s], y[s]
             xbest = project(xb + eta * stripes[s].to(x.device), xb, eta)
-            margin, fooled = _margin(model, xbest, yb, success, objective)
+            margin, fooled = _margin(model, xbest, yb, success, objective, fast)
             act = (~fooled).nonzero().flatten()
             for side, vh, vw, sign in draws:
                 if not len(act):
@@ -52,7 +55,7 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, queri
                         & ((cols >= vw[:, None]) & (cols < vw[:, None] + side))[:, None, :])[:, None]
                 xa = xbest[act]
                 xn = project(torch.where(mask, xa + 2 * eta * sign[idx].to(x), xa), xb[act], eta)
-                m, f = _margin(model, xn, yb[act], success, objective)
+                m, f = _margin(model, xn, yb[act], success, objective, fast)
                 # a logit depends on the batch's size by ~1e-6 (kernel blocking): a gain below
                 # 1e-4 is a tie, so that the result does not depend on `batch`
                 better = (m < margin[act] - 1e-4) | f
@@ -72,19 +75,37 @@ def _p_square(q: int, queries: int, p_init: float) -> float:
     return p_init / 512
 
 
-def _margin(model, x, y, success, objective=None):
+def _margin(model, x, y, success, objective=None, fast=None):
     if objective is not None:
         return objective(x, y)
-    logits = model(x)
+    logits = (fast or model)(x)
     zy = logits.gather(1, y[:, None])[:, 0]
     other = logits.scatter(1, y[:, None], -math.inf).amax(1)
     m = zy - other
-    fooled = success(x, y) if success is not None else m < 0
+    if success is not None:
+        return m, success(x, y)
+    fooled = m < 0
+    if fast is not None and fooled.any():  # the frozen copy's verdict, confirmed by the model
+        i = fooled.nonzero().flatten()
+        fooled[i] = model(x[i]).argmax(1) != y[i]
     return m, fooled
 
 
 def run(c: Call) -> torch.Tensor:
-    """Square with the evaluation's queries; with a detector its margin objective sees the detector."""
+    """Square with the evaluation's queries, `square_restarts` runs (each on the images the
+    runs before left unfooled, seeds c.seed, c.seed + 1, ...); with a detector its margin
+    objective sees the detector."""
     p, d = c.plan, c.defender
-    return square(d.model, c.x, c.y, c.eta, p.square_queries, seed=c.seed, batch=p.batch, success=success_of(d),
-                  objective=joint_margin(d) if d.detect else None)
+    success = success_of(d)
+    best = c.x.clone()
+    todo = torch.arange(len(c.x), device=c.x.device)
+    for r in range(getattr(p, "square_restarts", 1)):
+        if not len(todo):
+            break
+        xa = square(d.model, c.x[todo], c.y[todo], c.eta, p.square_queries, seed=c.seed + r, batch=p.batch,
+                    success=success, objective=joint_margin(d) if d.detect else None)
+        best[todo] = xa
+        with torch.no_grad(), eval_mode(d.model):
+            fooled = success(xa, c.y[todo]) if success else d.model(xa).argmax(1) != c.y[todo]
+        todo = todo[~fooled]
+    return best

@@ -24,7 +24,7 @@ from advgame import UserError, attack_table, config
 from advgame.artifacts import load_checkpoint
 from advgame.attacks.target import Defender
 from advgame.data import load_split
-from advgame.evaluation.crosseval import Plan, _applies, _members, evaluate_defender
+from advgame.evaluation.crosseval import Plan, _applies, _members, evaluate_defender, row_json
 from advgame.models import CLASSIFIERS, build_classifier, model_from_checkpoint, state_mismatch
 from advgame.names import DATA
 from advgame.progress import Progress
@@ -152,11 +152,11 @@ def evaluate_model(model: nn.Module, x: torch.Tensor | None = None, y: torch.Ten
     """Evaluate `model` (x in [0, 1] -> logits) on x, y (default: the study's prepared test
     split) against the study's evaluation attacks; returns the eval JSON's dict plus `seconds`.
     `params`: a Params, a params file, or None (./params.yaml or the defaults); `n` keeps the
-    first n images (0 = the params' eval.n_test for the study's split, every image of yours)."""
+    first n images (0 = the params' eval.n_main for the study's split, every image of yours)."""
     start = time.perf_counter()
     p = params if isinstance(params, config.Params) else load_params(params)
     if x is None or y is None:
-        x, y = load_data(None, n or p.eval.n_test)
+        x, y = load_data(None, n or p.eval.n_main)
     elif n:
         x, y = x[:n], y[:n]
     dev = resolve_device(device or p.run.device)
@@ -184,13 +184,4 @@ def evaluate_model(model: nn.Module, x: torch.Tensor | None = None, y: torch.Ten
 
 def eval_json(name: str, out: dict, p: config.Params, plan: Plan, n: int, seconds: float) -> dict:
     """The keys of stages/evaluate.py's reports/eval/<defender>.json, in its order, plus seconds."""
-    return {"defender": name, "results": out["results"], "sanity": out["sanity"],
-            "sanity_detail": out["sanity_detail"], "sanity_attack": out["sanity_attack"],
-            "sanity_pgd_large_eta": out["sanity_pgd_large_eta"], "per_image": out["per_image"],
-            "settings": {"n_test": n, "pgd_steps": p.eval.pgd_steps, "pgd_restarts": p.eval.pgd_restarts,
-                         "seeds": p.eval.seeds, "attacker_eta": plan.main_eta,
-                         "strong_attacks": p.eval.strong_attacks, "apgd_iters": p.eval.apgd_iters,
-                         "apgd_restarts": p.eval.apgd_restarts, "square_queries": p.eval.square_queries,
-                         "art_attacks": p.art.attacks, "art_n": min(p.art.n_test or n, n),
-                         "attacks_by_eta": out["attacks_by_eta"]},
-            "seconds": seconds}
+    return {**row_json(name, out, p, n), "seconds": seconds}

@@ -1,26 +1,29 @@
 """Gradient-masking flags of one defender's row (docs/protocol.md, "The evaluation"): PGD >= FGSM, the
-error grows to ~1 with eta, black-box <= white-box, transfer <= white-box, our PGD not below
-APGD, learned attackers not above PGD, and (baseline) learned attackers above the clean error."""
+error grows to ~1 with eta, black-box <= white-box (Square adds almost nothing the white-box
+attacks missed), transfer <= white-box, the cascade is saturated (twice its budget finds almost
+nothing more), learned attackers not above PGD, and (baseline) learned attackers above the clean
+error."""
 from __future__ import annotations
 
 from advgame import attack_table
 from advgame.config import eta_key
 
-# the two attacks each pairwise check compares (the first is the defender's full white-box PGD:
-# pgd-curr, or pgd-adaptive with a detector); the report prints the numbers behind a failure
-SQUARE, APGD_CE = "square", "apgd-ce"
-PAIRS = {"pgd_not_below_apgd": (None, APGD_CE), "black_box_le_white_box": (SQUARE, APGD_CE)}
+SQUARE = "square"
+# the share of the images that black-box Square may fool beyond every white-box attack, and that
+# twice the cascade's budget may add to worst-case (AutoAttack's own saturation bar)
+TOLERANCE = 0.005
 
 
 def white_box(attack: str) -> bool:
     """An attack on the defender itself, the bar a transfer attack must not beat: the table's
-    white-box attacks on every image (not the ART check's subset) and the learned attackers."""
-    return attack_table.matches(attack, threat="white-box", subset=False) or \
+    white-box attacks on every image (not the ART check's subset, not the cascade's entries,
+    whose cells count the transfer attacks' finds too) and the learned attackers."""
+    return attack_table.matches(attack, threat="white-box", subset=False, cascade=False) or \
         attack_table.matches(attack, threat="learned")
 
 
 def iterative_white_box(attack: str) -> bool:
-    """PGD and APGD in their forms (the attacks Square must not beat)."""
+    """PGD and APGD in their forms (the report's comparisons of defenders under white-box attack)."""
     return attack_table.matches(attack, threat="white-box", carry=True)
 
 
@@ -30,18 +33,21 @@ def _overlap_ge(a: dict, b: dict) -> bool:
     return a["ci95"][1] >= b["error"] or b["ci95"][0] <= a["error"]
 
 
-def sanity_checks(results: dict, plan, large_eta_pgd: dict, sanity_attack: str = "pgd-curr") -> tuple[dict, dict]:
+def sanity_checks(results: dict, plan, large_eta_pgd: dict, sanity_attack: str = "pgd-curr",
+                  cascade: dict | None = None, saturation: dict | None = None) -> tuple[dict, dict]:
     """Gradient-masking flags (docs/protocol.md): True = pass, False = fail, None = not computable.
     `sanity_attack` is the defender's full white-box PGD: pgd-curr, or pgd-adaptive for a
     defender with a detector (pgd-curr ignores the detector there, while APGD and the learned
     attackers do not). It is the attack of `error_grows_to_one` (`large_eta_pgd` is its cell at
-    plan.sanity_eta) and the PGD that `pgd_not_below_apgd` and `attnet_le_pgd` compare with."""
+    plan.sanity_eta) and the PGD that `attnet_le_pgd` compares with. `cascade` is the cascade's
+    counts at the main eta ({attack: {"ran_on", "new"}}), `saturation` the saturation rerun's
+    (crosseval._saturation)."""
     sanity: dict[str, bool | None] = {}
     detail: dict[str, str] = {}
     ref = results.get(sanity_attack) or results.get("pgd-curr", {})  # our full white-box PGD
     for check in (_pgd_ge_fgsm(results), _grows(results, plan, large_eta_pgd, sanity_attack),
-                  _black_box(results), transfer_check(results, plan.main_eta),
-                  _pgd_vs_apgd(results, ref, sanity_attack), _attnet_le_pgd(results, ref, sanity_attack),
+                  _black_box(results, cascade or {}, plan.main_eta), transfer_check(results, plan.main_eta),
+                  _saturated(saturation or {}), _attnet_le_pgd(results, ref, sanity_attack),
                   _attnet_attacks(results, plan)):
         sanity.update(check[0])
         detail.update(check[1])
@@ -65,25 +71,30 @@ def _grows(results: dict, plan, large_eta_pgd: dict, sanity_attack: str) -> tupl
         + (f"; at eta {plan.sanity_eta}: {top:.3f} (must be >= 0.95)" if top is not None else ""))}
 
 
-def _black_box(results: dict) -> tuple[dict, dict]:
-    name = "black_box_le_white_box"
-    sq = results.get(SQUARE, {})
-    if not sq:
-        return {name: None}, {name: "Square not run"}
-    wb = [r for a, r in results.items() if iterative_white_box(a)]
-    bad = [k for k in sq if not any(k in w and _overlap_ge(w[k], sq[k]) for w in wb)]
-    return {name: not bad}, {name: f"Square beats every white-box attack at eta {', '.join(bad)}" if bad
-                             else "Square (black-box) error <= the best white-box error (within CI)"}
+def _black_box(results: dict, cascade: dict, main_eta: float) -> tuple[dict, dict]:
+    """Square runs last in the cascade, on the images every white-box attack left: what it
+    fools there it fools beyond them (a black-box attack beating white-box ones is gradient
+    masking's signature)."""
+    name, key = "black_box_le_white_box", eta_key(main_eta)
+    sq, n = cascade.get(SQUARE), results.get("worst-case", {}).get(key, {}).get("n")
+    if not (sq and n):
+        return {name: None}, {name: "Square not run in the cascade"}
+    share = sq["new"] / n
+    ok = share <= TOLERANCE
+    return {name: ok}, {name: (
+        f"Square fools {sq['new']} of the {sq['ran_on']} images every white-box attack left at eta {key} "
+        f"({share:.3f} of {n}; {'<=' if ok else '>'} {TOLERANCE})")}
 
 
-def _pgd_vs_apgd(results: dict, ref: dict, sanity_attack: str) -> tuple[dict, dict]:
-    name = "pgd_not_below_apgd"
-    ap = results.get(APGD_CE, {})
-    if not (ap and ref):
-        return {name: None}, {name: "APGD-CE not run"}
-    bad = [k for k in ap if k in ref and not _overlap_ge(ref[k], ap[k])]
-    return {name: not bad}, {name: f"our {sanity_attack} clearly below APGD-CE at eta {', '.join(bad)}" if bad
-                             else f"our {sanity_attack} is not clearly below APGD-CE (same images, within CI)"}
+def _saturated(sat: dict) -> tuple[dict, dict]:
+    name = "saturated"
+    if not sat:
+        return {name: None}, {name: "saturation check not run (eval.saturation_n: 0)"}
+    ok = sat["change"] <= TOLERANCE
+    return {name: ok}, {name: (
+        f"the cascade at twice the iterations and restarts fools {sat['more']} more of the first {sat['n']} "
+        f"images at eta {sat['eta']} ({sat['attacked']} left to attack): worst-case +{sat['change']:.3f} "
+        f"({'<=' if ok else '>'} {TOLERANCE})")}
 
 
 def _attnet_le_pgd(results: dict, ref: dict, sanity_attack: str) -> tuple[dict, dict]:

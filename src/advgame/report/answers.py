@@ -31,11 +31,9 @@ def _unseen(attack: str) -> bool:
 
 
 def failing(s: Study, d: str) -> list[str]:
-    """Failing sanity checks that put a defender's worst-case in doubt: `pgd_not_below_apgd` only
-    says our PGD is weaker than APGD, and worst-case counts APGD too."""
+    """Failing sanity checks: each puts a defender's worst-case in doubt."""
     san = s.defenders.get(d, {}).get("sanity", {})
-    counted = s.get(d, "worst-case") and s.get(d, "apgd-ce")
-    return sorted(c for c, ok in san.items() if ok is False and not (counted and c == "pgd_not_below_apgd"))
+    return sorted(c for c, ok in san.items() if ok is False)
 
 
 def worst_key(s: Study, d: str) -> str | None:

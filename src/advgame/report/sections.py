@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from advgame import attack_table, config, names
 from advgame.artifacts import load_json
-from advgame.evaluation.sanity import PAIRS
 from advgame.report import game as game_report
 from advgame.report.study import Study
 from advgame.report.tables import PAPER_NAMES, PAPER_TABLE5, SANITY, fmt, md_table
@@ -41,19 +40,6 @@ def game_section(s: Study) -> str:
     return "\n".join(lines)
 
 
-def _failure_numbers(s: Study, d: str, check: str) -> str:
-    """The cells a failing comparison rests on, where the check's own detail does not quote them."""
-    if check not in PAIRS:
-        return ""
-    a, b = PAIRS[check]
-    a = a or s.defenders.get(d, {}).get("sanity_attack", "pgd-curr")  # pgd-adaptive with a detector
-    if s.get(d, a) is None or s.get(d, b) is None:
-        return ""
-    gap = s.get(d, b)["error"] - s.get(d, a)["error"]
-    return (f" ({a} {fmt(s.get(d, a))} vs {b} {fmt(s.get(d, b))} at eta {s.eta}: {abs(gap):.3f} apart, "
-            f"{round(abs(gap) * (s.get(d, a)['n'] or 0))} images; `worst-case` counts both)")
-
-
 def sanity_section(s: Study) -> str:
     checks = list(SANITY) + sorted({c for o in s.defenders.values() for c in o.get("sanity", {})} - set(SANITY))
     body = []
@@ -68,7 +54,7 @@ def sanity_section(s: Study) -> str:
         lines.append(f"{len(fails)} failing check(s):")
         for d, c in fails:
             detail = s.defenders[d].get("sanity_detail", {}).get(c, "no detail recorded")
-            lines.append(f"- `{d}` fails `{c}` ({SANITY.get(c, c)}): {detail}{_failure_numbers(s, d, c)}")
+            lines.append(f"- `{d}` fails `{c}` ({SANITY.get(c, c)}): {detail}")
     else:
         lines.append("Every computable check passes.")
     return "\n".join(lines)
