@@ -87,7 +87,9 @@ def compare(a_obj: dict | None, a_attack: str, b_obj: dict | None, b_attack: str
             a_label: str, b_label: str, seeds: "SeedTable | None" = None,
             a_name: str | None = None, b_name: str | None = None) -> Paired | None:
     """Pair two cells (defender/ablation objects, attack names) at `eta`; None when a number is
-    missing. `a_name`/`b_name` are the objects' names in names.SEEDS."""
+    missing. `a_name`/`b_name` are the objects' names in names.SEEDS. Two cells on different
+    numbers of images (the first n of the test split each) are paired on the shorter's images,
+    and their errors are read there."""
     key = "0" if a_attack == "clean" else eta
     ca = (a_obj or {}).get("results", {}).get(a_attack, {}).get(key)
     cb = (b_obj or {}).get("results", {}).get(b_attack, {}).get("0" if b_attack == "clean" else eta)
@@ -97,9 +99,11 @@ def compare(a_obj: dict | None, a_attack: str, b_obj: dict | None, b_attack: str
     ma, mb = mask(a_obj, a_attack, eta), mask(b_obj, b_attack, eta)
     if ma is None or mb is None:
         out.why_unpaired = "per-image outcomes missing"
-    elif len(ma) != len(mb):
-        out.why_unpaired = f"different test subsets ({len(ma)} and {len(mb)} images)"
     else:
+        if len(ma) != len(mb):  # both are the first n of the test split: pair on the shorter's images
+            k = min(len(ma), len(mb))
+            ma, mb = ma[:k], mb[:k]
+            out.ea, out.eb = round(sum(ma) / k, 6), round(sum(mb) / k, 6)
         out.n = len(ma)
         out.a_only = sum(x and not y for x, y in zip(ma, mb))
         out.b_only = sum(y and not x for x, y in zip(ma, mb))

@@ -19,7 +19,9 @@ def _err(c: dict | None) -> float | None:
 def headline(s) -> dict:
     """Per defender at the training eta, the attack table's headline attacks (clean, worst-case,
     PGD-curr, the strongest learned attacker: a family gives its worst member); the cat-and-mouse
-    means. Small on purpose: it is what people compare."""
+    means. Small on purpose: it is what people compare. A defender with a detector reports its
+    full white-box PGD as PGD-curr: pgd-adaptive (its `sanity_attack`), which attacks the
+    detector as hard as the classifier."""
     out: dict = {}
     for d, o in s.defenders.items():
         res = o.get("results", {})
@@ -30,7 +32,8 @@ def headline(s) -> dict:
                          and (c := r.get(s.eta))]
                 row[a.headline[1]] = _err(max(cells, key=lambda c: c["error"])) if cells else None
             else:
-                row[a.headline[1]] = _err(s.get(d, a.name))
+                name = o.get("sanity_attack", a.name) if a.name == "pgd-curr" else a.name
+                row[a.headline[1]] = _err(s.get(d, name) or s.get(d, a.name))
         out[d] = {k: v for k, v in row.items() if v is not None}
     if s.catmouse:
         for col in ("own_attack", "next_attack"):

@@ -22,6 +22,7 @@ from advgame.report import exports, verdicts
 from advgame.report import game as game_report
 from advgame.report.answers import q1, q2, q3, q4
 from advgame.report.audit import magnet, registered, under_20
+from advgame.report.cascade import cascade_section
 from advgame.report.figures import (
     load_examples,
     plot_eta_sweep,
@@ -98,10 +99,14 @@ def _setup(s: Study) -> list[str]:
             f"`{meta.get('train', {}).get('sha256', 'n/a')}`, test `{meta.get('test', {}).get('sha256', 'n/a')}`",
             f"- training eta {p.attack.eta:g}; evaluation etas {p.eval.etas}",
             f"- PGD: {p.eval.pgd_steps} steps of {p.eval.pgd_step_ratio:g}·eta/steps, {p.eval.pgd_restarts} restart(s); "
-            f"test images: {s.n_eval or ('all' if p.eval.n_test == 0 else p.eval.n_test)}",
-            f"- strong set: {', '.join(p.eval.strong_attacks)} at eta {p.eval.strong_etas or [p.attack.eta]}, APGD "
-            f"{p.eval.apgd_iters} iterations, Square {p.eval.square_queries} queries; ART check: "
-            f"{', '.join(p.art.attacks) or 'none'}",
+            f"test images: {s.n_eval or ('all' if p.eval.n_main == 0 else p.eval.n_main)} at eta "
+            f"{', '.join(map(str, [p.attack.eta, *p.eval.strong_etas]))}, "
+            f"{'all' if p.eval.n_test == 0 else f'the first {p.eval.n_test}'} at the sweep's other etas",
+            f"- the cascade (AutoAttack's order, each attack on the images still unfooled): "
+            f"{' -> '.join(p.eval.strong_attacks)} at eta {p.eval.strong_etas or [p.attack.eta]}; APGD "
+            f"{p.eval.apgd_iters} iterations, APGD-T {p.eval.apgd_targets} targets, FAB-T {p.eval.fab_targets} "
+            f"target(s), Square {p.eval.square_queries} queries; saturation check on the first "
+            f"{p.eval.saturation_n} images; ART check: {', '.join(p.art.attacks) or 'none'}",
             f"- attacker networks: {', '.join(p.attacker.archs)}; attack start seed(s) {p.eval.seeds} "
             f"(not training seeds); training seeds: {s.seeds.n}; device {s.device}",
             *_hosts(s),
@@ -133,6 +138,10 @@ def _results(s: Study) -> list[str]:
     transfer = columns(tr, s.eta, lambda a: _in_table(a, "transfer"))
     md = ["## 2. Results", "", f"### Every defender under every attack at eta {s.eta} ({s.subset()})", "",
           error_table(tr, s.eta, main_cols), "",
+          "The cascade's attacks (" + ", ".join(f"`{a}`" for a in attack_table.names(cascade=True))
+          + ") count everything before them: each attacked only the images the attacks to its left "
+          "(and the cascade's earlier ones) had not fooled.", "",
+          *cascade_section(s),
           f"### Across training seeds, at eta {s.eta}", "", seeds_section(s), ""]
     if fgsm_k:
         md += [f"### Cat-and-mouse attacks FGSM-k (transfer) at eta {s.eta} ({s.subset()})", "", error_table(tr, s.eta, fgsm_k, False, True), ""]
@@ -141,7 +150,7 @@ def _results(s: Study) -> list[str]:
                "", error_table(tr, s.eta, transfer, False, True), ""]
     for e in other_etas:
         cols = columns(tr, e, lambda a: not _in_table(a, "transfer"))
-        md += [f"### At eta {e} ({s.subset()})", "", error_table(tr, e, cols, skip_empty=True), ""]
+        md += [f"### At eta {e} ({s.subset(s.n_at(e))})", "", error_table(tr, e, cols, skip_empty=True), ""]
     return md + _catmouse_tables(s) + _attackers(s) + strength_section(s.strength)
 
 

@@ -43,6 +43,11 @@ class Study:
         ns = [c["n"] for d in self.defenders if (c := self.get(d, "clean")) and c.get("n")]
         return max(ns) if ns else None
 
+    def n_at(self, eta: str) -> int | None:
+        """Test images at one eta (the sweep's other etas may see a subset): its worst-case cells' n."""
+        ns = [c["n"] for d in self.defenders if (c := self.get(d, "worst-case", eta)) and c.get("n")]
+        return max(ns) if ns else None
+
     @property
     def eta(self) -> str:
         return config.eta_key(self.params.attack.eta)
