@@ -337,10 +337,12 @@ def test_leaderboard_ranks_by_worst_case_and_names_the_strongest_single_attack()
         res.update({a.replace("_", "-"): {"0.3": {"error": e, "ci95": [0, 1], "n": 10}} for a, e in attacks.items()})
         return {"results": res}
 
-    header, body = study_leaderboard({"weak": ev(0.01, 0.9, pgd_curr=0.9, apgd_ce=0.8),
-                                      "pgd-at": ev(0.03, 0.3, pgd_curr=0.2, apgd_ce=0.25, square=0.25)}, "0.3", fmt)
+    header, body = study_leaderboard({"weak": ev(0.01, 0.9, pgd_curr=0.9, fgsm_curr=0.8),
+                                      "pgd-at": ev(0.03, 0.3, pgd_curr=0.2, pgd_adaptive=0.2, fgsm_curr=0.1,
+                                                   apgd_ce=0.28, square=0.3)}, "0.3", fmt)
     assert [r[1] for r in body] == ["`pgd-at`", "`weak`"]
-    assert body[0][4] == "0.700" and body[0][5] == "`apgd-ce` (0.250)"  # a tie goes to the earlier column
+    # a tie goes to the earlier column; a cascade cell (error after it, everything before counted) is no single attack
+    assert body[0][4] == "0.700" and body[0][5] == "`pgd-curr` (0.200)"
     assert body[1][5] == "`pgd-curr` (0.900)"
     assert body[0][6] == LITERATURE["pgd-at"] and body[1][6] == ""
     assert len(header) == len(body[0])
@@ -368,3 +370,20 @@ def test_compute_env_names_the_cpu_and_the_kernel_libraries():
         assert env["onednn"][0].isdigit()
     if torch.backends.mkl.is_available():
         assert env["mkl"][0].isdigit()
+
+
+def test_the_cascade_table_shows_each_attack_and_the_saturation_rerun():
+    from advgame.report.cascade import cascade_section
+
+    s = _study(**{"pgd-at": {"clean": {"0": 0.02}, "pgd-curr": {"0.3": 0.2}, "apgd-ce": {"0.3": 0.23},
+                             "square": {"0.3": 0.24}, "worst-case": {"0.3": 0.24}},
+                  "weak": {"clean": {"0": 0.01}, "pgd-curr": {"0.3": 0.9}, "worst-case": {"0.3": 0.9}}})
+    s.defenders["pgd-at"].update(
+        cascade={"0.3": {"apgd-ce": {"ran_on": 800, "new": 30}, "square": {"ran_on": 770, "new": 10}}},
+        unique={"0.3": {"pgd-curr": 5, "apgd-ce": 30, "square": 10, "fgsm-curr": 0}},
+        saturation={"eta": "0.3", "n": 100, "attacked": 76, "more": 1, "change": 0.01})
+    md = "\n".join(cascade_section(s))
+    assert "| `pgd-at` | 0.200 | 0.230 (+30 of 800) | 0.240 (+10 of 770) | +1 of 76 (first 100): +0.010 |" in md
+    assert "`weak`" not in md.split("Images only one attack")[0]  # no cascade ran: no row
+    assert "| defender | pgd-curr | apgd-ce | square |" in md and "fgsm-curr" not in md.split("Images only")[1]
+    assert cascade_section(_study(weak={"worst-case": {"0.3": 0.9}})) == []

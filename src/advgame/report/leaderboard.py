@@ -74,12 +74,13 @@ LITERATURE = {
 
 def _breaker(res: dict, key: str) -> tuple[str, float] | None:
     """The single attack with the highest error at eta `key`, among those run on every evaluated
-    image (no derived cells, no subset checks); ties go to the earlier column."""
+    image on their own (no derived cells, no subset checks, no cascade cells: those count every
+    attack before them); ties go to the earlier column."""
     best = None
     for name, cells in res.items():
         hit = attack_table.find(name)
         c = cells.get(key) if isinstance(cells, dict) else None
-        if hit is None or hit[0].threat == "derived" or hit[0].subset or not isinstance(c, dict) \
+        if hit is None or hit[0].threat == "derived" or hit[0].subset or hit[0].cascade or not isinstance(c, dict) \
                 or c.get("error") is None:
             continue
         if best is None or (c["error"], -hit[0].rank) > (best[1], -best[2]):
@@ -102,5 +103,5 @@ def study_leaderboard(defenders: dict, key: str, fmt) -> tuple[list[str], list[l
                      f"{1 - worst['error']:.3f}" if worst else "n/a",
                      f"`{brk[0]}` ({brk[1]:.3f})" if brk else "n/a", LITERATURE.get(d, "")])
     header = ["#", "defender", "clean error", "worst-case error", "robust accuracy",
-              "strongest single attack", "literature"]
+              "strongest single attack (outside the cascade)", "literature"]
     return header, body
