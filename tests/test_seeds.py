@@ -288,3 +288,13 @@ def test_rebase_drops_the_other_seeds_of_a_defender_whose_evaluation_changed(mon
     obj = seeds.rebase(config.parse({}), "reports/seeds.json", drop=("m",))
     assert obj["defenders"]["a"]["pgd-curr"]["0.3"]["per_seed"] == [0.9, 0.6]
     assert "m" not in obj["defenders"]  # its other seed ran another attack: not comparable
+    # an attack whose cells changed for every defender: its kept seeds go, the others stay
+    for d in ("a", "m"):
+        (tmp_path / f"reports/eval/{d}.json").write_text(json.dumps(
+            {"results": {"pgd-curr": {"0.3": {"error": 0.9}}, "square": {"0.3": {"error": 0.95}}}}))
+    runs = [{d: {"pgd-curr": {"0.3": v}, "square": {"0.3": v}} for d in ("a", "m")} for v in (0.5, 0.6)]
+    (tmp_path / "reports/seeds.json").write_text(json.dumps(
+        {**seeds.summarise(runs, [0, 1]), "eta": "0.3", "sources": {"0": "workspace", "1": "x"}, "note": "n"}))
+    obj = seeds.rebase(config.parse({}), "reports/seeds.json", drop_attacks=("square",))
+    assert obj["defenders"]["a"]["pgd-curr"]["0.3"]["per_seed"] == [0.9, 0.6]
+    assert "square" not in obj["defenders"]["a"]  # it leaves the file until `make seeds` measures it again

@@ -185,14 +185,17 @@ def workspace_cells(p: config.Params) -> dict:
     return {d: cells(json.loads(Path(f).read_text()), eta) for d, f in measured().values()}
 
 
-def rebase(p: config.Params, out: str = OUT, drop: tuple[str, ...] = ()) -> dict:
+def rebase(p: config.Params, out: str = OUT, drop: tuple[str, ...] = (), drop_attacks: tuple[str, ...] = ()) -> dict:
     """The main run's column of `out` replaced by the workspace's results, every other seed kept
     from `out` as it is, its source marked as such. For a workspace rerun whose seed experiments
     are not in this clone (DVC keeps experiments in local git refs that a clone does not get) and
     cannot be rerun now: the other seeds then come from the code and host that made them, which
     their `sources` entry says; `make seeds` replaces them. `drop`: defenders (or ablations)
     whose evaluation the code has changed since (another attack, not another seed): their kept
-    columns are dropped, so they leave the file until `make seeds` measures them again."""
+    columns are dropped, so they leave the file until `make seeds` measures them again.
+    `drop_attacks`: attacks whose cells the code has changed for every defender (another
+    attack or another meaning: the cascade's cells count everything before them); their kept
+    seeds are dropped the same way."""
     old = json.loads(Path(out).read_text())
     seeds = old["seeds"]
     if not seeds or seeds[0] != p.run.seed:
@@ -202,6 +205,8 @@ def rebase(p: config.Params, out: str = OUT, drop: tuple[str, ...] = ()) -> dict
         if d in drop:
             continue
         for attack, by_eta in by_attack.items():
+            if attack in drop_attacks:
+                continue
             for eta, c in by_eta.items():
                 for i, v in enumerate(c["per_seed"][1:], 1):
                     runs[i].setdefault(d, {}).setdefault(attack, {})[eta] = v
@@ -315,7 +320,7 @@ def main(argv: list[str] | None = None) -> None:
         elif a.action == "collect":
             collect(p, a.seeds)
         elif a.action == "rebase":
-            rebase(p, drop=tuple(a.drop))
+            rebase(p, drop=tuple(a.drop), drop_attacks=tuple(a.drop_attacks))
         else:
             run(p, a.seeds, force=a.force)
     except UserError as e:
