@@ -1,12 +1,29 @@
-""""Does the paper hold?": a verdict on every Table 5 cell, on Figure 1's shape and on each claim of
-the abstract, each from a stated rule over our numbers. The same list goes into
-reports/results.json (`verdicts`), so a script can read what the report says.
+""""Does the paper hold?": each claim of the paper judged once, by a stated rule on seed-level
+results (docs/protocol.md, section 10). The same list goes into reports/results.json
+(`verdicts`), so a script can read what the report says.
 
-Verdicts: "reproduced", "not reproduced", "not comparable" (we have no number to judge by).
+- A Table 5 cell (a magnitude) by equivalence, two one-sided tests: the 95% interval of ours -
+  the paper's, across training seeds with the test images' own uncertainty carried in
+  (`seed_interval`), inside +-margin (0.05 for an FGSM cell, 0.10 for an AttNet cell) ->
+  reproduced; wholly outside -> not reproduced; else inconclusive. Where the paper reports 0 or
+  1, one-sided: the bound the paper's value sits at cannot be crossed, so only the other side is
+  tested.
+- The pattern of Table 5 (which defense and eta is more robust) by rank agreement: Spearman's
+  rho between the paper's cells and ours with a bootstrap interval over cells, and the share of
+  pairwise orderings that agree; reproduced when the interval lies above 0.5, not reproduced
+  when below, else inconclusive.
+- Figure 1's shape (an oscillating cat-and-mouse curve that does not settle) from the curve, and
+  the claims of direction from the paired tests of evaluation/paired.py.
+
+Verdicts: "reproduced", "not reproduced", "inconclusive", "not comparable" (no number to judge by).
 """
 from __future__ import annotations
 
 import math
+import random
+import statistics
+
+from scipy import stats as sstats
 
 from advgame import attack_table
 from advgame.evaluation.paired import ALPHA
@@ -14,11 +31,52 @@ from advgame.report.answers import ABL_CONTROL, q2_explanation
 from advgame.report.study import Study
 from advgame.report.tables import PAPER_NAMES, PAPER_TABLE5, md_table
 
-REPRO, NOT, NA = "reproduced", "not reproduced", "not comparable"
+REPRO, NOT, INCONCLUSIVE, NA = "reproduced", "not reproduced", "inconclusive", "not comparable"
+VERDICTS = (REPRO, NOT, INCONCLUSIVE, NA)
+MARGIN = {"fgsm-curr": 0.05, "attnet-curr": 0.10}   # per error cell (STUDY.md, "Verdicts on the paper")
+RHO_BAR = 0.5            # the pattern: rank agreement above this counts as reproduced
+BOOTSTRAP, BOOT_SEED = 2000, 0
+Z95 = 1.959963984540054
 
 
-def _entry(claim, paper, ours, verdict, why, ci95=None) -> dict:
-    return {"claim": claim, "paper": paper, "ours": ours, "ci95": ci95, "verdict": verdict, "why": why}
+def _entry(claim, paper, ours, verdict, why, ci95=None, *, kind="magnitude", rule="", margin=None,
+           scope="", seeds=None) -> dict:
+    return {"claim": claim, "kind": kind, "paper": paper, "ours": ours, "ci95": ci95, "verdict": verdict,
+            "rule": rule, "margin": margin, "scope": scope, "seeds": seeds, "why": why}
+
+
+def scope(s: Study) -> str:
+    """Where a verdict holds: dataset, classifier, cat-and-mouse rounds K, attacker network."""
+    p = s.params
+    return (f"{s.meta.get('dataset', p.data.dataset)}, classifier {p.classifier.arch}, "
+            f"K = {p.catmouse.rounds} cat-and-mouse rounds, AttNet {p.table5.arch}, "
+            f"{s.seeds.n if s.seeds else 1} training seed(s)")
+
+
+def seed_interval(values: list[float], n: int) -> tuple[float, float, float]:
+    """(mean, lo, hi): the 95% interval of the mean error over k training seeds that all ran on
+    the same n test images. Two parts, added in quadrature: the seeds' spread, t_(k-1) * sd /
+    sqrt(k) (none with one seed: then the interval covers the test images only), and the test
+    images' sampling error of the mean, z * sqrt(m (1 - m) / n), which more seeds do not shrink
+    (every seed sees the same images). Clipped to [0, 1]."""
+    k, m = len(values), statistics.fmean(values)
+    seed_half = float(sstats.t.ppf(0.975, k - 1)) * statistics.stdev(values) / math.sqrt(k) if k > 1 else 0.0
+    image_half = Z95 * math.sqrt(max(m * (1 - m), 0.0) / n) if n else math.inf
+    half = math.hypot(seed_half, image_half)
+    return m, max(0.0, m - half), min(1.0, m + half)
+
+
+def equivalence(diff_lo: float, diff_hi: float, margin: float, paper: float) -> str:
+    """Two one-sided tests on the interval of ours - paper: inside +-margin -> reproduced, wholly
+    outside -> not reproduced, else inconclusive. At a bound of [0, 1] (the paper's 0 or 1) only
+    the side away from the bound is tested (ours cannot cross it)."""
+    lo_ok = diff_lo >= -margin or paper <= 0.0
+    hi_ok = diff_hi <= margin or paper >= 1.0
+    if lo_ok and hi_ok:
+        return REPRO
+    if diff_lo > margin or diff_hi < -margin:
+        return NOT
+    return INCONCLUSIVE
 
 
 def table5_cell(s: Study, d: str, attack: str, eta: str) -> dict | None:
@@ -28,24 +86,79 @@ def table5_cell(s: Study, d: str, attack: str, eta: str) -> dict | None:
     return c if isinstance(c, dict) and c.get("error") is not None else None
 
 
+def _per_seed(s: Study, d: str, attack: str, eta: str, c: dict) -> list[float]:
+    """Our per-seed errors of a Table 5 cell: reports/seeds.json's where it has them (its first
+    seed is this run), else this run's alone."""
+    name = {a: n for a, n, _ in attack_table.paper_columns(s.params.table5.arch)}[attack]
+    vals = s.seeds.per_seed(d, name, eta) if s.seeds else None
+    return list(vals) if vals else [c["error"]]
+
+
 def table5_verdicts(s: Study) -> list[dict]:
-    out = []
+    out, where = [], scope(s)
     for d, by_eta in PAPER_TABLE5.items():
         for eta, values in by_eta.items():
             for (attack, _, label), paper in zip(attack_table.paper_columns(s.params.table5.arch), values):
                 claim = f"table5:{d}:{attack}:{eta}"
+                margin = MARGIN[attack]
+                bound = paper in (0.0, 1.0)
+                rule = (f"one-sided bound test: the paper's {paper:.0f} sits at a bound; reproduced when ours is "
+                        f"within {margin} of it" if bound else
+                        f"equivalence (two one-sided tests), margin +-{margin}")
                 c = table5_cell(s, d, attack, eta)
-                if c is None or not c.get("ci95"):
+                if c is None or not c.get("n"):
                     why = (f"{d} is not in this study" if d not in s.defenders else
                            f"no {label} number for {d} at eta {eta} in this run")
-                    out.append(_entry(claim, paper, None if c is None else c["error"], NA, why))
+                    out.append(_entry(claim, paper, None if c is None else c["error"], NA, why, rule=rule,
+                                      margin=margin, scope=where))
                     continue
-                lo, hi = c["ci95"]
-                ok = lo <= paper <= hi
-                why = (f"the paper's {paper:.3f} lies {'inside' if ok else 'outside'} our 95% interval "
-                       f"{lo:.3f}-{hi:.3f} (n = {c.get('n')}; {PAPER_NAMES[d]}, {label}, eta {eta})")
-                out.append(_entry(claim, paper, c["error"], REPRO if ok else NOT, why, [lo, hi]))
+                vals = _per_seed(s, d, attack, eta, c)
+                m, lo, hi = seed_interval(vals, c["n"])
+                dlo, dhi = round(lo - paper, 4), round(hi - paper, 4)
+                verdict = equivalence(dlo, dhi, margin, paper)
+                why = (f"ours {m:.3f} (95% interval {lo:.3f}-{hi:.3f} over {len(vals)} training seed(s) on "
+                       f"{c['n']} images{'; one seed: the training spread is not measured' if len(vals) == 1 else ''})"
+                       f" minus the paper's {paper:.3f}: {dlo:+.3f} to {dhi:+.3f} against +-{margin} "
+                       f"({PAPER_NAMES[d]}, {label}, eta {eta})")
+                out.append(_entry(claim, paper, round(m, 4), verdict, why, [dlo, dhi], rule=rule, margin=margin,
+                                  scope=where, seeds=len(vals)))
     return out
+
+
+def spearman(xs: list[float], ys: list[float]) -> float:
+    """Spearman's rho; 0 (no agreement) where a side is constant (a bootstrap draw can be)."""
+    if len(set(xs)) < 2 or len(set(ys)) < 2:
+        return 0.0
+    return float(sstats.spearmanr(xs, ys).statistic)
+
+
+def pattern_verdict(s: Study, magnitudes: list[dict]) -> dict:
+    """The ordering of Table 5's cells (which defense, attack and eta errs more) in the paper and
+    ours: Spearman's rho with a bootstrap 95% interval over the cells, and the share of pairwise
+    orderings that agree (ties in either count as disagreement)."""
+    cells = [(v["paper"], v["ours"]) for v in magnitudes if v["ours"] is not None]
+    claim, paper = "table5:pattern", "the ordering of the defenses' Table 5 errors across attacks and etas"
+    rule = (f"rank agreement: Spearman's rho between the paper's and our cells, bootstrap 95% interval over "
+            f"cells ({BOOTSTRAP} draws); reproduced when the interval lies above {RHO_BAR}, not reproduced "
+            "when below, else inconclusive")
+    if len(cells) < 4:
+        return _entry(claim, paper, None, NA, f"only {len(cells)} comparable cells", kind="pattern", rule=rule,
+                      margin=RHO_BAR, scope=scope(s))
+    xs, ys = [c[0] for c in cells], [c[1] for c in cells]
+    rho = spearman(xs, ys)
+    gen, draws = random.Random(BOOT_SEED), []
+    for _ in range(BOOTSTRAP):
+        idx = [gen.randrange(len(cells)) for _ in cells]
+        draws.append(spearman([xs[i] for i in idx], [ys[i] for i in idx]))
+    draws.sort()
+    lo, hi = draws[int(0.025 * BOOTSTRAP)], draws[int(0.975 * BOOTSTRAP) - 1]
+    pairs = [(i, j) for i in range(len(cells)) for j in range(i + 1, len(cells))]
+    agree = sum((xs[i] - xs[j]) * (ys[i] - ys[j]) > 0 for i, j in pairs)
+    verdict = REPRO if lo > RHO_BAR else NOT if hi < RHO_BAR else INCONCLUSIVE
+    why = (f"Spearman's rho {rho:.2f} (95% interval {lo:.2f} to {hi:.2f}) over {len(cells)} cells; "
+           f"{agree} of {len(pairs)} pairwise orderings agree")
+    return _entry(claim, paper, round(rho, 4), verdict, why, [round(lo, 4), round(hi, 4)], kind="pattern",
+                  rule=rule, margin=RHO_BAR, scope=scope(s))
 
 
 def curve_shape(s: Study) -> dict | None:
@@ -67,34 +180,46 @@ def curve_shape(s: Study) -> dict | None:
             "first": ys[0], "last": ys[-1], "rounds": len(ys), "n": n}
 
 
+SHAPE_RULE = ("from the next-attack error per round: it oscillates when at least half of the possible changes "
+              "of direction happen, and settles when the last half of the rounds spans at most one 95% interval "
+              "width at their mean; reproduced when it oscillates and does not settle")
+
+
 def shape_verdicts(s: Study) -> list[dict]:
+    """Figure 1's shape, which is also the abstract's "the cat-and-mouse game does not settle":
+    one claim, judged once."""
     c = curve_shape(s)
-    paper_fig = "oscillates and does not settle (about 0.98 down to about 0.45 after 80 rounds, still swinging)"
-    paper_game = "the cat-and-mouse game does not settle"
+    paper_fig = ("the cat-and-mouse game oscillates and does not settle (Figure 1: about 0.98 down to about "
+                 "0.45 after 80 rounds, still swinging; the abstract's claim)")
+    where = scope(s)
+
+    def entry(ours, verdict, why):
+        return _entry("fig1:shape", paper_fig, ours, verdict, why, kind="shape", rule=SHAPE_RULE, scope=where,
+                      seeds=1)
     if c is None:
-        why = "fewer than 3 cat-and-mouse rounds in this run"
-        return [_entry("fig1:shape", paper_fig, None, NA, why), _entry("abstract:catmouse-does-not-settle", paper_game, None, NA, why)]
-    facts = (f"next-attack error {c['first']:.3f} at round 1, {c['last']:.3f} at round {c['rounds']}; "
-             f"{c['swings']} of {c['possible']} possible changes of direction; the last half of the rounds "
-             f"spans {c['spread']:.3f} against a 95% interval width of {c['width']:.3f} at n = {c['n']}")
+        return [entry(None, NA, "fewer than 3 cat-and-mouse rounds in this run")]
+    facts = (f"next-attack error {c['first']:.3f} at round 1, {c['last']:.3f} at round {c['rounds']} (the "
+             f"paper's Figure 1 runs to round 80); {c['swings']} of {c['possible']} possible changes of "
+             f"direction; the last half of the rounds spans {c['spread']:.3f} against a 95% interval width of "
+             f"{c['width']:.3f} at n = {c['n']}")
     if not c["n"]:  # without the number of images there is no interval to judge "settled" by
-        why = f"the cat-and-mouse stages do not record their number of test images; {facts}"
-        return [_entry("fig1:shape", paper_fig, c["last"], NA, why),
-                _entry("abstract:catmouse-does-not-settle", paper_game, c["last"], NA, why)]
+        return [entry(c["last"], NA, f"the cat-and-mouse stages do not record their number of test images; {facts}")]
     fig = REPRO if c["oscillates"] and not c["settled"] else NOT
-    game = NOT if c["settled"] else REPRO
-    return [_entry("fig1:shape", paper_fig, c["last"], fig,
-                   f"{'oscillates' if c['oscillates'] else 'does not oscillate'} and "
-                   f"{'settles' if c['settled'] else 'does not settle'}: {facts}"),
-            _entry("abstract:catmouse-does-not-settle", paper_game, c["last"], game,
-                   f"{'settles' if c['settled'] else 'does not settle'}: {facts}")]
+    return [entry(c["last"], fig, f"{'oscillates' if c['oscillates'] else 'does not oscillate'} and "
+                  f"{'settles' if c['settled'] else 'does not settle'}: {facts}")]
 
 
-def _pair_verdict(claim, paper, pr, want: str, what: str) -> dict:
+PAIR_RULE = (f"direction: McNemar's exact test on the same images at the main training seed (p < {ALPHA}) "
+             "and the same sign at every other training seed; reproduced in the paper's direction, not "
+             "reproduced otherwise")
+
+
+def _pair_verdict(s: Study, claim, paper, pr, want: str, what: str) -> dict:
+    kw = dict(kind="direction", rule=PAIR_RULE, scope=scope(s))
     if pr is None:
-        return _entry(claim, paper, None, NA, f"no numbers for {what} in this run")
+        return _entry(claim, paper, None, NA, f"no numbers for {what} in this run", **kw)
     if pr.p is None:
-        return _entry(claim, paper, pr.ea, NA, f"{what}: {pr.text()}")
+        return _entry(claim, paper, pr.ea, NA, f"{what}: {pr.text()}", **kw)
     ok = pr.direction == want
     return _entry(claim, paper, pr.ea, REPRO if ok else NOT, f"{what}: {pr.text()}; real only at p < {ALPHA} "
                   "on every training seed")
@@ -102,14 +227,14 @@ def _pair_verdict(claim, paper, pr, want: str, what: str) -> dict:
 
 def claim_verdicts(s: Study) -> list[dict]:
     arch = s.params.table5.arch
-    out = [_pair_verdict("abstract:minimax-more-robust-than-alt", "minimax is more robust than alt",
+    out = [_pair_verdict(s, "abstract:minimax-more-robust-than-alt", "minimax is more robust than alt",
                          s.pair("minimax", f"attnet-curr:{arch}", "alt"), "lower",
                          f"AttNet-curr ({arch}, the paper's measure) at eta {s.eta}")]
     wc = s.pair("minimax", "worst-case", "alt")
     if wc is not None and out[0]["verdict"] != NA:
         out[0]["why"] += f"; under worst-case: {wc.text()}"
     cm = sorted((d for d in s.defenders if d.startswith("adv-fgsm-")), key=lambda d: int(d.split("-")[-1]))
-    sens = _pair_verdict("abstract:sens-fgsm-robust-to-fgsm-curr",
+    sens = _pair_verdict(s, "abstract:sens-fgsm-robust-to-fgsm-curr",
                          "Sens-FGSM is robust to FGSM-curr (FGSM-81), unlike the cat-and-mouse classifiers",
                          s.pair("sens-fgsm", "fgsm-curr", cm[-1]) if cm else None, "lower",
                          f"FGSM-curr at eta {s.eta} against the last cat-and-mouse classifier")
@@ -122,20 +247,35 @@ def claim_verdicts(s: Study) -> list[dict]:
     if (pgd := s.get("sens-fgsm", "pgd-curr")) and sens["verdict"] != NA:
         sens["why"] += f"; under PGD-curr its error is {pgd['error']:.3f}"
     out.append(sens)
-    out.extend(shape_verdicts(s)[1:])
     return out
 
 
 def all_verdicts(s: Study) -> list[dict]:
-    return table5_verdicts(s) + shape_verdicts(s)[:1] + claim_verdicts(s)
+    """Every claim once: the Table 5 cells (magnitudes), Table 5's pattern, Figure 1's shape and
+    the abstract's claims of direction."""
+    cells = table5_verdicts(s)
+    return cells + [pattern_verdict(s, cells)] + shape_verdicts(s) + claim_verdicts(s)
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else v if isinstance(v, str) else f"{v:.3f}"
 
 
 def section(verdicts: list[dict]) -> str:
-    counts = {v: sum(e["verdict"] == v for e in verdicts) for v in (REPRO, NOT, NA)}
-    body = [[f"`{e['claim']}`", e["paper"] if isinstance(e["paper"], str) else f"{e['paper']:.3f}",
-             "n/a" if e["ours"] is None else f"{e['ours']:.3f}", f"**{e['verdict']}**", e["why"]]
+    def count(kinds) -> str:
+        vs = [e for e in verdicts if e["kind"] in kinds]
+        return ", ".join(f"{sum(e['verdict'] == v for e in vs)} {v}" for v in VERDICTS)
+    body = [[f"`{e['claim']}`", _fmt(e["paper"]), _fmt(e["ours"]),
+             "n/a" if e["ci95"] is None else f"{e['ci95'][0]:+.3f} to {e['ci95'][1]:+.3f}",
+             "n/a" if e["margin"] is None else f"{e['margin']:g}", f"**{e['verdict']}**", e["why"]]
             for e in verdicts]
-    return "\n".join([f"{counts[REPRO]} reproduced, {counts[NOT]} not reproduced, {counts[NA]} not comparable "
-                      "(a Table 5 cell is reproduced when the paper's value lies in our 95% interval; a claim "
-                      "when the paired test finds the paper's direction).", "",
-                      md_table(["claim", "paper", "ours", "verdict", "why"], body)])
+    scopes = sorted({e["scope"] for e in verdicts if e["scope"]})
+    rules = {e["kind"]: e["rule"] for e in verdicts}
+    return "\n".join([
+        f"Magnitudes (Table 5 cells): {count({'magnitude'})}. Patterns (Table 5's ordering, Figure 1's "
+        f"shape) and directions (the abstract's claims): {count({'pattern', 'shape', 'direction'})}. "
+        "Each claim is judged once.", "",
+        *[f"- {k}: {r}" for k, r in rules.items() if r], "",
+        f"Scope: {'; '.join(scopes)}. For a magnitude the interval is ours minus the paper's; for the pattern, "
+        "Spearman's rho.", "",
+        md_table(["claim", "paper", "ours", "95% interval", "margin", "verdict", "why"], body)])
