@@ -343,3 +343,29 @@ def test_q1_ranks_a_difference_only_when_every_seed_holds_it():
     assert "2 of 3 training seeds agree" in lines[2]
     single = [l for l in answers.q1(study(defs)).splitlines() if l[:1].isdigit()]
     assert single[2].startswith("3. `magnet`") and "not really different" not in single[2]
+
+
+def test_holm_adjusts_within_a_family():
+    adj = paired.holm({"a": 0.01, "b": 0.04, "c": 0.03})
+    assert adj == pytest.approx({"a": 0.03, "c": 0.06, "b": 0.06})
+    assert paired.holm({}) == {}
+
+
+def test_a_question_decides_on_holm_adjusted_p_values():
+    # three comparisons with 0.10 vs 0.15 on 200 images: 10 discordant images, p = 0.002 each on its own
+    defs = {d: obj(d, {"pgd-curr": at(e)}) for d, e in (("a", 0.10), ("b", 0.15), ("c", 0.15), ("d", 0.15))}
+    s = study(defs)
+
+    def answer(st):
+        return [st.pair("a", "pgd-curr", x) for x in ("b", "c", "d")]
+    alone = answer(s)
+    assert all(pr.real and pr.p_holm is None for pr in alone)
+    fam = s.family(answer)
+    assert all(pr.family == 3 and pr.p_holm == pytest.approx(3 * pr.p) for pr in fam)
+    assert "Holm-adjusted" in fam[0].text() and "over 3 tests" in fam[0].text()
+    # a family large enough turns a lone p < 0.05 into no real difference
+    defs.update({f"x{i}": obj(f"x{i}", {"pgd-curr": at(0.15)}) for i in range(30)})
+    big = study(defs)
+    res = big.family(lambda st: [st.pair("a", "pgd-curr", x) for x in defs if x != "a"])
+    assert not res[0].real and res[0].p < 0.05 and res[0].p_holm >= 0.05
+    assert big._tests is None and big._holm == {}  # the family's state does not leak

@@ -55,11 +55,15 @@ class Paired:
     seeds_agree: int = 1  # seeds whose difference has the same sign and p < ALPHA
     why_unpaired: str = ""
     unmeasured: tuple[str, ...] = ()  # sides with no numbers at the other training seeds
+    p_holm: float | None = None   # p after Holm's correction within its family (None: not corrected)
+    family: int = 1               # the number of tests in that family
 
     @property
     def real(self) -> bool:
-        """Called a difference only when the paired test holds at every training seed."""
-        return self.p is not None and self.p < ALPHA and self.seeds_agree == self.seeds
+        """Called a difference only when the paired test holds (after Holm's correction within its
+        family, where one was applied) at every training seed."""
+        p = self.p if self.p_holm is None else self.p_holm
+        return p is not None and p < ALPHA and self.seeds_agree == self.seeds
 
     @property
     def direction(self) -> str:
@@ -72,11 +76,23 @@ class Paired:
         head = f"{self.a} {self.ea:.3f} vs {self.b} {self.eb:.3f}"
         if self.p is None:
             return f"{head} (no paired test: {self.why_unpaired})"
-        return (f"{head} (McNemar p = {fmt_p(self.p)} on the same {self.n} images, {self.a_only} vs "
+        holm = "" if self.p_holm is None else f", Holm-adjusted {fmt_p(self.p_holm)} over {self.family} tests"
+        return (f"{head} (McNemar p = {fmt_p(self.p)}{holm} on the same {self.n} images, {self.a_only} vs "
                 f"{self.b_only} discordant; {self.seeds_agree} of {self.seeds} training seed"
                 f"{'s' * (self.seeds != 1)} agree"
                 + (f"; {', '.join(f'`{u}`' for u in self.unmeasured)} not run at the other training seeds"
                    if self.unmeasured else "") + ")")
+
+
+def holm(ps: dict) -> dict:
+    """Holm's step-down adjustment of a family of p-values {key: p}: the i-th smallest of m is
+    multiplied by m - i + 1, made monotone and capped at 1. Controls the family-wise error."""
+    order = sorted(ps, key=lambda k: ps[k])
+    out, running, m = {}, 0.0, len(ps)
+    for i, k in enumerate(order):
+        running = max(running, min(1.0, (m - i) * ps[k]))
+        out[k] = running
+    return out
 
 
 def fmt_p(p: float) -> str:

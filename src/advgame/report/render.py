@@ -210,13 +210,13 @@ def _questions(s: Study) -> list[str]:
     """Section 5: the reviewer's four questions, the 20% critique and MagNet's detector."""
     return ["## 5. The reviewer's questions", "",
             "### Q1. How do Sens-FGSM and minimax compare with other defenses (PGD-AT, TRADES, fast AT, MagNet)?", "",
-            q1(s), "",
+            s.family(q1), "",
             "### Q2. Why does Sens-FGSM defend better against FGSM-curr than the cat-and-mouse classifiers?", "",
-            q2(s), "",
+            s.family(q2), "",
             "### Q3. How robust is each defense against other attacker architectures and attacks it was not trained for?", "",
-            q3(s), "",
+            s.family(q3), "",
             "### Q4. Is the minimax defense better than its baselines once the evaluation is strong?", "",
-            q4(s), "",
+            s.family(q4), "",
             "### The review's critique: which defenses stay under 20% error, at which eta?", "", under_20(s), "",
             "### MagNet's detector, counted both ways", "", magnet(s), ""]
 

@@ -36,6 +36,8 @@ class Study:
     verdicts: list = field(default_factory=list)    # "Does the paper hold?" (verdicts.py)
     hosts: list = field(default_factory=list)       # the machines the stages ran on (hosts())
     strength: dict = field(default_factory=dict)    # defender -> its attack-strength curve
+    _tests: dict | None = field(default=None, repr=False)  # family(): the paired tests' p-values
+    _holm: dict = field(default_factory=dict, repr=False)  # family(): their Holm-adjusted p-values
 
     @property
     def n_eval(self) -> int | None:
@@ -61,12 +63,31 @@ class Study:
 
     def pair(self, a: str, attack_a: str, b: str, attack_b: str | None = None,
              eta: str | None = None) -> paired.Paired | None:
-        """a's cell against b's on the same test images (McNemar), labelled `name attack`."""
+        """a's cell against b's on the same test images (McNemar), labelled `name attack`; inside
+        `family`, with Holm's correction over every test the family makes."""
         attack_b = attack_b or attack_a
         la = f"`{a}` {attack_a}" if attack_a != attack_b or a == b else f"`{a}`"
         lb = f"`{b}` {attack_b}" if attack_a != attack_b or a == b else f"`{b}`"
-        return paired.compare(self.obj(a), attack_a, self.obj(b), attack_b, eta or self.eta, la, lb,
-                              self.seeds, a, b)
+        pr = paired.compare(self.obj(a), attack_a, self.obj(b), attack_b, eta or self.eta, la, lb,
+                            self.seeds, a, b)
+        key = (a, attack_a, b, attack_b, eta or self.eta)
+        if pr is not None and pr.p is not None:
+            if self._tests is not None:
+                self._tests[key] = pr.p
+            if key in self._holm:
+                pr.p_holm, pr.family = self._holm[key], len(self._holm)
+        return pr
+
+    def family(self, answer):
+        """answer(self) with every paired test it makes corrected by Holm over that family: a first
+        pass collects the tests' p-values, the second decides on the adjusted ones."""
+        self._tests, self._holm = {}, {}
+        try:
+            answer(self)
+            self._holm, self._tests = paired.holm(self._tests), None
+            return answer(self)
+        finally:
+            self._tests, self._holm = None, {}
 
     def subset(self, n: int | None = None) -> str:
         """How a table names its test images."""
