@@ -242,6 +242,13 @@ def test_q4_verdict_follows_the_numbers():
     assert "no real difference from `alt`; lower than `sens-fgsm`" in report_answers.q4(mixed)
     assert "`minimax` 0.200 vs `alt` 0.600 (McNemar p = " in report_answers.q4(better)  # numbers are quoted
     assert "n/a" in report_answers.q4(_study(minimax=standard()))
+    # led by the strongest defense, not only the paper's baselines; decided within Q4's Holm family
+    lead = _study(minimax=standard(worst=0.6), alt=standard(worst=0.9), **{"sens-fgsm": standard(worst=0.95)},
+                  **{"pgd-at": standard(worst=0.2), "trades": standard(worst=0.3)})
+    text = lead.family(report_answers.q4)
+    first = text.splitlines()[1:3]
+    assert first[0].startswith("- `pgd-at` 0.200: minimax higher") and first[1].startswith("- `trades` 0.300")
+    assert "Holm" in first[0] and text.index("`pgd-at` 0.200") < text.index("Against the paper's baselines")
 
 
 def test_q2_and_q1_follow_the_numbers():

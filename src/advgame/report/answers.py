@@ -302,4 +302,24 @@ def q4(s: Study) -> str:
     summary = (f"Across the strong attacks below ({s.subset()}), minimax is really lower in {tally['lower']}, "
                f"really higher in {tally['higher']}, not really different in {tally['same']} and not tested (no per-image "
                f"outcomes) in {tally['untested']} comparisons.")
-    return "\n".join([verdict, summary, "", md_table(header, body)])
+    return "\n".join([*_against_every_defense(s, key), "", "Against the paper's baselines: " + verdict, summary, "",
+                       md_table(header, body)])
+
+
+def _against_every_defense(s: Study, key: str) -> list[str]:
+    """Minimax under `key` against every other defender, the most robust first (paired tests,
+    in Q4's Holm family)."""
+    others = sorted((d for d in s.defenders if d != "minimax" and s.get(d, key)),
+                    key=lambda d: (s.get(d, key)["error"], d))
+    if not others:
+        return []
+    words = {"lower": "minimax lower", "higher": "minimax higher", "same": "no real difference"}
+    lines = [f"Minimax ({fmt(s.get('minimax', key), False)}) against every defense under `{key}` at eta {s.eta}, "
+             "the most robust first:"]
+    for d in others:
+        pr = s.pair("minimax", key, d)
+        how = ("not tested (no per-image outcomes)" if pr is None or pr.p is None else
+               f"{words[pr.direction]} (p = {fmt_p(pr.p)}"
+               + (f", Holm {fmt_p(pr.p_holm)}" if pr.p_holm is not None else "") + f", {pr.seeds_agree}/{pr.seeds} seeds)")
+        lines.append(f"- `{d}` {s.get(d, key)['error']:.3f}: {how}")
+    return lines
