@@ -369,3 +369,18 @@ def test_a_question_decides_on_holm_adjusted_p_values():
     res = big.family(lambda st: [st.pair("a", "pgd-curr", x) for x in defs if x != "a"])
     assert not res[0].real and res[0].p < 0.05 and res[0].p_holm >= 0.05
     assert big._tests is None and big._holm == {}  # the family's state does not leak
+
+
+def test_q3_architecture_control_is_a_difference_in_differences():
+    def d(name, own, other):
+        return obj(name, {"attnet-curr:mlp": at(own), "attnet-curr:conv": at(other), "worst-case": at(0.99)})
+    s = study({"minimax": d("minimax", 0.10, 0.40), "alt": d("alt", 0.10, 0.30),
+               "pgd-at": d("pgd-at", 0.10, 0.12), "trades": d("trades", 0.10, 0.14)})
+    text = answers.architecture_did(s)
+    # gaps +0.30, +0.20 (game) and +0.02, +0.04 (others): 0.25 - 0.03 = +0.22
+    assert "+0.250 on average for the game defenses and +0.030 for the others" in text
+    assert "difference +0.220" in text and "**the game defenses lose more" in text
+    same = study({"minimax": d("minimax", 0.10, 0.13), "pgd-at": d("pgd-at", 0.10, 0.13)})
+    assert "**no real difference" in answers.architecture_did(same)
+    assert answers.architecture_did(study({"pgd-at": d("pgd-at", 0.1, 0.2)})) == ""
+    assert "Control (difference in differences)" in answers.q3(s)

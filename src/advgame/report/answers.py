@@ -6,7 +6,7 @@ explains a finding unless an experiment of the pipeline tests the explanation (Q
 from __future__ import annotations
 
 from advgame import attack_table, names
-from advgame.evaluation.paired import ALPHA, fmt_p
+from advgame.evaluation.paired import ALPHA, fmt_p, mask
 from advgame.evaluation.sanity import iterative_white_box
 from advgame.report.study import Study
 from advgame.report.tables import (
@@ -255,7 +255,54 @@ def q3(s: Study) -> str:
             line += " Against another attacker architecture: " + _said(
                 pr, "lower than against its own", "higher than against its own", "no real difference") + "."
         out.append(line)
+    did = architecture_did(s)
+    if did:
+        out += ["", did]
     return "\n".join(out)
+
+
+GAME = ("alt", "minimax", "maximin")
+
+
+def _arch_gap(s: Study, d: str, own: str) -> tuple[float, float] | None:
+    """A defender's architecture gap at the main eta, per image on the same images: the mean
+    error under the other attacker architectures minus the error under `own`; (gap, its
+    variance). None without the per-image outcomes."""
+    obj = s.defenders.get(d, {})
+    archs = [a for a in obj.get("results", {}) if a.startswith("attnet-curr:")]
+    others = [mask(obj, a, s.eta) for a in archs if a != own]
+    base = mask(obj, own, s.eta)
+    if base is None or not others or any(m is None or len(m) != len(base) for m in others):
+        return None
+    n = len(base)
+    diff = [sum(m[i] for m in others) / len(others) - base[i] for i in range(n)]
+    mean = sum(diff) / n
+    return mean, sum((x - mean) ** 2 for x in diff) / (n - 1) / n if n > 1 else 0.0
+
+
+def architecture_did(s: Study) -> str:
+    """Q3's control: do the game defenses (trained against one attacker architecture) lose more to
+    the other architectures than the other defenses do? A difference in differences of the
+    architecture gaps, with a normal 95% interval from the per-image variances (one training seed)."""
+    own = f"attnet-curr:{s.params.game.attacker_arch}"
+    gaps = {d: g for d in s.defenders if (g := _arch_gap(s, d, own))}
+    game = [d for d in gaps if d in GAME]
+    rest = [d for d in gaps if d not in GAME]
+    if not game or not rest:
+        return ""
+    mg = sum(gaps[d][0] for d in game) / len(game)
+    mr = sum(gaps[d][0] for d in rest) / len(rest)
+    var = sum(gaps[d][1] for d in game) / len(game) ** 2 + sum(gaps[d][1] for d in rest) / len(rest) ** 2
+    did, half = mg - mr, 1.959964 * var ** 0.5
+    lo, hi = did - half, did + half
+    word = ("the game defenses lose more to the other architectures than the other defenses do" if lo > 0 else
+            "the game defenses lose less to the other architectures than the other defenses do" if hi < 0 else
+            "no real difference between the game defenses' architecture gap and the others'")
+    listed = ", ".join(f"`{d}` {gaps[d][0]:+.3f}" for d in [*game, *rest])
+    return (f"Control (difference in differences): the architecture gap, the mean AttNet-curr error of the other "
+            f"architectures minus `{own}`'s on the same images, is {mg:+.3f} on average for the game defenses and "
+            f"{mr:+.3f} for the others ({listed}); difference {did:+.3f}, 95% interval {lo:+.3f} to {hi:+.3f} "
+            f"(images only, one training seed): **{word}**.")
 
 
 def q4(s: Study) -> str:
