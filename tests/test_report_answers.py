@@ -384,3 +384,19 @@ def test_q3_architecture_control_is_a_difference_in_differences():
     assert "**no real difference" in answers.architecture_did(same)
     assert answers.architecture_did(study({"pgd-at": d("pgd-at", 0.1, 0.2)})) == ""
     assert "Control (difference in differences)" in answers.q3(s)
+
+
+def test_q2_decomposition_and_masking_signature():
+    defs = base_defs(sens_fgsm=0.05, cm_fgsm=0.60)
+    defs["sens-fgsm"]["results"]["fgsm-curr"]["0.1"] = cell(0.30)  # falls as eta grows
+    s = study(defs, ablations=control(fgsm_curr=0.30))
+    lines = answers.q2_decomposition(s, "adv-fgsm-3")
+    table = "\n".join(lines)
+    assert "| online vs lagged attack | `sens-off` - `adv-fgsm-3` | -0.300 |" in table
+    assert "| the sensitivity term | `sens-fgsm` - `sens-off` | -0.250 |" in table
+    e = answers.paired_effect(s, "sens-fgsm", "sens-off")
+    assert e[1] < e[0] < e[2] < 0 and e[3] == N
+    sig = answers.masking_signature(s)
+    assert "it falls from eta 0.1 -> 0.3" in sig and "**Evidence for masking**" in sig
+    assert "The advantage decomposed" in answers.q2(s)
+    assert answers.q2_decomposition(study(base_defs()), "adv-fgsm-3") == []  # no ablation: no table

@@ -211,9 +211,83 @@ def q2(s: Study) -> str:
         out.append(f"Its own PGD against its own FGSM: {pr.text()}.")
     _, lines = q2_explanation(s)
     text = " ".join(out) + "\n\n" + " ".join(lines)
+    decomposition = q2_decomposition(s, cm[-1] if cm else None)
+    if decomposition:
+        text += "\n\n" + "\n".join(decomposition)
+    signature = masking_signature(s)
+    if signature:
+        text += "\n\n" + signature
     if s.ablations:
         text += "\n\n" + "\n".join(_ablation_rows(s))
     return text
+
+
+def paired_effect(s: Study, a: str, b: str, attack: str = "fgsm-curr") -> tuple[float, float, float, int] | None:
+    """a's error minus b's under `attack` (each under its own, for FGSM-curr) on the images both
+    saw (the shorter's: each is the first n of the test split): (difference, lo, hi, n), a normal
+    95% interval from the per-image differences; None without per-image outcomes."""
+    ma, mb = mask(s.obj(a), attack, s.eta), mask(s.obj(b), attack, s.eta)
+    if ma is None or mb is None:
+        return None
+    n = min(len(ma), len(mb))
+    if n < 2:
+        return None
+    d = [int(x) - int(y) for x, y in zip(ma[:n], mb[:n])]
+    m = sum(d) / n
+    half = 1.959964 * (sum((x - m) ** 2 for x in d) / (n - 1) / n) ** 0.5
+    return m, m - half, m + half, n
+
+
+def q2_decomposition(s: Study, last_round: str | None) -> list[str]:
+    """Sens-FGSM's FGSM-curr advantage over the last cat-and-mouse classifier, step by step: the
+    online attack (the `sens-off` control: FGSM-AT on Sens-FGSM's schedule, no sensitivity term)
+    against the lagged one (u_K, trained against the previous round's FGSM), then the sensitivity
+    term, the surrogate and tau; each a paired difference on the same images."""
+    steps = []
+    if last_round and ABL_CONTROL in s.ablations:
+        steps.append(("online vs lagged attack", ABL_CONTROL, last_round))
+    if ABL_CONTROL in s.ablations:
+        steps.append(("the sensitivity term", "sens-fgsm", ABL_CONTROL))
+    if ABL_SMOOTH in s.ablations:
+        steps.append(("the surrogate: tanh step in the forward pass too", ABL_SMOOTH, "sens-fgsm"))
+    for n in sorted((n for n in s.ablations if n.startswith(ABL_TAU)), key=lambda n: _tau(s, n)):
+        steps.append((f"tau {_tau(s, n):g} instead of {s.params.sens_fgsm.tau:g}", n, "sens-fgsm"))
+    body = []
+    for what, a, b in steps:
+        e = paired_effect(s, a, b)
+        if e is not None:
+            body.append([what, f"`{a}` - `{b}`", f"{e[0]:+.3f}", f"{e[1]:+.3f} to {e[2]:+.3f}", str(e[3])])
+    if not body:
+        return []
+    return ["The advantage decomposed: each step is one change, its effect on the FGSM-curr error (each model "
+            "under its own FGSM), paired on the same images (images only, one training seed; an interval "
+            "that excludes 0 is a real effect):", "",
+            md_table(["step", "difference", "effect", "95% interval", "images"], body)]
+
+
+def masking_signature(s: Study) -> str:
+    """Gradient masking's signature on Sens-FGSM: a one-step attack that gets weaker as eta grows,
+    and iterative or black-box attacks far above it."""
+    r = s.defenders.get("sens-fgsm", {}).get("results", {})
+    fg = {float(k): c["error"] for k, c in r.get("fgsm-curr", {}).items()}
+    if len(fg) < 2:
+        return ""
+    etas = sorted(fg)
+    falls = [f"{a:g} -> {b:g}" for a, b in zip(etas, etas[1:]) if fg[b] < fg[a] - 0.01]
+    pgd, square = s.get("sens-fgsm", "pgd-curr"), (s.defenders["sens-fgsm"].get("cascade", {}).get(s.eta, {})
+                                                     .get("square"))
+    bits = [f"FGSM-curr error by eta: " + ", ".join(f"{e:g}: {fg[e]:.3f}" for e in etas)
+            + (f" (it falls from eta {', '.join(falls)})" if falls else " (it does not fall as eta grows)")]
+    if pgd and s.eta in r.get("fgsm-curr", {}):
+        bits.append(f"PGD-curr {pgd['error']:.3f} against FGSM-curr {r['fgsm-curr'][s.eta]['error']:.3f} at eta {s.eta}")
+    if square:
+        bits.append(f"Square fools {square['new']} of the {square['ran_on']} images the white-box attacks left")
+    evidence = bool(falls) or (pgd is not None and s.eta in r.get("fgsm-curr", {})
+                               and pgd["error"] - r["fgsm-curr"][s.eta]["error"] > 0.5)
+    return ("Gradient masking's signature on Sens-FGSM: " + "; ".join(bits) + ". "
+            + ("**Evidence for masking**: its own one-step gradient stops pointing uphill while stronger attacks "
+               "still find errors." if evidence else
+               "**No evidence for masking** from these numbers."))
 
 
 def q3(s: Study) -> str:
