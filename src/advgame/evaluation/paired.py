@@ -7,8 +7,9 @@ McNemar's exact test asks whether those discordant images split evenly.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+
+from scipy.stats import binomtest
 
 from advgame import masks
 
@@ -16,12 +17,10 @@ ALPHA = 0.05
 
 
 def mcnemar(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value for b and c discordant pairs (binomial(b + c, 1/2))."""
+    """Two-sided exact McNemar p-value for b and c discordant pairs: the binomial test of b out of
+    b + c at 1/2 (scipy's `binomtest`); 1 when there is no discordant pair."""
     n = b + c
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
+    return 1.0 if n == 0 else float(binomtest(b, n, 0.5).pvalue)
 
 
 def mask(obj: dict | None, attack: str, eta: str) -> list[bool] | None:
