@@ -5,6 +5,7 @@
     advgame server [--port 5000]      a team's MLflow server on PostgreSQL (python -m advgame.pipeline.server)
     advgame summary                   the headline numbers after `make study` (python -m advgame.pipeline.summary)
     advgame evaluate MODEL [...]      your own model against the study's attacks (evaluation/own_model.py)
+    advgame verify [--repro ...]      does a rerun agree with the committed results? (pipeline/verify.py)
 
 Each subcommand hands the rest of the command line to that tool's own `main(argv)`, so
 `advgame <command> --help` is the tool's help. The top of the package's layers: it imports
@@ -25,6 +26,7 @@ COMMANDS = {
     "server": "a team's MLflow tracking server on PostgreSQL (= python -m advgame.pipeline.server)",
     "summary": "print the study's headline numbers (= python -m advgame.pipeline.summary)",
     "evaluate": "evaluate your own model (a checkpoint or TorchScript file) against the study's attacks",
+    "verify": "judge a rerun's headline numbers against the committed ones, within their seed-level spread",
 }
 
 
@@ -56,17 +58,23 @@ def _summary(argv: list[str]) -> int:
     return 0
 
 
+def _verify(argv: list[str]) -> int:
+    from advgame.pipeline.verify import main
+
+    return main(argv)
+
+
 def evaluate_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="advgame evaluate", description=COMMANDS["evaluate"] + ": clean, FGSM-curr, PGD-curr at every "
-        "eta, the strong set (eval.strong_attacks) at the main eta, the worst case per image; writes the "
+        "eta, the cascade (eval.strong_attacks) at the main eta, the worst case per image; writes the "
         "JSON of a pipeline evaluation and prints your row beside the study's defenders.")
     ap.add_argument("model", help="an advgame checkpoint, a plain state_dict (with --arch) or a TorchScript file")
     ap.add_argument("--arch", help="the architecture of a plain state_dict (advgame.models: smallcnn, cifarcnn, resnet18)")
     ap.add_argument("--classes", type=int, default=10, help="classes of a plain state_dict (default %(default)s)")
     ap.add_argument("--data", help="a .pt file holding tensors x (N, C, H, W) in [0, 1] and y (N,); "
                     f"default: the study's test split {DATA}/test.pt")
-    ap.add_argument("--n", type=int, default=0, help="the first n images (default: eval.n_test for the "
+    ap.add_argument("--n", type=int, default=0, help="the first n images (default: eval.n_main for the "
                     "study's split, all of yours)")
     ap.add_argument("--eta", type=float, default=0.3, help="the main L-inf eta: the strong set and the "
                     "leaderboard (default %(default)s)")
@@ -108,7 +116,7 @@ def report(a: argparse.Namespace) -> None:
     out = _out_path(a, name)
     p = load_params(a.params)
     setup_torch(p.run.threads)  # as the evaluation stages: the same bits for the same inputs
-    x, y = load_data(a.data, a.n or (0 if a.data else p.eval.n_test))
+    x, y = load_data(a.data, a.n or (0 if a.data else p.eval.n_main))
     model = load_model(a.model, a.arch, tuple(x.shape), a.classes)
     row = evaluate_model(model, x, y, a.eta, etas=a.etas, params=p, name=name, device=a.device)
     save_json(row, out)
@@ -121,7 +129,8 @@ def report(a: argparse.Namespace) -> None:
         print(f"({a.results} not found: no study rows to compare with)")
 
 
-RUN = {"pipeline": _pipeline, "seeds": _seeds, "server": _server, "summary": _summary, "evaluate": _evaluate}
+RUN = {"pipeline": _pipeline, "seeds": _seeds, "server": _server, "summary": _summary, "evaluate": _evaluate,
+       "verify": _verify}
 
 
 def parser() -> argparse.ArgumentParser:
