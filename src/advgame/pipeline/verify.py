@@ -6,7 +6,7 @@ per defender at the main eta, clean, worst-case, PGD-curr and the strongest AttN
 attack table's headline cells, as in reports/metrics.json) of the workspace's
 reports/results.json against the committed one (`git show REV:reports/results.json`). Two runs
 differ by about two seeds' worth: a cell agrees when |ours - committed| <= 1.96 * sqrt(2) * sd,
-with sd the cell's spread across training seeds in reports/seeds.json where it has the cell,
+with sd the cell's spread across training seeds in the seeds file (names.SEEDS) where it has the cell,
 else (no seeds measured) the test images' binomial sd sqrt(p (1 - p) / n), which is then named.
 
     advgame verify [--rev HEAD] [--repro [STAGE ...]]

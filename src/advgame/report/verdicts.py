@@ -87,7 +87,7 @@ def table5_cell(s: Study, d: str, attack: str, eta: str) -> dict | None:
 
 
 def _per_seed(s: Study, d: str, attack: str, eta: str, c: dict) -> list[float]:
-    """Our per-seed errors of a Table 5 cell: reports/seeds.json's where it has them (its first
+    """Our per-seed errors of a Table 5 cell: the seed table's (names.SEEDS) where it has them (its first
     seed is this run), else this run's alone."""
     name = {a: n for a, n, _ in attack_table.paper_columns(s.params.table5.arch)}[attack]
     vals = s.seeds.per_seed(d, name, eta) if s.seeds else None
