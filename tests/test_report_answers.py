@@ -9,7 +9,7 @@ import pytest
 
 from advgame import config, masks
 from advgame.evaluation import paired
-from advgame.report import answers, verdicts
+from advgame.report import answers, controls, verdicts
 from advgame.report import audit as review
 from advgame.report import render as report
 from advgame.report.study import Study
@@ -227,6 +227,7 @@ def test_minimax_claim_follows_the_paired_test():
         return study({"minimax": obj("minimax", {"attnet-curr:mlp": at(mm), "worst-case": at(0.9)}),
                       "alt": obj("alt", {"attnet-curr:mlp": at(alt), "worst-case": at(0.9)})})
     assert claim(s(0.10, 0.30), "abstract:minimax-more-robust-than-alt")["verdict"] == "reproduced"
+    assert claim(s(0.10, 0.30), "abstract:minimax-more-robust-than-alt")["kind"] == "direction"
     assert claim(s(0.36, 0.28), "abstract:minimax-more-robust-than-alt")["verdict"] == "not reproduced"
 
 
@@ -376,13 +377,13 @@ def test_q3_architecture_control_is_a_difference_in_differences():
         return obj(name, {"attnet-curr:mlp": at(own), "attnet-curr:conv": at(other), "worst-case": at(0.99)})
     s = study({"minimax": d("minimax", 0.10, 0.40), "alt": d("alt", 0.10, 0.30),
                "pgd-at": d("pgd-at", 0.10, 0.12), "trades": d("trades", 0.10, 0.14)})
-    text = answers.architecture_did(s)
+    text = controls.architecture_did(s)
     # gaps +0.30, +0.20 (game) and +0.02, +0.04 (others): 0.25 - 0.03 = +0.22
     assert "+0.250 on average for the game defenses and +0.030 for the others" in text
     assert "difference +0.220" in text and "**the game defenses lose more" in text
     same = study({"minimax": d("minimax", 0.10, 0.13), "pgd-at": d("pgd-at", 0.10, 0.13)})
-    assert "**no real difference" in answers.architecture_did(same)
-    assert answers.architecture_did(study({"pgd-at": d("pgd-at", 0.1, 0.2)})) == ""
+    assert "**no real difference" in controls.architecture_did(same)
+    assert controls.architecture_did(study({"pgd-at": d("pgd-at", 0.1, 0.2)})) == ""
     assert "Control (difference in differences)" in answers.q3(s)
 
 
@@ -390,13 +391,13 @@ def test_q2_decomposition_and_masking_signature():
     defs = base_defs(sens_fgsm=0.05, cm_fgsm=0.60)
     defs["sens-fgsm"]["results"]["fgsm-curr"]["0.1"] = cell(0.30)  # falls as eta grows
     s = study(defs, ablations=control(fgsm_curr=0.30))
-    lines = answers.q2_decomposition(s, "adv-fgsm-3")
+    lines = controls.q2_decomposition(s, "adv-fgsm-3")
     table = "\n".join(lines)
     assert "| online vs lagged attack | `sens-off` - `adv-fgsm-3` | -0.300 |" in table
     assert "| the sensitivity term | `sens-fgsm` - `sens-off` | -0.250 |" in table
-    e = answers.paired_effect(s, "sens-fgsm", "sens-off")
+    e = controls.paired_effect(s, "sens-fgsm", "sens-off")
     assert e[1] < e[0] < e[2] < 0 and e[3] == N
-    sig = answers.masking_signature(s)
+    sig = controls.masking_signature(s)
     assert "it falls from eta 0.1 -> 0.3" in sig and "**Evidence for masking**" in sig
     assert "The advantage decomposed" in answers.q2(s)
-    assert answers.q2_decomposition(study(base_defs()), "adv-fgsm-3") == []  # no ablation: no table
+    assert controls.q2_decomposition(study(base_defs()), "adv-fgsm-3") == []  # no ablation: no table

@@ -308,6 +308,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--force", action="store_true", help="rerun seeds whose experiment already ran this code")
     ap.add_argument("--drop", nargs="*", default=[], help="rebase: defenders whose evaluation changed since the "
                     "kept seeds ran (their other seeds are dropped, not compared)")
+    ap.add_argument("--drop-attacks", nargs="*", default=[], help="rebase: attacks whose cells changed for every "
+                    "defender since the kept seeds ran (dropped the same way)")
     a = ap.parse_args(argv)
     try:
         if a.action == "commits":  # make compare's -n: back to the oldest seed experiment

@@ -25,7 +25,7 @@ import statistics
 
 from scipy import stats as sstats
 
-from advgame import attack_table
+from advgame import attack_table, config
 from advgame.evaluation.paired import ALPHA
 from advgame.report.answers import ABL_CONTROL, q2_explanation
 from advgame.report.study import Study
@@ -48,7 +48,7 @@ def _entry(claim, paper, ours, verdict, why, ci95=None, *, kind="magnitude", rul
 def scope(s: Study) -> str:
     """Where a verdict holds: dataset, classifier, cat-and-mouse rounds K, attacker network."""
     p = s.params
-    return (f"{s.meta.get('dataset', p.data.dataset)}, classifier {p.classifier.arch}, "
+    return (f"{s.meta.get('dataset', p.data.dataset)}, classifier {config.classifier_arch(p)}, "
             f"K = {p.catmouse.rounds} cat-and-mouse rounds, AttNet {p.table5.arch}, "
             f"{s.seeds.n if s.seeds else 1} training seed(s)")
 
@@ -209,7 +209,7 @@ def shape_verdicts(s: Study) -> list[dict]:
                   f"{'settles' if c['settled'] else 'does not settle'}: {facts}")]
 
 
-PAIR_RULE = (f"direction: McNemar's exact test on the same images at the main training seed (p < {ALPHA}) "
+PAIR_RULE = (f"McNemar's exact test on the same images at the main training seed (p < {ALPHA}) "
              "and the same sign at every other training seed; reproduced in the paper's direction, not "
              "reproduced otherwise")
 
@@ -222,7 +222,7 @@ def _pair_verdict(s: Study, claim, paper, pr, want: str, what: str) -> dict:
         return _entry(claim, paper, pr.ea, NA, f"{what}: {pr.text()}", **kw)
     ok = pr.direction == want
     return _entry(claim, paper, pr.ea, REPRO if ok else NOT, f"{what}: {pr.text()}; real only at p < {ALPHA} "
-                  "on every training seed")
+                  "on every training seed", **kw)
 
 
 def claim_verdicts(s: Study) -> list[dict]:
@@ -270,12 +270,15 @@ def section(verdicts: list[dict]) -> str:
              "n/a" if e["margin"] is None else f"{e['margin']:g}", f"**{e['verdict']}**", e["why"]]
             for e in verdicts]
     scopes = sorted({e["scope"] for e in verdicts if e["scope"]})
-    rules = {e["kind"]: e["rule"] for e in verdicts}
+    rules = {}
+    for e in verdicts:  # each distinct rule once, in the order the claims first use it
+        if e["rule"] and e["rule"] not in rules.setdefault(e["kind"], []):
+            rules[e["kind"]].append(e["rule"])
     return "\n".join([
         f"Magnitudes (Table 5 cells): {count({'magnitude'})}. Patterns (Table 5's ordering, Figure 1's "
         f"shape) and directions (the abstract's claims): {count({'pattern', 'shape', 'direction'})}. "
         "Each claim is judged once.", "",
-        *[f"- {k}: {r}" for k, r in rules.items() if r], "",
+        *[f"- {k}: {r}" for k, rs in rules.items() for r in rs], "",
         f"Scope: {'; '.join(scopes)}. For a magnitude the interval is ours minus the paper's; for the pattern, "
         "Spearman's rho.", "",
         md_table(["claim", "paper", "ours", "95% interval", "margin", "verdict", "why"], body)])
