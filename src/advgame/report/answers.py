@@ -331,6 +331,8 @@ def _against_every_defense(s: Study, key: str) -> list[str]:
         pr = s.pair("minimax", key, d)
         how = ("not tested (no per-image outcomes)" if pr is None or pr.p is None else
                f"{words[pr.direction]} (p = {fmt_p(pr.p)}"
-               + (f", Holm {fmt_p(pr.p_holm)}" if pr.p_holm is not None else "") + f", {pr.seeds_agree}/{pr.seeds} seeds)")
+               + (f", Holm {fmt_p(pr.p_holm)}" if pr.p_holm is not None else "") + f", {pr.seeds_agree}/{pr.seeds} seeds"
+               + (f"; {', '.join(f'`{u}`' for u in pr.unmeasured)} not run at the other training seeds"
+                  if pr.unmeasured else "") + ")")
         lines.append(f"- `{d}` {s.get(d, key)['error']:.3f}: {how}")
     return lines
