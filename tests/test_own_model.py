@@ -172,3 +172,17 @@ def test_the_console_script_is_registered_and_import_advgame_stays_torch_free():
             "assert advgame.evaluate_model.__module__ == 'advgame.evaluation.own_model'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_the_progress_total_counts_every_run_the_evaluation_announces(trained_smallcnn):
+    from advgame.attacks.target import Defender
+    from advgame.evaluation.crosseval import Plan, evaluate_defender
+    from advgame.evaluation.own_model import _steps
+
+    model, x, y = trained_smallcnn
+    plan = Plan(etas=[0.1, 0.3], main_eta=0.3, pgd_steps=3, apgd_iters=3, square_queries=5, fab_iters=3,
+                fab_targets=1, apgd_targets=1, strong_attacks=["apgd-ce", "apgd-t", "fab-t", "square"],
+                saturation_n=10, sanity_eta=1.0)
+    said = []
+    evaluate_defender(Defender("m", model, model), x[:30], y[:30], plan, progress=said.append)
+    assert _steps(Defender("m", model, model), plan) == sum(m.startswith("eta ") for m in said)  # sanity run included

@@ -141,9 +141,13 @@ def own_plan(p: config.Params, eta: float, etas: list[float] | None, classes: in
 
 def _steps(defender: Defender, plan: Plan) -> int:
     """How many attack runs the plan makes (the progress total): each applicable entry and
-    member per eta, and the sanity run."""
-    return 1 + sum(len(_members(a, plan)) for e in plan.etas for a in attack_table.ATTACKS
-                   if _applies(a, defender, plan, e))
+    member per eta, the saturation rerun (at the main eta, when a cascade attack runs there)
+    and the sanity run."""
+    runs = sum(len(_members(a, plan)) for e in plan.etas for a in attack_table.ATTACKS
+               if _applies(a, defender, plan, e))
+    saturation = plan.saturation_n > 0 and any(a.cascade and _applies(a, defender, plan, plan.main_eta)
+                                               for a in attack_table.ATTACKS)
+    return 1 + runs + int(saturation)
 
 
 def evaluate_model(model: nn.Module, x: torch.Tensor | None = None, y: torch.Tensor | None = None,
