@@ -3,7 +3,7 @@ seed-level spread (or the images' binomial spread where no seeds were measured).
 import json
 import subprocess
 
-from advgame import cli
+from advgame import cli, config
 from advgame.pipeline import verify
 
 
@@ -17,15 +17,16 @@ def test_cells_agree_within_the_seed_spread_and_differ_beyond_it():
     committed = results(pgd_at={"clean": 0.03, "worst-case": 0.25, "attnet-curr:mlp": 0.05, "attnet-curr:conv": 0.07})
     seeds = {"seeds": [0, 1, 2], "defenders": {"pgd_at": {"worst-case": {"0.3": {"sd": 0.03}}}}}
     ours = results(pgd_at={"clean": 0.03, "worst-case": 0.31, "attnet-curr:mlp": 0.05, "attnet-curr:conv": 0.20})
-    rows = {r["attack"]: r for r in verify.compare(committed, ours, seeds, "0.3")}
+    p = config.parse({})
+    rows = {r["attack"]: r for r in verify.compare(committed, ours, seeds, p)}
     # worst-case: +0.06 against 1.96 * sqrt(2) * 0.03 = 0.083 -> agree, on the seeds' spread
-    assert rows["worst-case"]["agree"] and rows["worst-case"]["basis"] == "seeds"
-    assert rows["worst-case"]["tolerance"] == round(1.959964 * 2 ** 0.5 * 0.03, 6)
+    assert rows["worst_case"]["agree"] and rows["worst_case"]["basis"] == "seeds"
+    assert rows["worst_case"]["tolerance"] == round(1.959964 * 2 ** 0.5 * 0.03, 6)
     # attnet-curr (the family's worst member): 0.07 -> 0.20 on the images' spread -> differ
-    assert not rows["attnet-curr"]["agree"] and rows["attnet-curr"]["basis"] == "images"
+    assert not rows["attnet_curr"]["agree"] and rows["attnet_curr"]["basis"] == "images"
     assert rows["clean"]["agree"] and rows["clean"]["diff"] == 0
-    missing = verify.compare(committed, results(pgd_at={"clean": 0.03}), seeds, "0.3")
-    assert [r["agree"] for r in missing if r["attack"] == "worst-case"] == [False]
+    missing = verify.compare(committed, results(pgd_at={"clean": 0.03}), seeds, p)
+    assert [r["agree"] for r in missing if r["attack"] == "worst_case"] == [False]
 
 
 def test_verify_command_compares_the_workspace_with_a_commit(tmp_path, monkeypatch):

@@ -2,8 +2,8 @@
 
 A rerun on another host (another instruction set, other kernels) differs like another training
 seed would, so a byte diff of reports/ says nothing. This judges each headline number instead:
-per defender at the main eta, clean, worst-case, PGD-curr and the strongest AttNet-curr (the
-attack table's headline cells, as in reports/metrics.json) of the workspace's
+per defender at the main eta, reports/metrics.json's clean, worst-case, PGD-curr (pgd-adaptive
+with a detector) and the strongest AttNet-curr (report/exports.headline), of the workspace's
 reports/results.json against the committed one (`git show REV:reports/results.json`). Two runs
 differ by about two seeds' worth: a cell agrees when |ours - committed| <= 1.96 * sqrt(2) * sd,
 with sd the cell's spread across training seeds in the seeds file (names.SEEDS) where it has the cell,
@@ -25,24 +25,25 @@ import sys
 from pathlib import Path
 
 from advgame import UserError, attack_table, config, names
+from advgame.report import exports
+from advgame.report.study import Study
 
 Z = 1.959964
 RESULTS = "reports/results.json"  # the report stage's (report/render.py)
 
 
-def headline_cells(results: dict, eta: str) -> dict[tuple[str, str], dict]:
-    """(defender, attack) -> cell of the headline attacks at eta (a family: its worst member)."""
+def headline_cells(results: dict, p: config.Params) -> dict[tuple[str, str], dict]:
+    """(defender, headline key) -> {"error", "n", "attack"}: reports/metrics.json's numbers
+    (report/exports.headline: a family gives its worst member, a detector defender's PGD is
+    pgd-adaptive), recomputed from a results.json so that both sides carry their image count."""
+    s = Study(p, results.get("defenders", {}))
+    by_key = {a.headline[1]: a.name.replace(":{}", "") for a in attack_table.headline()}
     out = {}
-    for d, obj in results.get("defenders", {}).items():
-        res = obj.get("results", {})
-        for a in attack_table.headline():
-            if a.family:
-                cells = [(n, c) for n, r in res.items() if (hit := attack_table.find(n)) and hit[0] is a
-                         and isinstance(c := r.get(eta), dict)]
-                if cells:
-                    out[(d, a.name.replace(":{}", ""))] = max(cells, key=lambda nc: nc[1]["error"])[1]
-            elif isinstance(c := res.get(a.name, {}).get("0" if a.name == "clean" else eta), dict):
-                out[(d, a.name)] = c
+    for d, row in exports.headline(s).items():
+        worst = s.get(d, "worst-case") if d in s.defenders else None
+        for key, err in row.items():
+            if worst is not None:
+                out[(d, key)] = {"error": err, "n": worst.get("n"), "attack": by_key.get(key, key)}
     return out
 
 
@@ -55,9 +56,10 @@ def seed_sd(seeds: dict, d: str, attack: str, eta: str) -> float | None:
     return max(sds) if sds and len(seeds.get("seeds", [])) > 1 else None
 
 
-def compare(committed: dict, ours: dict, seeds: dict, eta: str) -> list[dict]:
-    """One row per headline cell in either file: both errors, the tolerance, its basis, agree or not."""
-    a, b = headline_cells(committed, eta), headline_cells(ours, eta)
+def compare(committed: dict, ours: dict, seeds: dict, p: config.Params) -> list[dict]:
+    """One row per headline number in either file: both errors, the tolerance, its basis, agree or not."""
+    a, b = headline_cells(committed, p), headline_cells(ours, p)
+    eta = config.eta_key(p.attack.eta)
     rows = []
     for key in sorted(set(a) | set(b)):
         ca, cb = a.get(key), b.get(key)
@@ -66,10 +68,10 @@ def compare(committed: dict, ours: dict, seeds: dict, eta: str) -> list[dict]:
                          "ours": cb and cb["error"], "tolerance": None, "basis": "missing on one side",
                          "agree": False})
             continue
-        sd, basis = seed_sd(seeds, *key, eta), "seeds"
+        sd, basis = seed_sd(seeds, key[0], ca["attack"], eta), "seeds"
         if sd is None:
-            p, n = ca["error"], ca.get("n") or 1
-            sd, basis = math.sqrt(max(p * (1 - p), 1 / n) / n), "images"
+            e, n = ca["error"], ca.get("n") or 1
+            sd, basis = math.sqrt(max(e * (1 - e), 1 / n) / n), "images"
         tol = Z * math.sqrt(2) * sd
         diff = cb["error"] - ca["error"]
         rows.append({"defender": key[0], "attack": key[1], "committed": ca["error"], "ours": cb["error"],
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error [verify]: {e}", file=sys.stderr)
         return 2
-    rows = compare(committed, ours, seeds, eta)
+    rows = compare(committed, ours, seeds, p)
     print(f"{RESULTS} against {a.rev}'s, eta {eta}: agree when |diff| <= 1.96 * sqrt(2) * sd (sd across "
           "training seeds, else the images' binomial sd)")
     for r in rows:
