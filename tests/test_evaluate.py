@@ -16,6 +16,8 @@ def test_wilson_known_values():
     lo, hi = wilson(5, 100)
     assert lo == pytest.approx(0.021543, abs=1e-5) and hi == pytest.approx(0.111759, abs=1e-5)
     assert wilson(0, 50)[0] == 0.0 and wilson(50, 50)[1] == 1.0
+    # textbook: Newcombe (1998), Stat. Med. 17:857, Table I, 81 of 263 -> 0.2553 to 0.3662
+    assert wilson(81, 263) == pytest.approx([0.2553, 0.3662], abs=5e-5)
     assert all(math.isnan(v) for v in wilson(0, 0))
 
 

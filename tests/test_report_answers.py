@@ -3,9 +3,12 @@ results in which a pattern reverses (Sens-FGSM above the cat-and-mouse classifie
 sensitivity-off control equal to Sens-FGSM, a p-value above 0.05, a seed that disagrees) change
 the answer and the verdict with them."""
 import json
+import math
 import re
+import statistics
 
 import pytest
+from scipy import stats
 
 from advgame import config, masks
 from advgame.evaluation import paired
@@ -159,25 +162,38 @@ def test_table5_verdicts_one_per_cell():
 
 
 def test_equivalence_rule_on_constructed_cases():
-    eq = verdicts.equivalence
-    assert eq(-0.02, 0.03, 0.05, 0.3) == "reproduced"           # equivalent
-    assert eq(0.08, 0.2, 0.05, 0.3) == "not reproduced"         # different
-    assert eq(-0.12, 0.14, 0.05, 0.3) == "inconclusive"         # underpowered: wider than the margin
-    assert eq(0.03, 0.09, 0.05, 0.3) == "inconclusive"          # straddles the margin
+    def eq(mean, se, paper, margin, df=math.inf):
+        return verdicts.equivalence(verdicts.SeedMean(mean, se, df), paper, margin)
+    assert eq(0.31, 0.01, 0.3, 0.05) == "reproduced"            # equivalent
+    assert eq(0.45, 0.02, 0.3, 0.05) == "not reproduced"        # different
+    assert eq(0.30, 0.05, 0.3, 0.05, df=2) == "inconclusive"    # underpowered: wider than the margin
+    assert eq(0.36, 0.01, 0.3, 0.05) == "inconclusive"          # straddles the margin
     # at a bound: the paper's 1.000 cannot be exceeded, only the side below is tested
-    assert eq(-0.06, 0.0, 0.10, 1.0) == "reproduced"
-    assert eq(-0.3, -0.15, 0.10, 1.0) == "not reproduced"
-    assert eq(-0.2, -0.05, 0.10, 1.0) == "inconclusive"
-    assert eq(0.0, 0.04, 0.05, 0.0) == "reproduced"
+    assert eq(0.97, 0.01, 1.0, 0.10) == "reproduced"
+    assert eq(0.75, 0.02, 1.0, 0.10) == "not reproduced"
+    assert eq(0.90, 0.03, 1.0, 0.10) == "inconclusive"
+    assert eq(0.01, 0.01, 0.0, 0.05) == "reproduced"
+    assert verdicts.tost(verdicts.SeedMean(0.97, 0.01, math.inf), 1.0, 0.1)[1] is None
+
+
+def test_tost_is_statsmodels_two_one_sided_t_tests():
+    from statsmodels.stats.weightstats import DescrStatsW
+    vals, paper, margin = [0.27, 0.31, 0.29, 0.33, 0.30], 0.30, 0.05
+    _, (_, p_low, _), (_, p_upp, _) = DescrStatsW(vals).ttost_mean(paper - margin, paper + margin)
+    k = len(vals)
+    est = verdicts.SeedMean(statistics.fmean(vals), statistics.stdev(vals) / k ** 0.5, k - 1)
+    assert verdicts.tost(est, paper, margin) == pytest.approx((p_low, p_upp), rel=1e-9)
 
 
 def test_seed_interval_adds_the_seed_spread_to_the_images_error():
     m, lo, hi = verdicts.seed_interval([0.30], 1000)  # one seed: the test images alone
     assert m == 0.30 and hi - lo == pytest.approx(2 * 1.96 * (0.3 * 0.7 / 1000) ** 0.5, rel=1e-3)
     m3, lo3, hi3 = verdicts.seed_interval([0.25, 0.30, 0.35], 1000)
-    t = 4.302652729911275  # t_0.975 with 2 degrees of freedom
-    half = ((t * 0.05 / 3 ** 0.5) ** 2 + 1.959964 ** 2 * 0.3 * 0.7 / 1000) ** 0.5
+    seed_var, image_var = 0.05 ** 2 / 3, 0.3 * 0.7 / 1000
+    df = (seed_var + image_var) ** 2 / (seed_var ** 2 / 2)   # Welch-Satterthwaite
+    half = stats.t.ppf(0.975, df) * (seed_var + image_var) ** 0.5
     assert m3 == pytest.approx(0.30) and (lo3, hi3) == pytest.approx((0.30 - half, 0.30 + half), abs=1e-6)
+    assert 2 < df < 4 and hi3 - lo3 > hi - lo  # the image part adds degrees of freedom to the seeds' 2
     # seeds that agree, on the same images: no narrower than the images allow
     _, lo_same, hi_same = verdicts.seed_interval([0.3, 0.3, 0.3], 1000)
     assert (lo_same, hi_same) == pytest.approx((lo, hi))

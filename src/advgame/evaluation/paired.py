@@ -84,14 +84,13 @@ class Paired:
 
 
 def holm(ps: dict) -> dict:
-    """Holm's step-down adjustment of a family of p-values {key: p}: the i-th smallest of m is
-    multiplied by m - i + 1, made monotone and capped at 1. Controls the family-wise error."""
-    order = sorted(ps, key=lambda k: ps[k])
-    out, running, m = {}, 0.0, len(ps)
-    for i, k in enumerate(order):
-        running = max(running, min(1.0, (m - i) * ps[k]))
-        out[k] = running
-    return out
+    """Holm's step-down adjustment of a family of p-values {key: p} (statsmodels' multipletests):
+    controls the family-wise error."""
+    if not ps:
+        return {}
+    from statsmodels.stats.multitest import multipletests
+    adjusted = multipletests(list(ps.values()), method="holm")[1]
+    return {k: float(p) for k, p in zip(ps, adjusted)}
 
 
 def fmt_p(p: float) -> str:

@@ -2,10 +2,11 @@
 results (docs/protocol.md, section 10). The same list goes into reports/results.json
 (`verdicts`), so a script can read what the report says.
 
-- A Table 5 cell (a magnitude) by equivalence, two one-sided tests: the 95% interval of ours -
-  the paper's, across training seeds with the test images' own uncertainty carried in
-  (`seed_interval`), inside +-margin (0.05 for an FGSM cell, 0.10 for an AttNet cell) ->
-  reproduced; wholly outside -> not reproduced; else inconclusive. Where the paper reports 0 or
+- A Table 5 cell (a magnitude) by equivalence, two one-sided t-tests (`tost`, each at 0.025) on
+  our mean over training seeds with the test images' own uncertainty carried in (`seed_mean`):
+  both reject, i.e. the 95% interval of ours - the paper's lies inside +-margin (0.05 for an
+  FGSM cell, 0.10 for an AttNet cell) -> reproduced; that interval wholly outside -> not
+  reproduced; else inconclusive. Where the paper reports 0 or
   1, one-sided: the bound the paper's value sits at cannot be crossed, so only the other side is
   tested.
 - The pattern of Table 5 (which defense and eta is more robust) by rank agreement: Spearman's
@@ -22,11 +23,12 @@ from __future__ import annotations
 import math
 import random
 import statistics
+from dataclasses import dataclass
 
 from scipy import stats as sstats
 
 from advgame import attack_table, config
-from advgame.evaluation.paired import ALPHA
+from advgame.evaluation.paired import ALPHA, fmt_p
 from advgame.report.answers import ABL_CONTROL, q2_explanation
 from advgame.report.study import Study
 from advgame.report.tables import PAPER_NAMES, PAPER_TABLE5, md_table
@@ -36,7 +38,6 @@ VERDICTS = (REPRO, NOT, INCONCLUSIVE, NA)
 MARGIN = {"fgsm-curr": 0.05, "attnet-curr": 0.10}   # per error cell (STUDY.md, "Verdicts on the paper")
 RHO_BAR = 0.5            # the pattern: rank agreement above this counts as reproduced
 BOOTSTRAP, BOOT_SEED = 2000, 0
-Z95 = 1.959963984540054
 
 
 def _entry(claim, paper, ours, verdict, why, ci95=None, *, kind="magnitude", rule="", margin=None,
@@ -53,28 +54,60 @@ def scope(s: Study) -> str:
             f"{s.seeds.n if s.seeds else 1} training seed(s)")
 
 
-def seed_interval(values: list[float], n: int) -> tuple[float, float, float]:
-    """(mean, lo, hi): the 95% interval of the mean error over k training seeds that all ran on
-    the same n test images. Two parts, added in quadrature: the seeds' spread, t_(k-1) * sd /
-    sqrt(k) (none with one seed: then the interval covers the test images only), and the test
-    images' sampling error of the mean, z * sqrt(m (1 - m) / n), which more seeds do not shrink
-    (every seed sees the same images). Clipped to [0, 1]."""
+@dataclass(frozen=True)
+class SeedMean:
+    """Our mean error over k training seeds that all ran on the same n test images, its standard
+    error and degrees of freedom (`seed_mean`)."""
+    mean: float
+    se: float
+    df: float
+
+    def interval(self, level: float = 0.95) -> tuple[float, float]:
+        half = float(sstats.t.ppf(0.5 + level / 2, self.df)) * self.se
+        return max(0.0, self.mean - half), min(1.0, self.mean + half)
+
+
+def seed_mean(values: list[float], n: int) -> SeedMean:
+    """Two parts of the error of the mean, added as variances: the seeds' spread, sd^2 / k (none
+    with one seed: then only the test images count), and the test images' sampling error,
+    m (1 - m) / n, which more seeds do not shrink (every seed sees the same images). Degrees of
+    freedom by Welch-Satterthwaite: k - 1 from the seed part, infinite from the image part."""
     k, m = len(values), statistics.fmean(values)
-    seed_half = float(sstats.t.ppf(0.975, k - 1)) * statistics.stdev(values) / math.sqrt(k) if k > 1 else 0.0
-    image_half = Z95 * math.sqrt(max(m * (1 - m), 0.0) / n) if n else math.inf
-    half = math.hypot(seed_half, image_half)
-    return m, max(0.0, m - half), min(1.0, m + half)
+    seed_var = statistics.variance(values) / k if k > 1 else 0.0
+    image_var = max(m * (1 - m), 0.0) / n if n else math.inf
+    var = seed_var + image_var
+    df = var * var / (seed_var * seed_var / (k - 1)) if seed_var > 0 and math.isfinite(var) else math.inf
+    return SeedMean(m, math.sqrt(var), df)
 
 
-def equivalence(diff_lo: float, diff_hi: float, margin: float, paper: float) -> str:
-    """Two one-sided tests on the interval of ours - paper: inside +-margin -> reproduced, wholly
-    outside -> not reproduced, else inconclusive. At a bound of [0, 1] (the paper's 0 or 1) only
-    the side away from the bound is tested (ours cannot cross it)."""
-    lo_ok = diff_lo >= -margin or paper <= 0.0
-    hi_ok = diff_hi <= margin or paper >= 1.0
-    if lo_ok and hi_ok:
+def seed_interval(values: list[float], n: int) -> tuple[float, float, float]:
+    """(mean, lo, hi): the 95% interval of the mean error (seed_mean), clipped to [0, 1]."""
+    est = seed_mean(values, n)
+    return (est.mean, *est.interval())
+
+
+def tost(est: SeedMean, paper: float, margin: float) -> tuple[float | None, float | None]:
+    """The two one-sided t-tests of equivalence (Schuirmann) of our mean error with the paper's:
+    p of H0 "ours <= paper - margin" and of H0 "ours >= paper + margin". A side the paper's value
+    sits at (0 or 1: ours cannot cross it) is not tested (None)."""
+    def side(t_stat: float, upper: bool) -> float:
+        if est.se == 0:
+            return 0.0 if (t_stat > 0 if upper else t_stat < 0) else 1.0
+        return float(sstats.t.sf(t_stat, est.df) if upper else sstats.t.cdf(t_stat, est.df))
+    lower = None if paper <= 0.0 else side((est.mean - (paper - margin)) / (est.se or 1.0), True)
+    upper = None if paper >= 1.0 else side((est.mean - (paper + margin)) / (est.se or 1.0), False)
+    return lower, upper
+
+
+def equivalence(est: SeedMean, paper: float, margin: float) -> str:
+    """Reproduced when both tested one-sided tests reject at ALPHA / 2 (the 95% interval of ours -
+    paper lies inside +-margin); not reproduced when that interval lies wholly outside; else
+    inconclusive (the data cannot tell: underpowered, or straddling the margin)."""
+    ps = [p for p in tost(est, paper, margin) if p is not None]
+    if all(p < ALPHA / 2 for p in ps):
         return REPRO
-    if diff_lo > margin or diff_hi < -margin:
+    lo, hi = est.interval()
+    if lo - paper > margin or hi - paper < -margin:
         return NOT
     return INCONCLUSIVE
 
@@ -113,10 +146,13 @@ def table5_verdicts(s: Study) -> list[dict]:
                                       margin=margin, scope=where))
                     continue
                 vals = _per_seed(s, d, attack, eta, c)
-                m, lo, hi = seed_interval(vals, c["n"])
+                est = seed_mean(vals, c["n"])
+                m, (lo, hi) = est.mean, est.interval()
                 dlo, dhi = round(lo - paper, 4), round(hi - paper, 4)
-                verdict = equivalence(dlo, dhi, margin, paper)
-                why = (f"ours {m:.3f} (95% interval {lo:.3f}-{hi:.3f} over {len(vals)} training seed(s) on "
+                verdict = equivalence(est, paper, margin)
+                p_tost = max(p for p in tost(est, paper, margin) if p is not None)
+                why = (f"TOST p = {fmt_p(p_tost)}; ours {m:.3f} (95% interval {lo:.3f}-{hi:.3f} over "
+                       f"{len(vals)} training seed(s) on "
                        f"{c['n']} images{'; one seed: the training spread is not measured' if len(vals) == 1 else ''})"
                        f" minus the paper's {paper:.3f}: {dlo:+.3f} to {dhi:+.3f} against +-{margin} "
                        f"({PAPER_NAMES[d]}, {label}, eta {eta})")
