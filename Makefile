@@ -3,13 +3,15 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
+# the project's tools, one command (advgame --help)
+ADVGAME := $(VENV)/bin/advgame
 SEEDS ?= 1 2
 # make compare: the experiments of the last COMMITS commits (default: back to the oldest seed experiment, at least 3)
-COMMITS ?= $(shell $(PY) -m advgame.pipeline.seeds commits 2>/dev/null || echo 3)
+COMMITS ?= $(shell $(ADVGAME) seeds commits 2>/dev/null || echo 3)
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: study test seeds compare pipeline check-pipeline bench ui ui-check server clean-tracking lock
+.PHONY: study test seeds compare pipeline check-pipeline bench ui ui-check server clean-tracking lock verify
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,23 +20,26 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 study: $(STAMP)
-	@$(PY) -m advgame.pipeline --check 2>/dev/null || $(PY) -m advgame.pipeline
+	@$(ADVGAME) pipeline --check 2>/dev/null || $(ADVGAME) pipeline
 	dvc repro
-	@$(PY) -m advgame.pipeline.summary
+	@$(ADVGAME) summary
 
 test: $(STAMP)
 	ADVGAME_TRACKING=off $(VENV)/bin/pytest
 
 seeds: $(STAMP)      ## the trained stages for training seeds 1 and 2 (dvc experiments) -> reports/seeds.json, report
-	$(PY) -m advgame.pipeline.seeds run --seeds $(SEEDS)
-	$(PY) -m advgame.pipeline
+	$(ADVGAME) seeds run --seeds $(SEEDS)
+	$(ADVGAME) pipeline
 	dvc repro report
 
 compare: $(STAMP)    ## experiments of the last $(COMMITS) commits side by side: the params and headline metrics that differ (no dependency hashes)
 	dvc exp show -n $(COMMITS) --only-changed --drop '^(src|stages|models|data|reports)/' $(ARGS)
 
 pipeline: $(STAMP)   ## regenerate dvc.yaml after changing catmouse.rounds or study.defenders
-	$(PY) -m advgame.pipeline
+	$(ADVGAME) pipeline
+
+verify: $(STAMP)     ## do this workspace's headline numbers agree with the committed ones? (ARGS="--repro" reruns the study first)
+	$(ADVGAME) verify $(ARGS)
 
 bench: $(STAMP)      ## speed benchmarks (medians and ratios); never part of the tests
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b; done
@@ -48,7 +53,7 @@ ui-check: $(STAMP)   ## screenshots of the MLflow UI (headless Chromium) -> docs
 	$(PY) scripts/ui_check.py "$${URI:-$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}}" --out docs
 
 server: $(STAMP)     ## team MLflow server on http://127.0.0.1:5000, PostgreSQL + artifacts in .mlflow-server/
-	$(PY) -m advgame.pipeline.server --dir .mlflow-server --port 5000
+	$(ADVGAME) server --dir .mlflow-server --port 5000
 
 lock:                ## refresh constraints.txt (the exact versions make and CI install) from a fresh resolve
 	rm -rf .venv-lock && python3 -m venv .venv-lock && .venv-lock/bin/python -m pip install -q --upgrade pip
