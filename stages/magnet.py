@@ -6,7 +6,8 @@ rejected, and saves models/magnet.pt (classifier state_dict + reformer + meta).
 The final PGD-40 errors are on the first 200 test images (the evaluation stage attacks the whole
 test split): grey-box = PGD against the bare classifier, the example then passed through
 MagNet; white-box = PGD through the reformer with the detector penalty (magnet.detector_weight).
-A rejected clean image is an error; a rejected adversarial image is defended.
+A rejected clean image is an error; a rejected adversarial image is defended. MLflow gets the
+whole defense (defenses.magnet.MagNet: reformer, classifier and detector in one module).
 
     python stages/magnet.py --data DIR --base MODEL --out MODEL
 """
@@ -16,6 +17,7 @@ from advgame.artifacts import load_checkpoint, save_checkpoint
 from advgame.attacks.pgd import pgd
 from advgame.data import load_split
 from advgame.defenses.magnet import (
+    MagNet,
     Reformer,
     build_defender,
     denoising_objective,
@@ -66,7 +68,8 @@ def body(ctx, a):
         "greybox_detected": float(d.reject(grey).float().mean()),
         "whitebox_detected": float(d.reject(white).float().mean()),
     }
-    ctx.tracker.log_model(ae, "magnet-reformer", x[:2])
+    # the whole defense (reformer + classifier + detector), not its trained part alone
+    ctx.tracker.log_model(MagNet(ae, classifier, threshold).eval(), "magnet", x[:2])
     return out
 
 

@@ -4,11 +4,12 @@ pipeline's parent MLflow run."""
 from advgame.artifacts import load_json
 from advgame.names import DATA, METRICS, SEEDS, attackers_dir, model_path
 from advgame.pipeline.stage import run_stage
+from advgame.pipeline.tracking import git_commit
 from advgame.report.render import build_report
 
 
 def body(ctx):
-    out = build_report(ctx.params, ".", ctx.device)
+    out = build_report(ctx.params, ".", ctx.device, commit=git_commit())
     for path in [out["results"], out["report"], *out["figures"]]:
         ctx.tracker.log_artifact(path, "report", parent=True)
     ctx.tracker.log_parent_metrics({f"{d}.{k}": v for d, row in load_json(METRICS).items()

@@ -47,6 +47,7 @@ def project(tmp_path_factory):
     d = tmp_path_factory.mktemp("proj")
     for sub in ("stages", "src"):
         shutil.copytree(ROOT / sub, d / sub, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(ROOT / ".gitignore", d / ".gitignore")  # what a clone ignores: the tracking store, the timings
     # DVC needs every declared key in params.yaml: write the tiny overrides on top of the defaults
     from advgame import config
 
@@ -152,10 +153,15 @@ def test_a_stage_rerun_gives_identical_bytes(project):
         return {f: hashlib.sha256((d / f).read_bytes()).hexdigest() for f in files}
 
     before = digest()
+    sh("git", "add", "-A", cwd=d, env=env)
+    sh("git", "commit", "-qm", "results", cwd=d, env=env)
     for stage in ("baseline", "eval-baseline", "transfer"):
         sh("dvc", "repro", "-f", "-s", stage, cwd=d, env=env)
     assert digest() == before
     assert "up to date" in sh("dvc", "status", cwd=d, env=env).lower()  # nothing downstream moved
+    # and no committed file moved either: the stages' seconds went to the untracked timings
+    assert sh("git", "status", "--porcelain", cwd=d, env=env).strip() == ""
+    assert (d / "reports/timing/eval-baseline.json").exists()
 
 
 def test_a_colleague_pulls_the_models_instead_of_training(project, tmp_path):

@@ -112,6 +112,19 @@ def test_white_box_attack_with_the_penalty_is_detected_less_often(defender):
     assert aware.reject(x_aware).float().mean() < plain.reject(x_plain).float().mean() - 0.2
 
 
+def test_the_whole_defense_module_classifies_with_its_detector(defender):
+    d, t, xt, yt = defender
+    whole = magnet.MagNet(d.model[0], d.classifier, t).eval()
+    with torch.no_grad():
+        pred = whole(xt).argmax(1)
+    rejected = pred == 10  # the extra last column: rejected by the detector
+    assert 0 < int(rejected.sum()) < len(xt)  # the threshold is the median: some of each
+    wrong, rej = d.outcome(xt, yt)
+    assert torch.equal(rejected, rej)
+    assert torch.equal((pred != yt) & ~rejected, wrong & ~rej)  # adversarial rule: error = wrong, accepted
+    assert torch.equal(pred != yt, d.errors(xt, yt, clean=True))  # clean rule: a rejection is an error
+
+
 def test_checkpoint_round_trip_through_load_defender(defender, tmp_path):
     d, t, x, y = defender
     ae, clf = d.model[0], d.classifier

@@ -17,7 +17,7 @@ from advgame.report import sections as report_sections
 from advgame.report import study as report_study
 from advgame.report import tables as report_tables
 
-CONTRACT = {"config", "defenders", "catmouse", "timing", "hosts", "verdicts", "strength"}
+CONTRACT = {"schema_version", "commit", "config", "defenders", "catmouse", "hosts", "verdicts", "strength"}
 CONFIG_KEYS = {"dataset", "eta", "etas", "eval", "art", "defenders", "rounds", "seeds", "device"}
 
 
@@ -28,7 +28,7 @@ def res(err: float, n: int = 1000) -> dict:
 def eval_obj(d: str, errs: dict, sanity: dict | None = None, detail: dict | None = None) -> dict:
     """errs: {attack: {eta_key: error}} -> an evaluation object of the results contract."""
     out = {"defender": d, "results": {a: {e: res(v) for e, v in by.items()} for a, by in errs.items()},
-           "sanity": sanity or {k: True for k in report_tables.SANITY}, "seconds": 7.5,
+           "sanity": sanity or {k: True for k in report_tables.SANITY},
            # per-image outcomes: the first round(error * n) images are the errors
            "per_image": {a: {e: masks.pack([i < round(v * 1000) for i in range(1000)]) for e, v in by.items()}
                          for a, by in errs.items()}}
@@ -83,7 +83,8 @@ def make_study(tmp_path, params: dict = PARAMS, evals: dict | None = None, catmo
         save_json(o, tmp_path / "reports/eval" / f"{d}.json")
     for s, sec in {"prepare": 3.0, "baseline": 20.0, "round-1": 4.0, "minimax": 30.0, "eval-minimax": 7.5,
                    "eval-gone": 9.0}.items():
-        save_json({"stage": s, "device": "cpu", "seconds": sec}, tmp_path / "reports/stages" / f"{s}.json")
+        save_json({"stage": s, "device": "cpu"}, tmp_path / "reports/stages" / f"{s}.json")
+        save_json({"stage": s, "seconds": sec}, tmp_path / names.timing_path(s))
     (tmp_path / "dvc.yaml").write_text(pipeline.render(p))  # the report times this pipeline's stages
     save_json({"minimax": {"attnet-transfer:baseline:mlp": {"0.3": {"error": 0.2, "ci95": [0.15, 0.26], "n": 200}}}},
               tmp_path / "reports/transfer.json")
@@ -146,10 +147,19 @@ def test_results_json_follows_the_contract(built):
     assert res["config"]["rounds"] == 3 and res["config"]["eta"] == 0.3 and res["config"]["dataset"] == "mnist5k"
     assert "maximin" not in res["defenders"] and res["defenders"]["minimax"]["results"]["pgd-curr"]["0.3"]["error"] == 0.25
     assert res["catmouse"][1] == {"k": 2, "clean": 0.03, "own_attack": 0.04, "next_attack": 0.62}
-    # every stage's time comes from its stage report; the eval's also lands in its defender's row
-    assert res["timing"]["eval-minimax"] == 7.5 and res["timing"]["baseline"] == 20.0
-    assert res["defenders"]["minimax"]["seconds"] == 7.5
-    assert "report" not in res["timing"] and "eval-gone" not in res["timing"]  # not a stage of this study
+    assert res["schema_version"] == 1 and res["commit"] == "unknown"  # built outside a stage: no git here
+    # no wall-clock time in the committed results: a rerun of the same inputs changes no byte
+    assert "seconds" not in json.dumps(res) and "timing" not in res
+
+
+def test_summary_times_this_pipelines_stages_from_the_untracked_timings(built):
+    from advgame.pipeline import summary
+    p, out, res, md = built
+    timing = summary.timings(out["report"].parent.parent)
+    assert timing["eval-minimax"] == 7.5 and timing["baseline"] == 20.0
+    assert list(timing)[:2] == ["prepare", "baseline"]  # dvc.yaml's order
+    assert "eval-gone" not in timing  # not a stage of this study
+    assert "**64.5** (1.1 min)" in summary.timing_table(timing)
 
 
 def test_transfer_and_table5_stages_join_the_report(built):
@@ -189,8 +199,7 @@ def test_report_md_has_every_section(built):
     for h in ("Table 5", "Q1.", "Q2.", "Q3.", "Q4.", "Sanity checks", "Timing", "What is our reconstruction"):
         assert h in md
     assert "0.218" in md and "0.965" in md  # the paper's numbers, quoted
-    total = sum(res["timing"].values())
-    assert f"**{total:.1f}**" in md
+    assert "advgame summary" in md and "20.0" not in md  # the timing section points to the untracked times
     assert "abc123" in md and "def456" in md  # data checksums
     assert "(catmouse/curve.png)" in md and "catmouse/matrix.png" not in md  # only existing figures are linked
     for f in ("heatmap.png", "eta_sweep.png", "examples.png"):

@@ -126,3 +126,36 @@ def test_a_newer_model_of_a_dvc_experiment_is_not_the_workspaces(store, monkeypa
     assert rep.register_defenders(params) == {"baseline": "1"}
     rep.finish()
     assert store.get_model_version_by_alias("advgame-baseline", "study").source == ours
+
+
+def test_the_registered_magnet_is_the_whole_defense_with_its_detector(store):
+    # the MagNet stage logs reformer + classifier + detector as one module (defenses.magnet.MagNet)
+    import mlflow.pytorch
+
+    from advgame.defenses.magnet import MagNet, Reformer, build_defender
+
+    torch.manual_seed(0)
+    clf = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    ae = Reformer(1)
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    x[:4] = 0.5  # a flat image: the untrained reformer reconstructs these better than the noise
+    err = (x - ae(x)).abs().flatten(1).mean(1).detach()
+    threshold = float(err.median())
+    whole = MagNet(ae, clf, threshold).eval()
+    t = tracking.Tracker("magnet", {}, {})
+    t.log_model(whole, "magnet", x)
+    t.finish()
+    assert t.error is None
+    _eval_json("magnet", 0.04, 0.9, 0.8)
+    rep = tracking.Tracker("report", {}, {})
+    params = config.parse({"study": {"defenders": ["baseline", "magnet"]}})
+    assert rep.register_defenders(params) == {"magnet": "1"}  # the baseline was not logged here
+    rep.finish()
+    loaded = mlflow.pytorch.load_model("models:/advgame-magnet@study")
+    with torch.no_grad():
+        pred = loaded(x).argmax(1)
+    d = build_defender("magnet", clf, ae, threshold, 1.0)
+    wrong, rejected = d.outcome(x, y)
+    assert 0 < int(rejected.sum()) < len(x)
+    assert torch.equal(pred == 10, rejected)  # the last column: the detector's rejection
+    assert torch.equal(pred != y, d.errors(x, y, clean=True))

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from advgame import UserError
-from advgame.names import DATA
+from advgame.names import DATA, RESULTS
 
 COMMANDS = {
     "pipeline": "regenerate dvc.yaml from params.yaml (= python -m advgame.pipeline)",
@@ -82,7 +82,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     ap.add_argument("--params", help="params file for the attacks' settings (default: ./params.yaml if present)")
     ap.add_argument("--name", help="your model's name in the JSON and the table (default: the file's stem)")
     ap.add_argument("--out", help="the JSON (default reports/own/<name>.json)")
-    ap.add_argument("--results", default="reports/results.json", help="the study's results to compare with")
+    ap.add_argument("--results", default=RESULTS, help="the study's results to compare with")
     ap.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the params' run.device)")
     return ap
 

@@ -11,7 +11,9 @@ STAMP_TEXT = '{"valid": true}\n'
 TRANSFER = "reports/transfer.json"
 CATMOUSE = "reports/catmouse"     # the cat-and-mouse curve and matrix
 METRICS = "reports/metrics.json"   # the study's headline numbers: `dvc exp show`, `dvc metrics diff`
-STAGE_REPORTS = "reports/stages"   # one JSON per stage: timing, device, final numbers (stage_report)
+STAGE_REPORTS = "reports/stages"   # one JSON per stage: device, host, final numbers (stage_report)
+TIMINGS = "reports/timing"         # one JSON per stage: its seconds (timing_path); not tracked by git or DVC
+RESULTS = "reports/results.json"   # the report's numbers (report/render.py)
 SEEDS = "reports/seeds.json"       # the training-seed results, written by `make seeds` (pipeline.seeds)
 PLOT_DATA = {  # data files the report writes for `dvc plots show/diff`
     "eta_sweep": "reports/plots/eta_sweep.csv",
@@ -31,6 +33,11 @@ def attackers_dir(defender: str) -> str:
 def stage_report(name: str) -> str:
     """The stage report of stage `name` (written by pipeline.stage.run_stage)."""
     return f"{STAGE_REPORTS}/{name}.json"
+
+
+def timing_path(name: str) -> str:
+    """The wall-clock seconds of stage `name`'s last run (pipeline.stage.run_stage)."""
+    return f"{TIMINGS}/{name}.json"
 
 
 def eval_path(defender: str) -> str:

@@ -109,6 +109,27 @@ def build_defender(name: str, classifier: nn.Module, ae: nn.Module, threshold: f
                     attack_loss=attack_loss, meta=meta, detect=detect, thresholds=[float(threshold)])
 
 
+class MagNet(nn.Module):
+    """The whole defense as one module (the registered model `advgame-magnet`): reformer,
+    classifier and detector. Its output has one column more than the classifier's: the last,
+    "rejected", wins the argmax exactly when the detector rejects the input. So argmax == y is a
+    correct answer, argmax == classes a rejection (an error on a clean input, a defended
+    adversarial one), anything else a misclassification: Defender.errors' rule."""
+
+    def __init__(self, ae: nn.Module, classifier: nn.Module, threshold: float):
+        super().__init__()
+        self.ae, self.classifier = ae, classifier
+        self.register_buffer("threshold", torch.tensor(float(threshold)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.ae(x)
+        logits = self.classifier(r)
+        rejected = (x - r).abs().flatten(1).mean(1) > self.threshold
+        top = logits.amax(1)
+        reject_logit = torch.where(rejected, top + 1.0, logits.amin(1) - 1.0)
+        return torch.cat([logits, reject_logit[:, None]], 1)
+
+
 def magnet_meta(classifier_meta: dict, ae: Reformer, threshold: float, detector_weight: float,
                 fpr: float, noise: float) -> dict:
     conv = ae.net[0]

@@ -37,8 +37,8 @@ def sanity_checks(results: dict, plan, large_eta_pgd: dict, sanity_attack: str =
                   cascade: dict | None = None, saturation: dict | None = None) -> tuple[dict, dict]:
     """Gradient-masking flags (docs/protocol.md): True = pass, False = fail, None = not computable.
     `sanity_attack` is the defender's full white-box PGD: pgd-curr, or pgd-adaptive for a
-    defender with a detector (pgd-curr ignores the detector there, while APGD and the learned
-    attackers do not). It is the attack of `error_grows_to_one` (`large_eta_pgd` is its cell at
+    defender with a detector (there pgd-curr's loss sees the detector only through a fixed penalty
+    weight and one start, pgd-adaptive searches the weights and starts: docs/protocol.md). It is the attack of `error_grows_to_one` (`large_eta_pgd` is its cell at
     plan.sanity_eta) and the PGD that `attnet_le_pgd` compares with. `cascade` is the cascade's
     counts at the main eta ({attack: {"ran_on", "new"}}), `saturation` the saturation rerun's
     (crosseval._saturation)."""

@@ -17,8 +17,6 @@ from advgame.artifacts import load_json
 from advgame.names import eval_path, final_defenders, registered_model
 
 ALIAS = "study"
-# MagNet's trained part is its reformer (its classifier is the baseline's): that is its model
-LOGGED_NAME = {"magnet": "magnet-reformer"}
 # a version's tags: the attack table's single-attack headline cells
 HEADLINE = {a.headline[1]: a.name for a in attack_table.headline() if not a.family}
 
@@ -69,7 +67,7 @@ def register_defenders(tracker, params, root: str | Path = ".") -> dict[str, str
     eta = params.attack.eta
     done, missing = {}, []
     for d in final_defenders(params):
-        logged = latest_logged_model(client, exp_id, LOGGED_NAME.get(d, d), dvc_exp)
+        logged = latest_logged_model(client, exp_id, d, dvc_exp)
         if logged is None:
             missing.append(d)
             continue

@@ -1,6 +1,12 @@
 """What every stage script shares: load and validate params, pick the device, seed, open the
-MLflow run, time the work, write the stage report (names.stage_report), and turn a UserError into one
-line on stderr and exit code 2 (no traceback, no half-written outputs).
+MLflow run, time the work, write the stage report (names.stage_report) and its timing
+(names.timing_path), and turn a UserError into one line on stderr and exit code 2 (no traceback,
+no half-written outputs).
+
+The stage report is an output (committed): the stage's final numbers, device and host, nothing
+that changes between two runs of the same inputs. Its timings (`seconds`, and every `seconds_*` /
+`*_seconds` key the body returns) go to MLflow and to names.timing_path(stage), a file git and
+DVC do not track, so that a rerun that changes no result leaves `git status` clean.
 
 A stage script is then a few lines:
 
@@ -31,7 +37,7 @@ import torch
 
 from advgame import UserError, artifacts, config
 from advgame.artifacts import save_json
-from advgame.names import DATA, stage_report
+from advgame.names import DATA, stage_report, timing_path
 from advgame.pipeline import preflight, tracking
 from advgame.runtime import compute_env, resolve_device, seed_all, setup_torch
 
@@ -81,6 +87,11 @@ class StageContext:
         self.tracker.log_metrics(metrics, step)
 
 
+def is_timing(key: str) -> bool:
+    """A wall-clock figure of a stage report's: `seconds`, `seconds_<part>` or `<part>_seconds`."""
+    return key == "seconds" or key.startswith("seconds_") or key.endswith("_seconds")
+
+
 def stage_report_path(name: str) -> Path:
     return Path(stage_report(name))
 
@@ -105,11 +116,13 @@ def run_stage(name: str, body: Callable[[StageContext], dict | None], sections: 
         ctx = StageContext(name, params, device, tracker)
         final = body(ctx) or {}
         seconds = round(time.perf_counter() - start, 2)
-        final = {**final, "seconds": seconds}
+        timing = {**{k: v for k, v in final.items() if is_timing(k)}, "seconds": seconds}
+        final = {k: v for k, v in final.items() if not is_timing(k)}
         if name == "prepare" or any(str(d).startswith(DATA) for d in inputs):  # after prepare wrote it
             tracker.log_dataset(Path(DATA) / "meta.json", "output" if name == "prepare" else "input")
-        tracker.log_metrics(final)
+        tracker.log_metrics({**final, **timing})
         save_json({"stage": name, "device": str(device), **final, "env": env}, stage_report_path(name))
+        save_json({"stage": name, **timing}, timing_path(name))
         tracker.finish(ok=True)
         summary = _summary(final)
         print(f"{name}: done in {seconds:.1f}s" + (f" ({summary})" if summary else ""))
@@ -136,5 +149,5 @@ def run_stage(name: str, body: Callable[[StageContext], dict | None], sections: 
 
 
 def _summary(final: dict) -> str:
-    items = [(k, v) for k, v in final.items() if isinstance(v, float) and k != "seconds"][:6]
+    items = [(k, v) for k, v in final.items() if isinstance(v, float)][:6]
     return ", ".join(f"{k}={v:.4f}" for k, v in items)

@@ -29,7 +29,6 @@ from advgame.report import exports
 from advgame.report.study import Study
 
 Z = 1.959964
-RESULTS = "reports/results.json"  # the report stage's (report/render.py)
 
 
 def headline_cells(results: dict, p: config.Params) -> dict[tuple[str, str], dict]:
@@ -101,15 +100,15 @@ def main(argv: list[str] | None = None) -> int:
                 raise UserError("dvc repro failed (its output above says why)")
         p = config.load()
         eta = config.eta_key(p.attack.eta)
-        committed = _git_show(a.rev, RESULTS)
-        ours = json.loads(Path(RESULTS).read_text())
+        committed = _git_show(a.rev, names.RESULTS)
+        ours = json.loads(Path(names.RESULTS).read_text())
         seeds_file = Path(names.SEEDS)
         seeds = json.loads(seeds_file.read_text()) if seeds_file.exists() else {}
     except UserError as e:
         print(f"error [verify]: {e}", file=sys.stderr)
         return 2
     rows = compare(committed, ours, seeds, p)
-    print(f"{RESULTS} against {a.rev}'s, eta {eta}: agree when |diff| <= 1.96 * sqrt(2) * sd (sd across "
+    print(f"{names.RESULTS} against {a.rev}'s, eta {eta}: agree when |diff| <= 1.96 * sqrt(2) * sd (sd across "
           "training seeds, else the images' binomial sd)")
     for r in rows:
         tol = "n/a" if r["tolerance"] is None else f"{r['tolerance']:.3f} ({r['basis']})"

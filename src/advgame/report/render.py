@@ -46,7 +46,6 @@ from advgame.report.tables import (
     fmt,
     md_table,
     rows,
-    timing_table,
 )
 
 
@@ -67,7 +66,9 @@ def render(s: Study, figures: dict[str, str]) -> str:
     md += _questions(s)
     md += ["### The minimax gamma sweep (alt is gamma = 0)", "", game_section(s), ""]
     md += ["## 6. Sanity checks (gradient masking)", "", sanity_section(s) if s.defenders else "_no evaluations_", ""]
-    md += ["## 7. Timing", "", timing_table(s.timing) if s.timing else "_no stage reports found_", ""]
+    md += ["## 7. Timing", "", "Not in this report: a stage's seconds differ on every run, and this file is "
+           f"committed. `advgame summary` prints each stage's time of its last run here (`{names.TIMINGS}/`, "
+           "which neither git nor DVC tracks), and every MLflow run has its stage's `seconds`.", ""]
     md += ["## 8. What is our reconstruction", "",
            "Protocol choices that are ours, not the paper's (the paper's full protocol is not available):", "",
            reconstruction(s), ""]
@@ -224,9 +225,10 @@ def _questions(s: Study) -> list[str]:
 # ------------------------------------------------------------------------------ the builder
 
 def build_report(p: config.Params, root: str | Path = ".", device: str | torch.device = "cpu",
-                 examples: bool = True) -> dict:
+                 examples: bool = True, commit: str = "unknown") -> dict:
     """Write reports/results.json, reports/report.md and reports/figures/*.png; return the
-    written paths {"results", "report", "figures": [...]}."""
+    written paths {"results", "report", "figures": [...]}. `commit`: the git commit of the code
+    that made them (results.json's `commit`)."""
     root = Path(root)
     s = load_study(p, root, str(device))
     s.verdicts = verdicts.all_verdicts(s)
@@ -259,9 +261,9 @@ def build_report(p: config.Params, root: str | Path = ".", device: str | torch.d
     ex = load_examples(p, root, device) if examples else None
     fig("Adversarial examples against the baseline (title: predicted label)", "examples.png",
         ex is not None and plot_examples(ex[0], ex[1], fig_dir / "examples.png"))
-    res = results_json(s)
-    save_json(res, root / "reports/results.json")
+    res = results_json(s, commit)
+    save_json(res, root / names.RESULTS)
     exports.write_gamma(s, root, names.PLOT_DATA["gamma_sweep"])  # the rest: the headline stage
     with atomic_path(root / "reports/report.md") as tmp:
         tmp.write_text(render(s, figures))
-    return {"results": root / "reports/results.json", "report": root / "reports/report.md", "figures": made}
+    return {"results": root / names.RESULTS, "report": root / "reports/report.md", "figures": made}

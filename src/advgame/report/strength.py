@@ -49,13 +49,12 @@ def strength_section(curves: dict[str, dict]) -> list[str]:
     """Section 2's subsection per defender with a strength curve."""
     md: list[str] = []
     for d, o in curves.items():
-        total = sum(r.get("seconds", 0) for r in o["grid"])
         ev = o.get("settings", {}).get("eval_setting", {})
         md += [f"### {LABELS.get(d, d)}: attack strength (`pgd-adaptive` at eta {o['eta']:g}, {o['n']} test images)", "",
                "Error (misclassified and accepted, or a clean error) of `pgd-adaptive` with each number of "
                "PGD steps and of guided starts (0 = the random start only), every setting run from scratch "
                f"(no carry from smaller etas){'; the evaluation uses ' + str(ev.get('steps')) + ' steps and ' + str(ev.get('starts')) + ' starts' if ev else ''}. "
-               f"Union over the grid: {o['union']['error']:.3f}; {total:.0f} s in all.", "",
+               f"Union over the grid: {o['union']['error']:.3f}.", "",
                *_table(o), "", verdict(o), ""]
     return md
 

@@ -1,4 +1,4 @@
-"""The study as the report sees it: every evaluation, the cat-and-mouse files, stage timings and
+"""The study as the report sees it: every evaluation, the cat-and-mouse files, the stage reports and
 the game's extra stages, loaded once from reports/; and reports/results.json built from it."""
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ class Study:
     missing: list[str] = field(default_factory=list)  # final defenders without an evaluation
     catmouse: list[dict] = field(default_factory=list)  # curve rows
     matrix: dict | None = None
-    timing: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
     device: str = "cpu"
     table5: dict = field(default_factory=dict)      # defender -> results at the extra etas
@@ -106,7 +105,7 @@ def read_curve(path: Path) -> list[dict]:
 
 def _stage_reports(root: Path) -> list[Path]:
     """The stage reports of the current pipeline (dvc.yaml's stages, in its order): a report left
-    by a stage that is no longer in the pipeline is not timing of this run."""
+    by a stage that is no longer in the pipeline is not part of this run."""
     import yaml
 
     d = root / names.STAGE_REPORTS
@@ -139,14 +138,11 @@ def load_study(p: config.Params, root: str | Path = ".", device: str = "cpu") ->
                 sanity, detail = transfer_check(res, p.attack.eta)
                 defenders[target].setdefault("sanity", {}).update(sanity)
                 defenders[target].setdefault("sanity_detail", {}).update(detail)
-    timing, devices, envs = {}, [], {}
+    devices, envs = [], {}
     for f in _stage_reports(root):
         st = load_json(f)
-        timing[f.stem] = float(st.get("seconds", 0.0))
         devices.append(st.get("device"))
         envs[f.stem] = st.get("env", {})
-        if f.stem.startswith("eval-") and f.stem[5:] in defenders:
-            defenders[f.stem[5:]]["seconds"] = timing[f.stem]
     meta_f = root / names.DATA / "meta.json"
     meta = load_json(meta_f) if meta_f.exists() else {}
     devs = sorted({str(x) for x in devices if x})
@@ -161,13 +157,14 @@ def load_study(p: config.Params, root: str | Path = ".", device: str = "cpu") ->
                                                        root / names.stage_report("round-1"))
                  if f.exists() and load_json(f).get("n_test")), None)
     cm_n = cm_n or (matrix or {}).get("n_test")
-    return Study(p, defenders, missing, curve, matrix, timing, meta, ", ".join(devs) or device,
+    return Study(p, defenders, missing, curve, matrix, meta, ", ".join(devs) or device,
                  game_report.table5_cells(root), sweep, game_report.load_histories(root), root,
                  ablations, paired.SeedTable(load_json(seeds_f) if seeds_f.exists() else None),
                  cm_n or meta.get("test", {}).get("shape", [None])[0], hosts=hosts(envs),
                  strength=load_strength(root))
 
 
+SCHEMA_VERSION = 1  # of reports/results.json (docs/results.md): bumped when a key changes meaning or goes away
 HOST_KEYS = ("cpu", "cpu_capability", "threads", "device", "torch", "mkl", "onednn")
 PINS = tuple(k.lower() for k in PIN_VARS)  # the kernel pins in effect, when set
 
@@ -185,10 +182,12 @@ def hosts(envs: dict[str, dict]) -> list[dict]:
     return list(out.values())
 
 
-def results_json(s: Study) -> dict:
-    """reports/results.json, exactly the results contract."""
+def results_json(s: Study, commit: str = "unknown") -> dict:
+    """reports/results.json, exactly the results contract; `commit`: the code's git commit."""
     p = s.params
     return {
+        "schema_version": SCHEMA_VERSION,
+        "commit": commit,
         "config": {
             "dataset": s.meta.get("dataset", p.data.dataset),
             "eta": p.attack.eta,
@@ -202,7 +201,6 @@ def results_json(s: Study) -> dict:
         },
         "defenders": s.defenders,
         "catmouse": s.catmouse,
-        "timing": s.timing,
         "hosts": s.hosts,
         "verdicts": s.verdicts,
         "strength": s.strength,

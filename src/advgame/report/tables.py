@@ -117,13 +117,6 @@ def error_table(table_rows, eta: str, cols: list[str], ci: bool = True, skip_emp
     return md_table(["defender", *cols], body)
 
 
-def timing_table(timing: dict[str, float]) -> str:
-    body = [[s, f"{t:.1f}"] for s, t in timing.items()]
-    total = sum(timing.values())
-    body.append(["**total**", f"**{total:.1f}** ({total / 60:.1f} min)"])
-    return md_table(["stage", "seconds"], body)
-
-
 def _float(v: str) -> float | None:
     try:
         f = float(v)
