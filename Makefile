@@ -13,10 +13,13 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: study test seeds compare pipeline check-pipeline bench ui ui-check server clean-tracking lock verify
 
-$(STAMP): pyproject.toml constraints.txt
+# requirements.lock: every package pinned with its sha256 hashes (pip refuses a file that differs);
+# the project itself goes on top without resolving again
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e ".[test,team]"
+	$(PY) -m pip install -q --require-hashes -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 study: $(STAMP)
@@ -55,7 +58,7 @@ ui-check: $(STAMP)   ## screenshots of the MLflow UI (headless Chromium) -> docs
 server: $(STAMP)     ## team MLflow server on http://127.0.0.1:5000, PostgreSQL + artifacts in .mlflow-server/
 	$(ADVGAME) server --dir .mlflow-server --port 5000
 
-lock:                ## refresh constraints.txt (the exact versions make and CI install) from a fresh resolve
-	rm -rf .venv-lock && python3 -m venv .venv-lock && .venv-lock/bin/python -m pip install -q --upgrade pip
-	.venv-lock/bin/python -m pip install -q -e ".[test,team]"
-	.venv-lock/bin/python -m pip freeze --exclude-editable > constraints.txt && rm -rf .venv-lock
+lock:                ## refresh requirements.lock (pins + sha256 hashes, for this platform's Python) from a fresh resolve
+	rm -rf .venv-lock && python3 -m venv .venv-lock && .venv-lock/bin/python -m pip install -q pip-tools
+	.venv-lock/bin/pip-compile -q --upgrade --generate-hashes --allow-unsafe --no-emit-index-url --no-emit-find-links \
+	  --extra test --extra team --strip-extras -o requirements.lock pyproject.toml && rm -rf .venv-lock

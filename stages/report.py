@@ -9,7 +9,7 @@ from advgame.report.render import build_report
 
 
 def body(ctx):
-    out = build_report(ctx.params, ".", ctx.device, commit=git_commit())
+    out = build_report(ctx.params, ".", ctx.device, commit=git_commit(code_only=True))
     for path in [out["results"], out["report"], *out["figures"]]:
         ctx.tracker.log_artifact(path, "report", parent=True)
     ctx.tracker.log_parent_metrics({f"{d}.{k}": v for d, row in load_json(METRICS).items()

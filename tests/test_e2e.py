@@ -114,7 +114,7 @@ def test_eval_param_reruns_only_evaluation(project):
     d, env, _ = project
     p = yaml.safe_load((d / "params.yaml").read_text())
     p["eval"]["pgd_steps"] = 6
-    (d / "params.yaml").write_text(yaml.safe_dump(p))
+    (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     # check-params reruns after any param change (about a second); its stamp is unchanged
     assert ran(sh("dvc", "repro", cwd=d, env=env)) == {"check-params", "eval-baseline", "eval-adv-fgsm-2", "eval-alt",
                                                        "eval-minimax", "sweep-minimax-g0p5", "headline", "report"}
@@ -124,7 +124,7 @@ def test_a_param_only_minimax_reads_reruns_only_minimax_and_its_readers(project)
     d, env, _ = project
     p = yaml.safe_load((d / "params.yaml").read_text())
     p["game"]["gamma"] = 2.0  # not a sweep value, so the sweep's stages stay as they are
-    (d / "params.yaml").write_text(yaml.safe_dump(p))
+    (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     sh(sys.executable, "-m", "advgame.pipeline", cwd=d, env=env)
     assert ran(sh("dvc", "repro", cwd=d, env=env)) == {"check-params", "minimax", "attackers-minimax", "eval-minimax",
                                                        "transfer", "table5-minimax", "headline", "report"}
@@ -134,13 +134,47 @@ def test_adding_a_round_reruns_only_that_round_and_its_readers(project):
     d, env, _ = project
     p = yaml.safe_load((d / "params.yaml").read_text())
     p["catmouse"]["rounds"] = 3
-    (d / "params.yaml").write_text(yaml.safe_dump(p))
+    (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     sh(sys.executable, "-m", "advgame.pipeline", cwd=d, env=env)
     out = ran(sh("dvc", "repro", cwd=d, env=env))
     assert "round-1" not in out and "round-2" not in out and "baseline" not in out
     # eval-baseline, eval-alt and eval-minimax keep FGSM-1 and FGSM-2 (matrix_rounds [0, 1, 2]):
     # a new last round only adds its own defender's stages
     assert out == {"check-params", "round-3", "catmouse", "attackers-adv-fgsm-3", "eval-adv-fgsm-3", "transfer", "headline", "report"}
+
+
+def test_going_back_to_a_configuration_restores_its_training_from_the_run_cache(project):
+    import hashlib
+
+    d, env, _ = project
+
+    def digest():
+        return {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted((d / "models/attackers").rglob("*.pt"))}
+
+    sh("git", "add", "-A", cwd=d, env=env)
+    sh("git", "commit", "-qm", "results", cwd=d, env=env)
+    sh("dvc", "repro", "-f", "-s", "report", cwd=d, env=env)  # its results.json names this code's commit
+    sh("git", "add", "-A", cwd=d, env=env)
+    sh("git", "commit", "-qm", "report", cwd=d, env=env)
+    before = digest()
+    good = (d / "params.yaml").read_text()
+    p = yaml.safe_load(good)
+    p["attacker"]["epochs"] = 2
+    (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    there = ran(sh("dvc", "repro", cwd=d, env=env))
+    trained = {s for s in there if s.startswith(("attackers-", "table5-", "sweep-")) or s == "transfer"}
+    assert {"attackers-baseline", "table5-alt", "sweep-minimax-g0p5", "transfer"} <= trained
+    (d / "params.yaml").write_text(good)
+    out = sh("dvc", "repro", cwd=d, env=env)
+    back = ran(out)
+    assert not back & trained  # nothing trains again: DVC's run cache restores those stages
+    assert all(f"Stage '{s}' is cached - skipping run" in out for s in trained)
+    # what reruns: the check and the stages whose outputs git holds (evaluations, headline, report)
+    assert back <= {"check-params", "headline", "report", *(s for s in there if s.startswith("eval-"))}
+    assert digest() == before
+    assert "up to date" in sh("dvc", "status", cwd=d, env=env).lower()
+    # the same results, so no committed file changed (no timings in them; dvc.lock the same)
+    assert sh("git", "status", "--porcelain", cwd=d, env=env).strip() == ""
 
 
 def test_a_stage_rerun_gives_identical_bytes(project):
@@ -154,7 +188,7 @@ def test_a_stage_rerun_gives_identical_bytes(project):
 
     before = digest()
     sh("git", "add", "-A", cwd=d, env=env)
-    sh("git", "commit", "-qm", "results", cwd=d, env=env)
+    sh("git", "commit", "-qm", "results", "--allow-empty", cwd=d, env=env)
     for stage in ("baseline", "eval-baseline", "transfer"):
         sh("dvc", "repro", "-f", "-s", stage, cwd=d, env=env)
     assert digest() == before
@@ -190,7 +224,7 @@ def test_a_stage_that_fails_on_bad_input_keeps_the_previous_results(project):
     good = (d / "params.yaml").read_text()
     p = yaml.safe_load(good)
     p["eval"]["nn_test"] = 5  # a typo of n_test: the evaluations rerun and stop at their start
-    (d / "params.yaml").write_text(yaml.safe_dump(p))
+    (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     r = subprocess.run(["dvc", "repro"], cwd=d, env=env, capture_output=True, text=True, timeout=900)
     (d / "params.yaml").write_text(good)
     assert r.returncode != 0 and "unknown key 'eval.nn_test'" in r.stdout + r.stderr

@@ -1,6 +1,7 @@
 """Code hygiene of src/advgame (issue 26): short functions, short modules, no dead code, and each
 shared report path spelled once (in advgame.names)."""
 import ast
+import re
 import importlib.util
 import subprocess
 import sys
@@ -49,7 +50,7 @@ def test_no_module_over_400_lines():
 
 def test_vulture_finds_no_dead_code():
     if importlib.util.find_spec("vulture") is None:
-        pytest.fail("vulture is not installed: pip install -e '.[test]' -c constraints.txt")
+        pytest.fail("vulture is not installed: make .venv/.installed (or pip install -e '.[test]')")
     whitelist = [str(w.relative_to(ROOT)) for w in [ROOT / "tests/vulture_whitelist.py"] if w.exists()]
     run = subprocess.run([sys.executable, "-m", "vulture", "src", "stages", *whitelist, "--min-confidence", "80"],
                          cwd=ROOT, capture_output=True, text=True)
@@ -64,3 +65,30 @@ def test_each_shared_path_is_spelled_once(literal):
     found = [f"{rel(f)}:{i}" for f in files for i, line in enumerate(f.read_text().splitlines(), 1)
              for _ in range(line.count(literal))]
     assert len(found) == 1 and found[0].startswith("src/advgame/names.py:"), found
+
+
+def test_the_lock_pins_every_dependency_with_hashes():
+    # make installs requirements.lock with --require-hashes: every package (the project's
+    # dependencies and theirs) pinned, each with the sha256 of its files, and the pins within
+    # pyproject.toml's ranges
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    text = (ROOT / "requirements.lock").read_text()
+    pins, hashes = {}, {}
+    for block in re.split(r"\n(?=[A-Za-z])", text):  # one block per package: its pin, then its hashes
+        m = re.match(r"([A-Za-z0-9._-]+)==([^ \\\n;]+)", block)
+        if m:
+            name = canonicalize_name(m[1])
+            pins[name] = m[2]
+            hashes[name] = re.findall(r"--hash=sha256:([0-9a-f]{64})", block)
+    assert pins and all(hashes[n] for n in pins), [n for n in pins if not hashes[n]]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [Requirement(r) for r in project["dependencies"]] + [
+        Requirement(r) for extra in project["optional-dependencies"].values() for r in extra]
+    for r in wanted:
+        name = canonicalize_name(r.name)
+        assert name in pins, f"{r.name} is not in requirements.lock: make lock"
+        assert r.specifier.contains(pins[name], prereleases=True), f"{r.name}=={pins[name]} is outside {r.specifier}"

@@ -239,6 +239,14 @@ def test_git_dirty_ignores_what_the_pipeline_rewrites(tmp_path):
     assert not tracking.git_commit(tmp_path).endswith("-dirty")
     (tmp_path / "params.yaml").write_text("b")
     assert tracking.git_commit(tmp_path).endswith("-dirty")
+    # the code's commit: a later commit of results alone does not move it, one of code does
+    code = tracking.git_commit(tmp_path, code_only=True).removesuffix("-dirty")
+    git("checkout", "params.yaml")
+    git("commit", "-qam", "results")
+    assert tracking.git_commit(tmp_path, code_only=True) == code != tracking.git_commit(tmp_path)
+    (tmp_path / "params.yaml").write_text("c")
+    git("commit", "-qam", "code")
+    assert tracking.git_commit(tmp_path, code_only=True) == tracking.git_commit(tmp_path) != code
 
 
 def test_a_queued_experiments_copy_logs_into_the_workspace_store(tmp_path, monkeypatch):

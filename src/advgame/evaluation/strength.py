@@ -37,37 +37,38 @@ def grid(steps: Iterable[int], starts: Iterable[int]) -> list[tuple[int, int]]:
 def strength_curve(defender: Defender, x: torch.Tensor, y: torch.Tensor, eta: float,
                    settings: list[tuple[int, int]], weights: tuple[float, ...], seed: int = 0,
                    batch: int = 500, wrap: Callable = lambda it: it) -> dict:
-    """{"grid": [{"steps", "starts", **cell, "seconds"}], "union": cell, "saturated"}: `wrap`
-    wraps the loop over settings (a progress bar)."""
+    """({"grid": [{"steps", "starts", **cell}], "union": cell, "saturated"}, seconds): `seconds`
+    maps `seconds_<steps>x<starts>` to each setting's wall seconds (the stage's timing, not its
+    committed JSON); `wrap` wraps the loop over settings (a progress bar)."""
     if defender.detect is None:
         raise ValueError(f"{defender.name}: the strength curve needs a defender with a detector")
     clean = defender.errors(x, y, clean=True, batch=batch)
     union = clean.clone()
-    rows = []
+    rows, seconds = [], {}
     for steps, starts in wrap(settings):
         t0 = time.perf_counter()
         xa = adaptive_pgd(defender, x, y, eta, steps=steps, seed=seed, batch=batch, starts=starts,
                           weights=weights, pool=(x, y))
         mask = defender.errors(xa, y, clean=False, batch=batch) | clean
         union |= mask
-        rows.append({"steps": steps, "starts": starts, **cell([mask]),
-                     "seconds": round(time.perf_counter() - t0, 2)})
+        rows.append({"steps": steps, "starts": starts, **cell([mask])})
+        seconds[f"seconds_{steps}x{starts}"] = round(time.perf_counter() - t0, 2)
     out = {"grid": rows, "union": cell([union])}
     out["saturated"] = saturated(rows, out["union"]["error"])
-    return out
+    return out, seconds
 
 
 def strength_report(defender: Defender, x: torch.Tensor, y: torch.Tensor, eta: float, pgd_steps: int,
                     adaptive_starts: int, weights: tuple[float, ...], seed: int = 0, batch: int = 500,
                     wrap: Callable = lambda it: it, steps=STEPS, starts=STARTS) -> dict:
-    """reports/strength/<defender>.json: the curve on the grid steps x starts, to which the
-    evaluation's own setting (pgd_steps, adaptive_starts) is added."""
+    """(reports/strength/<defender>.json, its seconds): the curve on the grid steps x starts, to
+    which the evaluation's own setting (pgd_steps, adaptive_starts) is added."""
     settings = grid([*steps, pgd_steps], [*starts, adaptive_starts])
-    out = strength_curve(defender, x, y, eta, settings, weights, seed, batch, wrap)
+    out, seconds = strength_curve(defender, x, y, eta, settings, weights, seed, batch, wrap)
     return {"defender": defender.name, "eta": eta, "n": len(x), **out,
             "settings": {"steps": sorted({s for s, _ in settings}), "starts": sorted({k for _, k in settings}),
                          "weights": list(weights), "seed": seed,
-                         "eval_setting": {"steps": pgd_steps, "starts": adaptive_starts}}}
+                         "eval_setting": {"steps": pgd_steps, "starts": adaptive_starts}}}, seconds
 
 
 def saturated(rows: list[dict], union: float, tol: float = TOL) -> bool:

@@ -83,16 +83,20 @@ def _keys(section: str, model: type, exclude: tuple = ()) -> list[str]:
     return [f"{section}.{k}" for k in model.model_fields if k not in exclude]
 
 
-def _metric(name: str) -> dict:
-    """The stage report (timing, device, final numbers): an output, not a DVC metric (its seconds
-    differ on every run and would drown real changes in `dvc metrics diff`)."""
-    return _outs(stage_report(name))[0]
+def _metric(name: str) -> str:
+    """The stage report (device, host, final numbers; pipeline.stage.run_stage): an output in DVC's
+    cache, not git, so that DVC's run cache can restore its stage (below), and not a DVC metric
+    (`dvc metrics diff` shows the headline, reports/metrics.json)."""
+    return stage_report(name)
 
 
 def _outs(*paths: str) -> list[dict]:
-    """Uncached outputs (results people read, committed to git). `persist`: DVC leaves them in
-    place while the stage runs, and the stage replaces each one atomically on success, so a
-    stage that fails (bad input, tracking outage) loses none of the previous results."""
+    """Outputs committed to git: the evaluations (an independent check reads them; `make seeds`
+    collects them from the experiments' commits), ablations, cat-and-mouse files, headline plot
+    data and report. `persist`: DVC leaves them in place while the stage runs, and the stage
+    replaces each atomically on success, so a failed stage loses none of them. DVC's run cache
+    restores no stage with such an output; every other output is in DVC's cache, so a stage
+    with only those (every stage that trains) comes back from the run cache instead."""
     return [{p: {"cache": False, "persist": True}} for p in paths]
 
 
@@ -106,7 +110,7 @@ def _params_stage() -> dict:
     return {"cmd": "python stages/check_params.py",
             "deps": [*code_deps("stages/check_params.py"), *GENERATOR],
             "params": [{"params.yaml": None}],
-            "outs": [{STAMP: {"persist": True}}, _metric("check-params")]}
+            "outs": [{STAMP: {"persist": True}}, {stage_report("check-params"): {"persist": True}}]}
 
 
 def _cmd(script: str, *args: str) -> str:
@@ -141,8 +145,7 @@ def _trained(d: registry.Defense, p: config.Params) -> dict[str, dict]:
                         f"--out-attacker {game_attacker_path(d.name)}", f"--out-curve {game_curve_path(d.name)}"),
             "deps": [*code_deps(d.script), DATA, *upstream],
             "params": [*RUN, d.reads[0], *ATTACKER_NET, *GAME_SHARED, *d.reads[1:]],
-            "outs": [model_path(d.name), game_attacker_path(d.name), _metric(d.name),
-                     *_outs(game_curve_path(d.name))]}}
+            "outs": [model_path(d.name), game_attacker_path(d.name), _metric(d.name), game_curve_path(d.name)]}}
     return {d.name: {"cmd": _cmd(d.script, d.args, f"--data {DATA}", base, f"--out {model_path(d.name)}"),
                      "deps": [*code_deps(d.script), DATA, *upstream],
                      "params": [*RUN, *d.reads, d.section],
@@ -228,7 +231,7 @@ def _sweep_stages(p: config.Params) -> dict[str, dict]:
                         f"--out-json {sweep_path(name)}"),
             "deps": [*code_deps("stages/sweep.py"), DATA, model_path("baseline")],
             "params": [*RUN, "attack", "attacker", *GAME_SHARED, *EVAL_PGD],
-            "outs": [sweep_model_path(name), *_outs(sweep_path(name)), _metric(name)],
+            "outs": [sweep_model_path(name), sweep_path(name), _metric(name)],
         }
     return st
 
@@ -267,7 +270,7 @@ def _transfer_stage(finals: list[str]) -> dict:
         "deps": [*code_deps("stages/transfer.py"), DATA, *[model_path(d) for d in finals],
                  *[attackers_dir(d) for d in finals]],
         "params": [*RUN, "attack", "eval.n_test", "eval.batch"],
-        "outs": [*_outs(TRANSFER), _metric("transfer")],
+        "outs": [TRANSFER, _metric("transfer")],
     }
 
 
@@ -277,7 +280,7 @@ def _table5_stage(d: str) -> dict:
                     f"--out {table5_path(d)}"),
         "deps": [*code_deps("stages/table5.py"), DATA, model_path(d)],
         "params": [*RUN, "attacker", "table5", "eval.n_test", "eval.batch"],
-        "outs": [*_outs(table5_path(d)), _metric(f"table5-{d}")],
+        "outs": [table5_path(d), _metric(f"table5-{d}")],
     }
 
 
@@ -291,7 +294,7 @@ def _strength_stage(d: str) -> dict:
         "deps": [*code_deps("stages/strength.py"), DATA, model_path(d)],
         "params": [*RUN, "attack.eta", "eval.n_test", "eval.batch", "eval.pgd_steps", "eval.adaptive_starts",
                    "eval.adaptive_weights"],
-        "outs": [*_outs(strength_path(d)), _metric(f"strength-{d}")],
+        "outs": [strength_path(d), _metric(f"strength-{d}")],
     }
 
 
@@ -319,13 +322,13 @@ def _report_stage(p: config.Params, st: dict, finals: list[str], t5: list[str]) 
         "deps": [*code_deps("stages/report.py"), f"{DATA}/meta.json", f"{DATA}/test.pt",
                  model_path("baseline"), attackers_dir("baseline"), METRICS,
                  *[eval_path(d) for d in finals],
-                 # stage reports hold timings (they change on every rerun): only the one whose
-                 # numbers the report quotes is a dependency; the timing table reads the others
-                 *([stage_report("minimax")] if "minimax" in st else []),
-                 *[next(iter(o)) for s in st.values() for group in ("outs",)
-                   for o in s.get(group, []) if isinstance(o, dict)
-                   and next(iter(o)).startswith(("reports/sweep/", "reports/table5/",
-                                                 "reports/game/", STRENGTH, TRANSFER))],
+                 # the stage reports whose numbers the report quotes (the others' `env` names
+                 # the hosts: the same bytes for every run on one machine)
+                 *[stage_report(n) for n in ("minimax", "catmouse", *(f"attackers-{d}" for d in finals))
+                   if n in st],
+                 *[path for s in st.values() for o in s.get("outs", [])
+                   if (path := o if isinstance(o, str) else next(iter(o))).startswith(
+                       ("reports/sweep/", "reports/table5/", "reports/game/", STRENGTH, TRANSFER))],
                  *([f"{CATMOUSE}/matrix.json", f"{CATMOUSE}/curve.csv"]
                    if "catmouse" in st else []),
                  # the training-seed results of `make seeds`, once they exist (advgame.pipeline.seeds)

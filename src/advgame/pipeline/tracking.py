@@ -56,16 +56,20 @@ def artifact_root(root: str | Path | None = None) -> str:
 PIPELINE_OUTPUTS = ("dvc.lock", "reports/", "models/", "data/", "mlflow.db", "mlartifacts/")
 
 
-def git_commit(root: str | Path = ".") -> str:
+def git_commit(root: str | Path = ".", code_only: bool = False) -> str:
     """HEAD, with `-dirty` only when tracked sources differ from it (params, code, dvc.yaml):
-    the outputs a running pipeline rewrites (dvc.lock, reports/) do not count."""
+    the outputs a running pipeline rewrites (dvc.lock, reports/) do not count. `code_only`: the
+    newest commit that changed a source (not a commit of results alone), so that results
+    committed after the code name the code that made them."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=10)
+        rev = ["git", "rev-parse", "HEAD"] if not code_only else [
+            "git", "log", "-1", "--format=%H", "--", ".", *(f":(exclude){p}" for p in PIPELINE_OUTPUTS)]
+        out = subprocess.run(rev, cwd=root, capture_output=True, text=True, timeout=10)
         status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                 capture_output=True, text=True, timeout=10).stdout.splitlines()
         dirty = [ln[3:] for ln in status if not ln[3:].startswith(PIPELINE_OUTPUTS)]
-        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+        sha = out.stdout.strip()
+        return sha + ("-dirty" if dirty else "") if out.returncode == 0 and sha else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
