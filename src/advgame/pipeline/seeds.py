@@ -15,7 +15,7 @@ ablations and the headline metrics and plot data (each experiment's own, for `dv
 `dvc plots diff`), and nothing else (no sweeps, Table 5 or report). `data.seed` (the train/test split) and `eval.seeds` (the attacks'
 random starts) stay fixed: every seed is judged on the same test images by the same attacks, so
 the spread across seeds is training randomness only. Why experiments and not seed-indexed stages:
-the default `dvc repro` stays one seed (57 stages, not ~170), each seed's MLflow runs carry the
+the default `dvc repro` stays one seed (59 stages, not ~170), each seed's MLflow runs carry the
 experiment's name in the main store, and `dvc exp show` compares the seeds like any other change.
 
 The main run (the workspace's `reports/eval`) is the first seed of the file. A seed experiment is
