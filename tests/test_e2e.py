@@ -189,7 +189,7 @@ def test_a_stage_rerun_gives_identical_bytes(project):
     before = digest()
     sh("git", "add", "-A", cwd=d, env=env)
     sh("git", "commit", "-qm", "results", "--allow-empty", cwd=d, env=env)
-    for stage in ("baseline", "eval-baseline", "transfer"):
+    for stage in ("check-params", "baseline", "eval-baseline", "transfer"):
         sh("dvc", "repro", "-f", "-s", stage, cwd=d, env=env)
     assert digest() == before
     assert "up to date" in sh("dvc", "status", cwd=d, env=env).lower()  # nothing downstream moved
