@@ -77,7 +77,20 @@ def test_a_defender_trained_without_tracking_is_named_not_registered(store, caps
 def test_eval_metrics_reads_the_main_eta(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _eval_json("alt", 0.01, 0.7, 0.6)
-    assert model_registry.eval_metrics("alt", 0.3) == {"clean": 0.01, "worst_case": 0.7, "pgd_curr": 0.6}
+    params = config.parse({})
+    assert model_registry.eval_metrics("alt", params) == {"clean": 0.01, "worst_case": 0.7, "pgd_curr": 0.6}
+
+
+def test_a_detector_defenders_registered_pgd_is_its_adaptive_one(tmp_path, monkeypatch):
+    # one value per quantity: the registry's tag is reports/metrics.json's (pgd-adaptive)
+    monkeypatch.chdir(tmp_path)
+    _eval_json("magnet", 0.04, 0.9, 0.2)
+    p = Path("reports/eval/magnet.json")
+    ev = json.loads(p.read_text())
+    ev["sanity_attack"] = "pgd-adaptive"
+    ev["results"]["pgd-adaptive"] = {"0.3": {"error": 0.85, "ci95": [0, 1], "n": 10}}
+    p.write_text(json.dumps(ev))
+    assert model_registry.eval_metrics("magnet", config.parse({}))["pgd_curr"] == 0.85
 
 
 def test_the_prepared_split_is_a_dataset_input(store, tmp_path):

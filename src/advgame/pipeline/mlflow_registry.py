@@ -18,20 +18,18 @@ from advgame.names import eval_path, final_defenders, registered_model
 
 ALIAS = "study"
 # a version's tags: the attack table's single-attack headline cells
-HEADLINE = {a.headline[1]: a.name for a in attack_table.headline() if not a.family}
+HEADLINE = [a.headline[1] for a in attack_table.headline() if not a.family]
 
 
-def eval_metrics(defender: str, eta: float, root: str | Path = ".") -> dict[str, float]:
-    """clean (eta 0), worst-case and pgd-curr error at `eta`, read from the defender's eval JSON."""
-    results = load_json(Path(root) / eval_path(defender))["results"]
-    out = {}
-    for name, key in HEADLINE.items():
-        cells = results.get(key) or {}
-        for k, cell in cells.items():
-            if key == "clean" or abs(float(k) - eta) < 1e-9:
-                out[name] = float(cell["error"])
-                break
-    return out
+def eval_metrics(defender: str, params, root: str | Path = ".") -> dict[str, float]:
+    """clean, worst-case and PGD-curr error at the training eta, read from the defender's eval
+    JSON by the headline rule of reports/metrics.json (report/exports.headline: a defender with a
+    detector reports pgd-adaptive as its PGD-curr), so the registry and the headline agree."""
+    from advgame.report import exports
+    from advgame.report.study import Study
+
+    row = exports.headline(Study(params, {defender: load_json(Path(root) / eval_path(defender))}))
+    return {k: v for k, v in row.get(defender, {}).items() if k in HEADLINE}
 
 
 def latest_logged_model(client, exp_id: str, name: str, dvc_exp: str = ""):
@@ -81,7 +79,7 @@ def register_defenders(tracker, params, root: str | Path = ".") -> dict[str, str
                                                description=f"advgame defender {d} (arXiv 1711.04368 study)")
             version = mlflow.register_model(f"models:/{logged.model_id}", name).version
             client.set_registered_model_alias(name, ALIAS, version)
-        metrics = eval_metrics(d, eta, root)
+        metrics = eval_metrics(d, params, root)
         for k, v in metrics.items():
             client.set_model_version_tag(name, version, f"eval.{k}", f"{v:g}")
             client.log_metric(tracker.run_id, f"{d}.{k}", v, model_id=logged.model_id)
