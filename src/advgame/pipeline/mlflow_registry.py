@@ -1,6 +1,6 @@
 """The MLflow model registry of the study: one registered model per final defender,
 `advgame-<defender>`, whose version carries the defender's evaluation (clean, worst-case and
-PGD-curr error at the training eta, from reports/eval/<defender>.json) and whose alias `study`
+PGD-curr error at the training eta, from reports/metrics.json) and whose alias `study`
 points at the version of the current study. Only tracking.py calls this (Tracker.register_defenders).
 
 The version registered is the newest logged model named for the defender (its training stage
@@ -14,22 +14,19 @@ from pathlib import Path
 
 from advgame import attack_table
 from advgame.artifacts import load_json
-from advgame.names import eval_path, final_defenders, registered_model
+from advgame.names import METRICS, final_defenders, registered_model
 
 ALIAS = "study"
 # a version's tags: the attack table's single-attack headline cells
 HEADLINE = [a.headline[1] for a in attack_table.headline() if not a.family]
 
 
-def eval_metrics(defender: str, params, root: str | Path = ".") -> dict[str, float]:
-    """clean, worst-case and PGD-curr error at the training eta, read from the defender's eval
-    JSON by the headline rule of reports/metrics.json (report/exports.headline: a defender with a
-    detector reports pgd-adaptive as its PGD-curr), so the registry and the headline agree."""
-    from advgame.report import exports
-    from advgame.report.study import Study
-
-    row = exports.headline(Study(params, {defender: load_json(Path(root) / eval_path(defender))}))
-    return {k: v for k, v in row.get(defender, {}).items() if k in HEADLINE}
+def eval_metrics(defender: str, root: str | Path = ".") -> dict[str, float]:
+    """clean, worst-case and PGD-curr error at the training eta: the defender's row of
+    reports/metrics.json, the headline stage's (a defender with a detector reports pgd-adaptive
+    as its PGD-curr), so the registry and the headline agree."""
+    row = load_json(Path(root) / METRICS).get(defender, {})
+    return {k: float(row[k]) for k in HEADLINE if k in row}
 
 
 def latest_logged_model(client, exp_id: str, name: str, dvc_exp: str = ""):
@@ -79,7 +76,7 @@ def register_defenders(tracker, params, root: str | Path = ".") -> dict[str, str
                                                description=f"advgame defender {d} (arXiv 1711.04368 study)")
             version = mlflow.register_model(f"models:/{logged.model_id}", name).version
             client.set_registered_model_alias(name, ALIAS, version)
-        metrics = eval_metrics(d, params, root)
+        metrics = eval_metrics(d, root)
         for k, v in metrics.items():
             client.set_model_version_tag(name, version, f"eval.{k}", f"{v:g}")
             client.log_metric(tracker.run_id, f"{d}.{k}", v, model_id=logged.model_id)
