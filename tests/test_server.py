@@ -59,6 +59,9 @@ def test_stages_log_into_the_postgres_server(server, tmp_path_factory):
     (d / "reports/eval").mkdir(parents=True)
     (d / "reports/eval/baseline.json").write_text(json.dumps({"defender": "baseline", "results": {
         "clean": {"0": cell(0.05)}, "worst-case": {"0.3": cell(1.0)}, "pgd-curr": {"0.3": cell(0.99)}}}))
+    # the headline stage's row, which the registry's tags read (before the report stage registers)
+    (d / "reports/metrics.json").write_text(json.dumps({"baseline": {"clean": 0.05, "worst_case": 1.0,
+                                                                     "pgd_curr": 0.99}}))
     r = subprocess.run([sys.executable, "-c", REGISTER], cwd=d, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "{'baseline': '1'}" in r.stdout, r.stderr[-3000:]
 

@@ -25,7 +25,8 @@ def eval_metrics(defender: str, root: str | Path = ".") -> dict[str, float]:
     """clean, worst-case and PGD-curr error at the training eta: the defender's row of
     reports/metrics.json, the headline stage's (a defender with a detector reports pgd-adaptive
     as its PGD-curr), so the registry and the headline agree."""
-    row = load_json(Path(root) / METRICS).get(defender, {})
+    f = Path(root) / METRICS
+    row = load_json(f).get(defender, {}) if f.exists() else {}  # none yet: a version without tags
     return {k: float(row[k]) for k in HEADLINE if k in row}
 
 
