@@ -2,7 +2,7 @@
 reports/figures/*.png from the evaluation results; logs them, and the headline metrics, on the
 pipeline's parent MLflow run."""
 from advgame.artifacts import load_json
-from advgame.names import DATA, METRICS, SEEDS, attackers_dir, model_path
+from advgame.names import DATA, METRICS, RUNS, SEEDS, attackers_dir, model_path
 from advgame.pipeline.stage import run_stage
 from advgame.pipeline.tracking import git_commit
 from advgame.report.render import build_report
@@ -20,6 +20,6 @@ def body(ctx):
 
 if __name__ == "__main__":
     run_stage("report", body, sections=["study", "data", "attack", "eval", "art", "catmouse", "report"],
-              deps=["reports/eval", "reports/catmouse", "reports/ablation", SEEDS,
+              deps=[RUNS, SEEDS,
                     "reports/table5", "reports/sweep", "reports/transfer.json", f"{DATA}/meta.json",
                     model_path("baseline"), attackers_dir("baseline")])

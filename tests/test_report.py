@@ -80,7 +80,7 @@ def make_study(tmp_path, params: dict = PARAMS, evals: dict | None = None, catmo
                                                                      "fgsm-curr:grey-box": {"0.3": 0.44}})),
         }  # maximin deliberately absent
     for d, o in evals.items():
-        save_json(o, tmp_path / "reports/eval" / f"{d}.json")
+        save_json(o, tmp_path / names.run_path(names.eval_path(d)))
     for s, sec in {"prepare": 3.0, "baseline": 20.0, "round-1": 4.0, "minimax": 30.0, "eval-minimax": 7.5,
                    "eval-gone": 9.0}.items():
         save_json({"stage": s, "device": "cpu"}, tmp_path / "reports/stages" / f"{s}.json")
@@ -94,7 +94,7 @@ def make_study(tmp_path, params: dict = PARAMS, evals: dict | None = None, catmo
     save_json({"dataset": "mnist5k", "train": {"shape": [4000, 1, 28, 28], "sha256": "abc123"},
                "test": {"shape": [1000, 1, 28, 28], "sha256": "def456"}}, tmp_path / "data/prepared/meta.json")
     if catmouse:
-        cm = tmp_path / "reports/catmouse"
+        cm = tmp_path / names.run_path(names.CATMOUSE)
         cm.mkdir(parents=True)
         with open(cm / "curve.csv", "w", newline="") as fh:
             w = csv.writer(fh)

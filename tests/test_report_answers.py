@@ -315,13 +315,14 @@ def test_the_ablations_are_found_under_the_names_their_stages_write(tmp_path):
     from advgame import config, names
     from advgame.report.study import load_study
 
-    p = config.parse({"attack": {"eta": 0.3}})
-    (tmp_path / "reports/eval").mkdir(parents=True)
-    (tmp_path / "reports/eval/sens-fgsm.json").write_text(json.dumps(base_defs()["sens-fgsm"]))
+    p = config.parse({"attack": {"eta": 0.3}, "ablation": {"variants": ["sens-off"], "taus": [0.001]}})
+    ev = tmp_path / names.run_path(names.eval_path("sens-fgsm"))
+    ev.parent.mkdir(parents=True)
+    ev.write_text(json.dumps(base_defs()["sens-fgsm"]))
     ctl = control()["sens-off"]
     tau = {**ctl, "name": "tau-0p001", "variant": {"sensitivity": True, "tau": 0.001}}
     for name, o in ((names.ablation_name("sens-off"), ctl), (names.ablation_name("tau", 0.001), tau)):
-        f = tmp_path / names.ablation_path(name)
+        f = tmp_path / names.run_path(names.ablation_path(name))
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text(json.dumps(o))
     s = load_study(p, tmp_path)

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from advgame import UserError
-from advgame.names import DATA, RESULTS
+from advgame.names import DATA, RESULTS, RUNS
 
 COMMANDS = {
     "pipeline": "regenerate dvc.yaml from params.yaml (= python -m advgame.pipeline)",
@@ -89,9 +89,10 @@ def evaluate_parser() -> argparse.ArgumentParser:
 
 def _out_path(a: argparse.Namespace, name: str) -> Path:
     out = Path(a.out or f"reports/own/{name}.json")
-    if out.resolve().is_relative_to(Path("reports/eval").resolve()):
-        raise UserError(f"--out {out}: reports/eval/ holds the pipeline's evaluations; write elsewhere "
-                        "(default reports/own/<name>.json)")
+    for held in ("reports/eval", RUNS):
+        if out.resolve().is_relative_to(Path(held).resolve()):
+            raise UserError(f"--out {out}: {held}/ holds the pipeline's evaluations; write elsewhere "
+                            "(default reports/own/<name>.json)")
     return out
 
 

@@ -10,11 +10,16 @@ STAMP = "data/params-valid.json"
 STAMP_TEXT = '{"valid": true}\n'
 TRANSFER = "reports/transfer.json"
 CATMOUSE = "reports/catmouse"     # the cat-and-mouse curve and matrix
+CATMOUSE_FILES = ("matrix.png", "curve.png", "matrix.json", "curve.csv")
 METRICS = "reports/metrics.json"   # the study's headline numbers: `dvc exp show`, `dvc metrics diff`
 STAGE_REPORTS = "reports/stages"   # one JSON per stage: device, host, final numbers (stage_report)
 TIMINGS = "reports/timing"         # one JSON per stage: its seconds (timing_path); not tracked by git or DVC
 RESULTS = "reports/results.json"   # the report's numbers (report/render.py)
 SEEDS = "reports/seeds.json"       # the training-seed results, written by `make seeds` (pipeline.seeds)
+# what the evaluation, ablation and cat-and-mouse stages write, in DVC's cache (so that DVC's run
+# cache restores those stages); the headline stage publishes each file at the path it has without
+# "runs/" (eval_path, ablation_path, CATMOUSE), which git holds
+RUNS = "reports/runs"
 PLOT_DATA = {  # data files the report writes for `dvc plots show/diff`
     "eta_sweep": "reports/plots/eta_sweep.csv",
     "matrix": "reports/plots/catmouse_matrix.csv",
@@ -41,7 +46,13 @@ def timing_path(name: str) -> str:
 
 
 def eval_path(defender: str) -> str:
+    """The published evaluation (git): a copy of run_path(eval_path(defender))."""
     return f"reports/eval/{defender}.json"
+
+
+def run_path(published: str) -> str:
+    """Where the stage that makes `published` (a path under reports/) writes it: under RUNS."""
+    return f"{RUNS}/{published.removeprefix('reports/')}"
 
 
 def fgsm_test_path(k: int) -> str:
@@ -128,3 +139,12 @@ def ablation_path(name: str) -> str:
 
 def ablation_model_path(name: str) -> str:
     return f"models/ablation/{name}.pt"
+
+
+def published(p: config.Params) -> list[str]:
+    """The results the headline stage publishes for git, each a copy of its run_path file: the
+    evaluations, the ablations and the cat-and-mouse files."""
+    catmouse = "catmouse" in p.study.defenders and p.catmouse.rounds > 0
+    return [*map(eval_path, final_defenders(p)),
+            *(ablation_path(ablation_name(k, t)) for k, t in ablation_variants(p)),
+            *(f"{CATMOUSE}/{f}" for f in CATMOUSE_FILES if catmouse)]

@@ -19,6 +19,7 @@ from advgame import config
 from advgame import defense_table as registry
 from advgame.names import (
     CATMOUSE,
+    CATMOUSE_FILES,
     DATA,
     METRICS,
     PLOT_DATA,
@@ -38,7 +39,9 @@ from advgame.names import (
     game_attacker_path,
     game_curve_path,
     model_path,
+    published,
     round_model,
+    run_path,
     stage_report,
     sweep_model_path,
     sweep_name,
@@ -91,12 +94,13 @@ def _metric(name: str) -> str:
 
 
 def _outs(*paths: str) -> list[dict]:
-    """Outputs committed to git: the evaluations (an independent check reads them; `make seeds`
-    collects them from the experiments' commits), ablations, cat-and-mouse files, headline plot
-    data and report. `persist`: DVC leaves them in place while the stage runs, and the stage
-    replaces each atomically on success, so a failed stage loses none of them. DVC's run cache
-    restores no stage with such an output; every other output is in DVC's cache, so a stage
-    with only those (every stage that trains) comes back from the run cache instead."""
+    """Outputs committed to git, all the headline and report stages': the published evaluations
+    (an independent check reads them; `make seeds` collects them from the experiments' commits),
+    ablations and cat-and-mouse files, the headline numbers and plot data, the report. `persist`:
+    DVC leaves them in place while the stage runs, and the stage replaces each atomically on
+    success, so a failed stage loses none of them. DVC's run cache restores no stage with such an
+    output; every other output is in DVC's cache, so every stage that trains or evaluates comes
+    back from the run cache (the evaluations write under names.RUNS; the headline publishes)."""
     return [{p: {"cache": False, "persist": True}} for p in paths]
 
 
@@ -164,11 +168,12 @@ def stages(p: config.Params) -> dict:
     t5 = [d for d in p.table5.defenders if d in p.study.defenders] if p.table5.etas else []
     st.update({f"table5-{d}": _table5_stage(d) for d in t5})
     st.update({f"strength-{d}": _strength_stage(d) for d in with_detector(finals)})
-    # the headline numbers and the plot data of the evaluations: a stage of their own (not the
-    # report's) so that an experiment of the evaluations alone (`make seeds`) has its own
-    st["headline"] = _headline_stage(finals, "catmouse" in st)
+    st.update(_ablation_stages(p))
+    # the headline numbers and plot data of the evaluations, and the published results: a stage
+    # of their own (not the report's) so that an experiment of the evaluations alone (`make
+    # seeds`) has its own
+    st["headline"] = _headline_stage(p, finals)
     st["report"] = _report_stage(p, st, finals, t5)
-    _ablation_stages(p, st)
     return st
 
 
@@ -206,15 +211,13 @@ def _training_stages(p: config.Params) -> dict[str, dict]:
 def _catmouse_stage(p: config.Params) -> dict:
     mr = [k for k in p.catmouse.matrix_rounds if k <= p.catmouse.rounds]
     return {
-        "cmd": _cmd("stages/catmouse.py", f"--data {DATA}", f"--out {CATMOUSE}"),
+        "cmd": _cmd("stages/catmouse.py", f"--data {DATA}", f"--out {run_path(CATMOUSE)}"),
         "deps": [*code_deps("stages/catmouse.py"), DATA,
                  *[stage_report(f"round-{k}") for k in range(1, p.catmouse.rounds + 1)],
                  *[model_path(round_model(k)) for k in mr],
                  *[fgsm_test_path(k + 1) for k in mr if k + 1 <= p.catmouse.rounds]],
         "params": [*RUN, "attack", "catmouse", "eval.batch", "eval.n_test"],
-        "outs": [*_outs(f"{CATMOUSE}/matrix.png", f"{CATMOUSE}/curve.png",
-                        f"{CATMOUSE}/matrix.json", f"{CATMOUSE}/curve.csv"),
-                 _metric("catmouse")],
+        "outs": [*(run_path(f"{CATMOUSE}/{f}") for f in CATMOUSE_FILES), _metric("catmouse")],
     }
 
 
@@ -255,11 +258,11 @@ def _eval_stage(d: str, rounds: list[int]) -> dict:
                     f"--fgsm-sources {','.join(f'{k}={model_path(fgsm_source(k))}' for k in rounds)}"
                     if rounds else "",
                     f"--transfer-source {model_path('baseline')}" if d != "baseline" else "",
-                    f"--out {eval_path(d)}"),
+                    f"--out {run_path(eval_path(d))}"),
         "deps": [*code_deps("stages/evaluate.py"), DATA, model_path(d), attackers_dir(d),
                  *dict.fromkeys(model_path(m) for m in ["baseline", *map(fgsm_source, rounds)] if m != d)],
         "params": [*RUN, "attack", "eval", "art"],
-        "outs": [*_outs(eval_path(d)), _metric(f"eval-{d}")],
+        "outs": [run_path(eval_path(d)), _metric(f"eval-{d}")],
     }
 
 
@@ -298,13 +301,12 @@ def _strength_stage(d: str) -> dict:
     }
 
 
-def _headline_stage(finals: list[str], catmouse: bool) -> dict:
+def _headline_stage(p: config.Params, finals: list[str]) -> dict:
     return {
         "cmd": "python stages/headline.py",
-        "deps": [*code_deps("stages/headline.py"), *[eval_path(d) for d in finals],
-                 *([f"{CATMOUSE}/matrix.json", f"{CATMOUSE}/curve.csv"] if catmouse else [])],
+        "deps": [*code_deps("stages/headline.py"), *map(run_path, published(p))],
         "params": [*RUN, "study", "attack.eta"],
-        "outs": [*_outs(PLOT_DATA["eta_sweep"], PLOT_DATA["matrix"]), _metric("headline")],
+        "outs": [*_outs(*published(p), PLOT_DATA["eta_sweep"], PLOT_DATA["matrix"]), _metric("headline")],
         "metrics": [{METRICS: {"cache": False, "persist": True}}],
     }
 
@@ -321,7 +323,7 @@ def _report_stage(p: config.Params, st: dict, finals: list[str], t5: list[str]) 
         "cmd": "python stages/report.py",
         "deps": [*code_deps("stages/report.py"), f"{DATA}/meta.json", f"{DATA}/test.pt",
                  model_path("baseline"), attackers_dir("baseline"), METRICS,
-                 *[eval_path(d) for d in finals],
+                 *map(run_path, published(p)),
                  # the stage reports whose numbers the report quotes (the others' `env` names
                  # the hosts: the same bytes for every run on one machine)
                  *[stage_report(n) for n in ("minimax", "catmouse", *(f"attackers-{d}" for d in finals))
@@ -329,41 +331,35 @@ def _report_stage(p: config.Params, st: dict, finals: list[str], t5: list[str]) 
                  *[path for s in st.values() for o in s.get("outs", [])
                    if (path := o if isinstance(o, str) else next(iter(o))).startswith(
                        ("reports/sweep/", "reports/table5/", "reports/game/", STRENGTH, TRANSFER))],
-                 *([f"{CATMOUSE}/matrix.json", f"{CATMOUSE}/curve.csv"]
-                   if "catmouse" in st else []),
                  # the training-seed results of `make seeds`, once they exist (advgame.pipeline.seeds)
                  *([SEEDS] if Path(SEEDS).exists() else [])],
-        "params": list(dict.fromkeys(sections)),
+        "params": list(dict.fromkeys(sections + (["ablation"] if ablation_variants(p) else []))),
         "outs": [*_outs("reports/report.md", "reports/figures", "reports/results.json",
                         PLOT_DATA["gamma_sweep"]), _metric("report")],
     }
 
 
-def _ablation_stages(p: config.Params, st: dict) -> None:
+def _ablation_stages(p: config.Params) -> dict[str, dict]:
     """Sens-FGSM's ablations (names.ablation_variants), one stage each, and their JSONs as deps of
-    the report (which stays the last stage). A stage declares the sens_fgsm section (as the
+    the headline and report stages. A stage declares the sens_fgsm section (as the
     sens-fgsm stage does: keys params.yaml leaves at their defaults are read too) but not the
     `ablation` section: that is a shape param (the variant is on the command line), so adding a
     tau does not retrain the other variants."""
     rounds = fgsm_rounds(p)
-    jsons = []
+    st = {}
     for kind, tau in ablation_variants(p):
         name = ablation_name(kind, tau)
-        jsons.append(ablation_path(name))
         st[f"ablation-{name}"] = {
             "cmd": _cmd("stages/ablation.py", f"--variant {kind}", f"--tau {tau!r}" if tau is not None else "",
                         f"--data {DATA}", f"--base {model_path('baseline')}",
                         f"--fgsm-sources {','.join(f'{k}={model_path(fgsm_source(k))}' for k in rounds)}"
-                        if rounds else "", f"--out {ablation_model_path(name)}", f"--out-json {ablation_path(name)}"),
+                        if rounds else "", f"--out {ablation_model_path(name)}", f"--out-json {run_path(ablation_path(name))}"),
             "deps": [*code_deps("stages/ablation.py"), DATA, model_path("baseline"),
                      *dict.fromkeys(model_path(fgsm_source(k)) for k in rounds if fgsm_source(k) != "baseline")],
             "params": [*RUN, "attack", "sens_fgsm", *EVAL_PGD, "eval.seeds"],
-            "outs": [ablation_model_path(name), *_outs(ablation_path(name)), _metric(f"ablation-{name}")],
+            "outs": [ablation_model_path(name), run_path(ablation_path(name)), _metric(f"ablation-{name}")],
         }
-    if jsons and "report" in st:
-        st["report"]["deps"] += jsons
-        st["report"]["params"].append("ablation")
-        st["report"] = st.pop("report")
+    return st
 
 
 def render(p: config.Params) -> str:

@@ -240,8 +240,8 @@ def refresh(seeds: list[int], stages: list[str]) -> None:
     headline stage or the ablations, added after they ran): each one's params, dvc.lock and
     results are checked out over the workspace's code (and its models from DVC's cache), where
     its evaluations are up to date, and `dvc exp run` there runs only what it lacks (minutes, not
-    the ~70 min of a new experiment: DVC's run cache cannot restore the evaluations, whose
-    outputs git holds, so a requeue would evaluate everything again). The old experiment is kept under another
+    the ~70 min of a new experiment, also where this machine's DVC run cache lacks the
+    experiment's runs, as in a clone). The old experiment is kept under another
     name until the new one exists; the workspace is put back to HEAD afterwards."""
     if _git("status", "--porcelain", "--untracked-files=no").strip():
         raise UserError("the workspace has uncommitted changes: commit them first (refreshing a seed "

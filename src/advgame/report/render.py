@@ -1,8 +1,8 @@
 """The report stage's entry: assembles reports/report.md, reports/results.json and the figures.
 
-Every number in the report is read from the evaluation (reports/eval/*.json), the ablations
-(reports/ablation/*.json), the stage reports (names.STAGE_REPORTS) and the cat-and-mouse files
-(reports/catmouse/*). The only numbers written in the code are PAPER_TABLE5, the paper's published
+Every number in the report is read from the evaluation (reports/runs/eval/*.json), the ablations
+(reports/runs/ablation/*.json), the stage reports (names.STAGE_REPORTS) and the cat-and-mouse files
+(reports/runs/catmouse/*), as their stages wrote them (names.RUNS; git holds the headline stage's copies). The only numbers written in the code are PAPER_TABLE5, the paper's published
 results, quoted as such, and the literature's figures of the leaderboard (leaderboard.LITERATURE).
 The parts: study (loading), tables (cells and tables), figures, sections (Table 5, sweep, sanity,
 reconstruction), leaderboard, answers (the four questions, from the paired tests of
@@ -237,7 +237,7 @@ def build_report(p: config.Params, root: str | Path = ".", device: str | torch.d
     figures: dict[str, str] = {}
     for name, rel in (("Cat-and-mouse curve (paper Figure 1)", "catmouse/curve.png"),
                       ("Cat-and-mouse round x attack matrix", "catmouse/matrix.png")):
-        if (root / "reports" / rel).exists():
+        if (root / names.run_path(f"reports/{rel}")).exists():  # published by the headline stage
             figures[name] = rel
     made = []
 

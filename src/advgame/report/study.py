@@ -29,7 +29,7 @@ class Study:
     sweep: list = field(default_factory=list)       # minimax gamma sweep points
     histories: dict = field(default_factory=dict)   # game mode -> per-epoch rows
     root: Path = Path(".")
-    ablations: dict = field(default_factory=dict)   # name -> reports/ablation/<name>.json
+    ablations: dict = field(default_factory=dict)   # name -> its JSON (names.ablation_path)
     seeds: paired.SeedTable = field(default_factory=lambda: paired.SeedTable(None))
     catmouse_n: int | None = None                   # test images of the cat-and-mouse stage
     verdicts: list = field(default_factory=list)    # "Does the paper hold?" (verdicts.py)
@@ -120,12 +120,12 @@ def load_study(p: config.Params, root: str | Path = ".", device: str = "cpu") ->
     finals = names.final_defenders(p)
     defenders, missing = {}, []
     for d in finals:
-        f = root / "reports/eval" / f"{d}.json"
+        f = root / names.run_path(names.eval_path(d))
         if f.exists():
             defenders[d] = load_json(f)
         else:
             missing.append(d)
-    cm = root / "reports/catmouse"
+    cm = root / names.run_path(names.CATMOUSE)
     curve = read_curve(cm / "curve.csv") if (cm / "curve.csv").exists() else []
     matrix = load_json(cm / "matrix.json") if (cm / "matrix.json").exists() else None
     # the AttNet-transfer matrix is its own stage: its cells join each target's row
@@ -151,7 +151,8 @@ def load_study(p: config.Params, root: str | Path = ".", device: str = "cpu") ->
     for q in sweep:
         if q["source"] == "eval-minimax" and mm.exists():
             q["penalty_ratio"] = load_json(mm).get("penalty_ratio_last_epoch")
-    ablations = {f.stem: load_json(f) for f in sorted((root / "reports/ablation").glob("*.json"))}
+    abl = [names.ablation_name(k, t) for k, t in names.ablation_variants(p)]
+    ablations = {a: load_json(f) for a in abl if (f := root / names.run_path(names.ablation_path(a))).exists()}
     seeds_f = root / names.SEEDS
     cm_n = next((load_json(f).get("n_test") for f in (root / names.stage_report("catmouse"),
                                                        root / names.stage_report("round-1"))
