@@ -40,6 +40,7 @@ from advgame.report.leaderboard import study_leaderboard
 from advgame.report.strength import plot_strength, strength_section
 from advgame.report.study import Study, load_study, results_json
 from advgame.report.tables import (
+    PAPER_K,
     _eta_sort,
     columns,
     error_table,
@@ -151,7 +152,15 @@ def _results(s: Study) -> list[str]:
                "", error_table(tr, s.eta, transfer, False, True), ""]
     for e in other_etas:
         cols = columns(tr, e, lambda a: not _in_table(a, "transfer"))
-        md += [f"### At eta {e} ({s.subset(s.n_at(e))})", "", error_table(tr, e, cols, skip_empty=True), ""]
+        # the attackers stages train each attacker network at the main eta only: here it is applied
+        # with budget e, not retrained there (Table 5's AttNet-curr at e is, section 4)
+        trained = {a: f"{a} (trained at {s.eta})" for a in cols if attack_table.matches(a, threat="learned")}
+        md += [f"### At eta {e} ({s.subset(s.n_at(e))})", "", error_table(tr, e, cols, skip_empty=True, labels=trained),
+               ""]
+        if trained:
+            md += [f"The attacker networks here are the ones trained at eta {s.eta}, applied with budget {e}; "
+                   f"Table 5's AttNet-curr at eta {e} (section 4) is an attacker retrained at {e}, a different "
+                   "number.", ""]
     return md + _catmouse_tables(s) + _attackers(s) + strength_section(s.strength)
 
 
@@ -201,9 +210,11 @@ def _paper(s: Study) -> list[str]:
     return ["## 4. Does the paper hold?", "", verdicts.section(s.verdicts), "",
             "### The paper's Table 5 beside ours", "",
             "Paper rows: Hamm & Mehra's published MNIST error rates, quoted. Ours: this run's `fgsm-curr` and "
-            "`attnet-curr:mlp` (the paper's attacker) on our data and architectures; n/a where we have no number. "
+            "`attnet-curr:mlp` (the paper's attacker) on our data and architectures, at training seed "
+            f"{s.params.run.seed} (the verdicts above judge the mean over the training seeds where `make seeds` "
+            "ran, so their `ours` can differ); n/a where we have no number. "
             f"Eta {s.eta} comes from the evaluation ({s.subset()}); the other etas from the table5 stages "
-            f"({s.subset(t5_n) if t5_n else 'none ran'}).", "",
+            f"({s.subset(t5_n) if t5_n else 'none ran'}), each with an attacker retrained at that eta.", "",
             table5(s), ""]
 
 
@@ -235,7 +246,8 @@ def build_report(p: config.Params, root: str | Path = ".", device: str | torch.d
     fig_dir = root / "reports/figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     figures: dict[str, str] = {}
-    for name, rel in (("Cat-and-mouse curve (paper Figure 1)", "catmouse/curve.png"),
+    for name, rel in ((f"Cat-and-mouse curve, rounds 1-{p.catmouse.rounds} (the paper's Figure 1 runs to round "
+                       f"{PAPER_K})", "catmouse/curve.png"),
                       ("Cat-and-mouse round x attack matrix", "catmouse/matrix.png")):
         if (root / names.run_path(f"reports/{rel}")).exists():  # published by the headline stage
             figures[name] = rel

@@ -13,6 +13,19 @@ PAPER_TABLE5 = {
     "sens-fgsm": {"0.3": (0.048, 0.965), "0.4": (0.038, 0.902), "0.5": (0.039, 1.000), "0.6": (0.033, 0.903)},
 }
 PAPER_NAMES = {"minimax": "Minimax", "alt": "Alt", "sens-fgsm": "Sens FGSM"}
+PAPER_K = 80  # the paper's cat-and-mouse rounds (Figure 1); its "FGSM-81" is FGSM-(K+1) against u_K
+
+
+def same_parity(k: int) -> bool:
+    """Whether our last round K has the paper's parity: the cat-and-mouse error alternates between
+    rounds, so FGSM-(K+1) on u_K is comparable with the paper's FGSM-81 on u_80 only then."""
+    return (k - PAPER_K) % 2 == 0
+
+
+def next_round(k: int) -> str:
+    """Our FGSM-(K+1) named by its real round, beside the paper's FGSM-81."""
+    return (f"FGSM-{k + 1} on u_{k} here, the paper's FGSM-{PAPER_K + 1} on u_{PAPER_K}: "
+            + ("the same parity" if same_parity(k) else "the other parity, so the other phase of the alternation"))
 SANITY = {
     "pgd_ge_fgsm": "PGD error >= FGSM error (an iterative attack is not weaker than one step)",
     "error_grows_to_one": "error reaches ~100% as eta grows",
@@ -108,13 +121,15 @@ def md_table(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def error_table(table_rows, eta: str, cols: list[str], ci: bool = True, skip_empty: bool = False) -> str:
+def error_table(table_rows, eta: str, cols: list[str], ci: bool = True, skip_empty: bool = False,
+                labels: dict[str, str] | None = None) -> str:
+    """`labels`: a column's header where it is not the attack's name."""
     if not cols:
         return "_no results at this eta_"
     body = [[f"`{label}`", *[fmt(_cell(res, a, eta), ci) for a in cols]] for label, res in table_rows]
     if skip_empty:
         body = [r for r in body if any(c != "n/a" for c in r[1:])]
-    return md_table(["defender", *cols], body)
+    return md_table(["defender", *[(labels or {}).get(a, a) for a in cols]], body)
 
 
 def _float(v: str) -> float | None:

@@ -31,7 +31,7 @@ from advgame import attack_table, config
 from advgame.evaluation.paired import ALPHA, fmt_p
 from advgame.report.answers import ABL_CONTROL, q2_explanation
 from advgame.report.study import Study
-from advgame.report.tables import PAPER_NAMES, PAPER_TABLE5, md_table
+from advgame.report.tables import PAPER_K, PAPER_NAMES, PAPER_TABLE5, md_table, next_round, same_parity
 
 REPRO, NOT, INCONCLUSIVE, NA = "reproduced", "not reproduced", "inconclusive", "not comparable"
 VERDICTS = (REPRO, NOT, INCONCLUSIVE, NA)
@@ -235,7 +235,7 @@ def shape_verdicts(s: Study) -> list[dict]:
     if c is None:
         return [entry(None, NA, "fewer than 3 cat-and-mouse rounds in this run")]
     facts = (f"next-attack error {c['first']:.3f} at round 1, {c['last']:.3f} at round {c['rounds']} (the "
-             f"paper's Figure 1 runs to round 80); {c['swings']} of {c['possible']} possible changes of "
+             f"paper's Figure 1 runs to round {PAPER_K}: ours is judged on rounds 1-{c['rounds']}); {c['swings']} of {c['possible']} possible changes of "
              f"direction; the last half of the rounds spans {c['spread']:.3f} against a 95% interval width of "
              f"{c['width']:.3f} at n = {c['n']}")
     if not c["n"]:  # without the number of images there is no interval to judge "settled" by
@@ -270,10 +270,13 @@ def claim_verdicts(s: Study) -> list[dict]:
     if wc is not None and out[0]["verdict"] != NA:
         out[0]["why"] += f"; under worst-case: {wc.text()}"
     cm = sorted((d for d in s.defenders if d.startswith("adv-fgsm-")), key=lambda d: int(d.split("-")[-1]))
+    k = int(cm[-1].split("-")[-1]) if cm else None
+    # the cat-and-mouse error alternates between rounds: u_K stands for the paper's u_80 only at its parity
     sens = _pair_verdict(s, "abstract:sens-fgsm-robust-to-fgsm-curr",
-                         "Sens-FGSM is robust to FGSM-curr (FGSM-81), unlike the cat-and-mouse classifiers",
-                         s.pair("sens-fgsm", "fgsm-curr", cm[-1]) if cm else None, "lower",
-                         f"FGSM-curr at eta {s.eta} against the last cat-and-mouse classifier")
+                         f"Sens-FGSM is robust to FGSM-curr (FGSM-{PAPER_K + 1}), unlike the cat-and-mouse classifiers",
+                         s.pair("sens-fgsm", "fgsm-curr", cm[-1]) if k and same_parity(k) else None, "lower",
+                         f"FGSM-curr at eta {s.eta} against the last cat-and-mouse classifier "
+                         f"({next_round(k) if k else 'no cat-and-mouse round ran'})")
     kind, _ = q2_explanation(s)
     if sens["verdict"] == REPRO and kind != "not run":
         sens["why"] += (f"; the ablation against `{ABL_CONTROL}` supports "
@@ -315,6 +318,7 @@ def section(verdicts: list[dict]) -> str:
         f"shape) and directions (the abstract's claims): {count({'pattern', 'shape', 'direction'})}. "
         "Each claim is judged once.", "",
         *[f"- {k}: {r}" for k, rs in rules.items() for r in rs], "",
-        f"Scope: {'; '.join(scopes)}. For a magnitude the interval is ours minus the paper's; for the pattern, "
-        "Spearman's rho.", "",
+        f"Scope: {'; '.join(scopes)}. For a magnitude, `ours` is the mean over the training seeds (the Table 5 "
+        "below shows the main run's) and the interval is ours minus the paper's; for the pattern, Spearman's "
+        "rho; otherwise the main run's number.", "",
         md_table(["claim", "paper", "ours", "95% interval", "margin", "verdict", "why"], body)])
