@@ -35,6 +35,14 @@ def tables_under(md: str, heading: str) -> list[tuple[str, list[str], list[list[
     return out
 
 
+def results_of(res: dict, label: str) -> dict:
+    """attack -> eta -> cell of a table row: `<defender>` or `<defender> (grey-box)`, the latter
+    that defender's `<attack>:grey-box` cells (MagNet's classifier attacked without its detector)."""
+    d, grey = label.strip("`").removesuffix(" (grey-box)"), label.strip("`").endswith(" (grey-box)")
+    r = res["defenders"][d]["results"]
+    return {a.removesuffix(":grey-box"): v for a, v in r.items() if a.endswith(":grey-box") == grey}
+
+
 @pytest.fixture(scope="module")
 def committed():
     md = (REPORTS / "report.md").read_text()
@@ -54,10 +62,9 @@ def test_every_cell_of_the_main_table_is_the_results_json_cell(committed):
     (_, header, rows), = tables_under(md, f"### Every defender under every attack at eta {eta} (")
     assert rows and len(header) > 3
     for row in rows:
-        d = row[0].strip("`")
-        got = res["defenders"][d]["results"]
+        got = results_of(res, row[0])
         for a, shown in zip(header[1:], row[1:]):
-            assert shown == fmt((got.get(a) or {}).get("0" if a == "clean" else eta)), (d, a)
+            assert shown == fmt((got.get(a) or {}).get("0" if a == "clean" else eta)), (row[0], a)
 
 
 def test_the_other_etas_name_the_attacker_networks_by_the_eta_they_were_trained_at(committed):
@@ -71,7 +78,7 @@ def test_the_other_etas_name_the_attacker_networks_by_the_eta_they_were_trained_
         # the attackers stages train at the main eta only: applied at e they are not Table 5's AttNet-curr at e
         assert all(h.endswith(f"(trained at {eta})") for h in learned), heading
         for row in rows:
-            got = res["defenders"][row[0].strip("`")]["results"]
+            got = results_of(res, row[0])
             for h, shown in zip(header[1:], row[1:]):
                 a = h.split(" (")[0]
                 assert shown == fmt((got.get(a) or {}).get("0" if a == "clean" else e)), (heading, row[0], a)

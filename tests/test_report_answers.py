@@ -20,7 +20,7 @@ from advgame.report.study import Study
 N = 200
 PARAMS = {"study": {"defenders": ["baseline", "catmouse", "fgsm-at", "sens-fgsm", "alt", "minimax", "pgd-at",
                                   "magnet"]},
-          "attack": {"eta": 0.3}, "eval": {"etas": [0.2, 0.3]}, "catmouse": {"rounds": 3, "matrix_rounds": [0, 3]}}
+          "attack": {"eta": 0.3}, "eval": {"etas": [0.2, 0.3]}, "catmouse": {"rounds": 4, "matrix_rounds": [0, 4]}}
 
 
 def cell(err: float, n: int = N) -> dict:
@@ -51,7 +51,7 @@ def at(v: float) -> dict:
 
 
 def base_defs(sens_fgsm=0.05, cm_fgsm=0.60, sens_transfer=0.60, per_image=True, sens_pgd=0.99) -> dict:
-    return {"adv-fgsm-3": obj("adv-fgsm-3", {"fgsm-curr": at(cm_fgsm), "pgd-transfer:baseline": at(0.62),
+    return {"adv-fgsm-4": obj("adv-fgsm-4", {"fgsm-curr": at(cm_fgsm), "pgd-transfer:baseline": at(0.62),
                                              "worst-case": at(0.99)}, per_image),
             "sens-fgsm": obj("sens-fgsm", {"fgsm-curr": at(sens_fgsm), "pgd-curr": at(sens_pgd),
                                            "pgd-transfer:baseline": at(sens_transfer), "fgsm-1": at(sens_transfer),
@@ -90,27 +90,32 @@ def test_paired_compare_counts_discordant_images():
 
 def test_q2_and_claim_follow_sens_fgsm_against_the_catmouse_classifier():
     wins = study(base_defs(sens_fgsm=0.05, cm_fgsm=0.60))
-    assert "Sens-FGSM is lower than `adv-fgsm-3`" in answers.q2(wins)
+    assert "Sens-FGSM is lower than `adv-fgsm-4`" in answers.q2(wins)
     assert "1 of 1 training seed" in answers.q2(wins) and "McNemar p = " in answers.q2(wins)
     assert claim(wins, "abstract:sens-fgsm-robust-to-fgsm-curr")["verdict"] == "reproduced"
+    # u_K stands for the paper's u_80 only at 80's parity: with K = 3 the claim is not comparable
+    odd = study({("adv-fgsm-3" if d.startswith("adv-fgsm-") else d): o for d, o in base_defs().items()})
+    sens = claim(odd, "abstract:sens-fgsm-robust-to-fgsm-curr")
+    assert sens["verdict"] == "not comparable" and "FGSM-4 on u_3 here" in sens["why"] and "other parity" in sens["why"]
+    assert "FGSM-5 on u_4 here, the paper's FGSM-81 on u_80: the same parity" in answers.q2(wins)
     above = study(base_defs(sens_fgsm=0.70, cm_fgsm=0.60))  # the pattern reverses
-    assert "Sens-FGSM is higher than `adv-fgsm-3`" in answers.q2(above)
+    assert "Sens-FGSM is higher than `adv-fgsm-4`" in answers.q2(above)
     assert claim(above, "abstract:sens-fgsm-robust-to-fgsm-curr")["verdict"] == "not reproduced"
 
 
 def test_a_p_value_above_005_is_not_a_difference():
     close = study(base_defs(sens_fgsm=0.58, cm_fgsm=0.60))  # 4 images apart: p = 0.125
     text = answers.q2(close)
-    assert "not really different from `adv-fgsm-3`" in text and "p = 0.125" in text
+    assert "not really different from `adv-fgsm-4`" in text and "p = 0.125" in text
     assert claim(close, "abstract:sens-fgsm-robust-to-fgsm-curr")["verdict"] == "not reproduced"
 
 
 def test_a_training_seed_that_disagrees_blocks_the_difference():
     seeds = {"seeds": [0, 1, 2], "defenders": {
         "sens-fgsm": {"fgsm-curr": {"0.3": {"per_seed": [0.05, 0.06, 0.70]}}},
-        "adv-fgsm-3": {"fgsm-curr": {"0.3": {"per_seed": [0.60, 0.61, 0.60]}}}}}
+        "adv-fgsm-4": {"fgsm-curr": {"0.3": {"per_seed": [0.60, 0.61, 0.60]}}}}}
     s = study(base_defs(), seeds=seeds)
-    pr = s.pair("sens-fgsm", "fgsm-curr", "adv-fgsm-3")
+    pr = s.pair("sens-fgsm", "fgsm-curr", "adv-fgsm-4")
     assert pr.p < 0.05 and (pr.seeds_agree, pr.seeds) == (2, 3) and not pr.real
     assert "2 of 3 training seeds agree" in answers.q2(s)
     assert claim(s, "abstract:sens-fgsm-robust-to-fgsm-curr")["verdict"] == "not reproduced"
@@ -408,13 +413,13 @@ def test_q2_decomposition_and_masking_signature():
     defs = base_defs(sens_fgsm=0.05, cm_fgsm=0.60)
     defs["sens-fgsm"]["results"]["fgsm-curr"]["0.1"] = cell(0.30)  # falls as eta grows
     s = study(defs, ablations=control(fgsm_curr=0.30))
-    lines = controls.q2_decomposition(s, "adv-fgsm-3")
+    lines = controls.q2_decomposition(s, "adv-fgsm-4")
     table = "\n".join(lines)
-    assert "| online vs lagged attack | `sens-off` - `adv-fgsm-3` | -0.300 |" in table
+    assert "| online vs lagged attack | `sens-off` - `adv-fgsm-4` | -0.300 |" in table
     assert "| the sensitivity term | `sens-fgsm` - `sens-off` | -0.250 |" in table
     e = controls.paired_effect(s, "sens-fgsm", "sens-off")
     assert e[1] < e[0] < e[2] < 0 and e[3] == N
     sig = controls.masking_signature(s)
     assert "it falls from eta 0.1 -> 0.3" in sig and "**Evidence for masking**" in sig
     assert "The advantage decomposed" in answers.q2(s)
-    assert controls.q2_decomposition(study(base_defs()), "adv-fgsm-3") == []  # no ablation: no table
+    assert controls.q2_decomposition(study(base_defs()), "adv-fgsm-4") == []  # no ablation: no table

@@ -199,10 +199,10 @@ def q2(s: Study) -> str:
     if sf is None:
         return "Not answerable in this run: sens-fgsm has no FGSM-curr result at the training eta."
     cm = sorted((d for d in s.defenders if d.startswith("adv-fgsm-")), key=lambda d: int(d.split("-")[-1]))
-    k = int(cm[-1].split("-")[-1]) if cm else None
+    which = next_round(int(cm[-1].split("-")[-1])) if cm else "the paper's FGSM-81"
     out = [f"FGSM-curr is FGSM computed against the evaluated defender's own parameters. For the last "
            f"cat-and-mouse classifier u_K it is FGSM-(K+1), the attack of the round that was never played "
-           f"({next_round(k) if k else "the paper's FGSM-81"}); Sens-FGSM is not trained for any round, so for "
+           f"({which}); Sens-FGSM is not trained for any round, so for "
            f"it FGSM-curr is its own one-step white-box attack. Numbers at eta {s.eta}, {s.subset()}."]
     if cm and (pr := s.pair("sens-fgsm", "fgsm-curr", cm[-1])):
         out.append("Under FGSM-curr, " + _said(pr, f"Sens-FGSM is lower than `{cm[-1]}`",
