@@ -106,6 +106,8 @@ def test_command_on_a_checkpoint_writes_the_json_and_the_leaderboard(files, row,
     mine_first = row["results"]["worst-case"]["0.3"]["error"] < 1.0  # a tie keeps the study's row first
     assert [line.split()[0] for line in table] == ["robust", *(["*", "fragile"] if mine_first else ["fragile", "*"])]
     assert "0.010 [" in table[0] and "apgd-ce" in out and "worst-case" in out
+    # a cascade column counts the attacks to its left: its header says so
+    assert "apgd-ce+" in out and "+: the AutoAttack cascade" in out and "fgsm-curr+" not in out
 
 
 @pytest.mark.parametrize("model, arch", [("ts.pt", None), ("plain.pt", "smallcnn")])

@@ -10,6 +10,7 @@ from advgame import attack_table
 from advgame.config import eta_key
 
 MARK = "*"
+CASCADE = "+"  # marks a cascade column: its error counts every attack to its left
 
 
 def _rank(name: str) -> float:
@@ -50,15 +51,19 @@ def leaderboard(own: dict, study: dict, eta: float) -> list[str]:
     rows.sort(key=lambda kv: _worst(kv[1], key))  # stable: the study's order, the own row at its place
     cells = [[_text(_cell(r, a, key), a in ("clean", "worst-case")) for a in cols] for _, r in rows]
     names = [name for name, _ in rows]
-    width = [max(len(a), *(len(c[i]) for c in cells)) for i, a in enumerate(cols)]
+    labels = [a + CASCADE if attack_table.matches(a, cascade=True) else a for a in cols]
+    width = [max(len(a), *(len(c[i]) for c in cells)) for i, a in enumerate(labels)]
     w0 = max(len("defender"), *(len(nm) for nm in names))
     n_study = sorted({c["n"] for _, r in rows if r is not own and (c := _cell(r, "clean", key))})
     lines = [f"error at eta {key} (clean and worst-case with 95% Wilson intervals); yours on "
              f"{own['settings']['n_test']} images, the study's on {', '.join(map(str, n_study)) or '-'}:",
-             "  " + "defender".ljust(w0) + "".join(f"  {a:>{w}}" for a, w in zip(cols, width))]
+             "  " + "defender".ljust(w0) + "".join(f"  {a:>{w}}" for a, w in zip(labels, width))]
     for (name, r), c in zip(rows, cells):
         lead = MARK + " " if r is own else "  "
         lines.append(lead + name.ljust(w0) + "".join(f"  {t:>{w}}" for t, w in zip(c, width)))
+    if labels != cols:
+        lines.append(f"{CASCADE}: the AutoAttack cascade; each attacked only the images the attacks to its left had "
+                     "not fooled, so its error counts theirs too")
     return lines
 
 
