@@ -1,5 +1,7 @@
 """Start-up cost of a stage: `import advgame`, the stage runner's imports, and opening the MLflow
-run (SQLite). Medians over repeats, each in a fresh process. Run: make bench."""
+run (SQLite), at once or in the background beside a stage body (pipeline.stage.run_stage opens
+it beside the body: the last two cases differ by what that saves). Medians over repeats, each in
+a fresh process. Run: make bench."""
 import statistics
 import subprocess
 import sys
@@ -7,13 +9,16 @@ import tempfile
 import time
 
 REPEATS = 5
+OPEN = ("from advgame.pipeline import tracking; import time; "
+        "t = tracking.Tracker('bench', {{'a': 1}}, {{}}, background={bg}); time.sleep({body}); "
+        "t.log_metrics({{'x': 1.0}}); t.finish()")
 CASES = {
     "import advgame": "import advgame",
     "import torch": "import torch",
     "import advgame.pipeline.stage (torch, pydantic, yaml)": "import advgame.pipeline.stage",
-    "stage start-up + MLflow run (sqlite)": (
-        "import os; from advgame import tracking; "
-        "t = tracking.Tracker('bench', {'a': 1}, {}); t.finish()"),
+    "stage start-up + MLflow run (sqlite)": "import advgame.pipeline.stage; " + OPEN.format(bg=False, body=0),
+    "the same + a 3 s body, run opened first": "import advgame.pipeline.stage; " + OPEN.format(bg=False, body=3),
+    "the same + a 3 s body, run opened beside it": "import advgame.pipeline.stage; " + OPEN.format(bg=True, body=3),
 }
 
 

@@ -9,19 +9,23 @@ import time
 from advgame import UserError
 from advgame.artifacts import atomic_path, save_json
 from advgame.names import stage_report, timing_path
-from advgame.pipeline.preflight import STAMP, STAMP_TEXT, check
+from advgame.pipeline.preflight import STAMP, STAMP_TEXT, check, process_start
 
 
 def main() -> int:
-    start = time.perf_counter()
+    start, clock = time.perf_counter(), {"process": process_start(), "start": time.time()}
     try:
+        clock["work"] = time.time()
         check()
         with atomic_path(STAMP) as tmp:
             tmp.write_text(STAMP_TEXT)
         seconds = round(time.perf_counter() - start, 2)
+        clock["done"] = time.time()
         # the committed-results rule of every stage (pipeline/stage.py): seconds apart
         save_json({"stage": "check-params", "valid": True}, stage_report("check-params"))
-        save_json({"stage": "check-params", "seconds": seconds}, timing_path("check-params"))
+        clock["ended"] = time.time()
+        save_json({"stage": "check-params", "seconds": seconds, "clock": clock, "passes": {}},
+                  timing_path("check-params"))
     except UserError as e:
         print(f"error [check-params]: {e}", file=sys.stderr)
         return 2

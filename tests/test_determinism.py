@@ -42,6 +42,7 @@ def test_fit_twice_same_seed_gives_identical_checkpoint_bytes(tiny_mnist, tmp_pa
 def test_setup_torch_fixes_threads_and_kernels(deterministic_torch):
     assert torch.get_num_threads() == 1
     assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
+    assert torch.is_deterministic_algorithms_warn_only_enabled()  # CUDA ops without one warn, not fail
     env = compute_env(torch.device("cpu"))
     assert env["threads"] == 1 and env["torch"] == torch.__version__ and env["device"] == "cpu"
     assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()

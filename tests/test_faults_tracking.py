@@ -108,6 +108,7 @@ from advgame.pipeline.stage import run_stage
 
 def body(ctx):
     if sys.argv[1] == "hang":
+        assert ctx.tracker.run_id  # the run opens in the background: wait for it
         print("working", flush=True)
         time.sleep(120)
     return {}

@@ -257,3 +257,35 @@ def test_a_queued_experiments_copy_logs_into_the_workspace_store(tmp_path, monke
     monkeypatch.chdir(copy)
     assert tracking.tracking_uri() == f"sqlite:///{tmp_path.resolve().as_posix()}/mlflow.db"
     assert tracking.artifact_root() == (tmp_path.resolve() / "mlartifacts").as_uri()
+
+
+def test_a_run_opened_in_the_background_logs_what_a_run_opened_at_once_does(mlflow_db):
+    t = tracking.Tracker("baseline", {"baseline": {"lr": 0.001}}, {"advgame.input_hash": "abc"}, background=True)
+    for step, loss in enumerate([0.9, 0.5]):
+        t.log_metrics({"loss": loss}, step=step)  # the first call waits for the run
+    t.finish()
+    run = mlflow_db.get_run(t.run_id)
+    assert run.info.status == "FINISHED" and run.data.params == {"baseline.lr": "0.001"}
+    assert run.data.tags["advgame.input_hash"] == "abc" and run.data.tags["mlflow.parentRunId"] == t.parent_id
+    assert [m.value for m in mlflow_db.get_metric_history(t.run_id, "loss")] == [0.9, 0.5]
+
+
+def test_a_background_open_still_stops_at_once_on_a_server_that_does_not_answer(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ADVGAME_TRACKING", "on")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    with pytest.raises(UserError) as e:
+        tracking.Tracker("baseline", {}, {}, background=True)  # before any work: no thread started
+    assert "unreachable" in str(e.value) and "127.0.0.1:9" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_background_open_that_fails_stops_the_stage_at_its_first_log_in_one_line(mlflow_db, monkeypatch):
+    def refuse(root=None):
+        raise UserError("MLflow tracking at x is unreachable (refused)")
+
+    monkeypatch.setattr(tracking, "connect", refuse)
+    t = tracking.Tracker("baseline", {}, {}, background=True)
+    with pytest.raises(UserError, match="unreachable"):
+        t.log_metrics({"loss": 1.0}, step=0)
+    t.finish(ok=False)  # the stage's error handler: never raises, nothing to close
+    assert t.run_id is None

@@ -5,6 +5,7 @@ import os
 import platform
 import re
 import random
+import sys
 
 import numpy as np
 import torch
@@ -44,7 +45,11 @@ def setup_torch(threads: int = 2, deterministic: bool = True) -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if threads:
         torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    switch = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if switch is None or "torch._inductor" in sys.modules:
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    else:  # the same switch without importing inductor's config for its flag (0.9 s of every
+        switch(deterministic, warn_only=True)  # stage's start-up): nothing here compiles with inductor
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = deterministic
 

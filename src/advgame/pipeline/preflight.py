@@ -6,6 +6,8 @@ pipeline stops `dvc repro` / `dvc exp run` before any stage does work.
 """
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import yaml
@@ -60,3 +62,13 @@ def check(params_path: str = "params.yaml", dvc_yaml: str = "dvc.yaml") -> confi
     params = config.load(params_path)
     check_pipeline_current(params, params_path, dvc_yaml)
     return params
+
+
+def process_start() -> float:
+    """This process's start (unix seconds), before Python and the imports; now where unknown."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])  # 10 ms steps; /proc/stat's btime: 1 s
+        return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.time()

@@ -35,7 +35,7 @@ from typing import Callable
 
 import torch
 
-from advgame import UserError, artifacts, config
+from advgame import UserError, artifacts, config, passes
 from advgame.artifacts import save_json
 from advgame.names import DATA, stage_report, timing_path
 from advgame.pipeline import preflight, tracking
@@ -99,7 +99,7 @@ def stage_report_path(name: str) -> Path:
 def run_stage(name: str, body: Callable[[StageContext], dict | None], sections: list[str],
               deps: list[str] | None = None, params_path: str = "params.yaml") -> None:
     """Run a stage's body; `deps` (the input hash's files) default to the inputs on the command line."""
-    start = time.perf_counter()
+    start, clock = time.perf_counter(), {"process": preflight.process_start(), "start": time.time()}
     tracker = None
     try:
         params = preflight.check(params_path)  # every key, and dvc.yaml generated from them
@@ -112,9 +112,12 @@ def run_stage(name: str, body: Callable[[StageContext], dict | None], sections: 
         tags = {"advgame.input_hash": hash_inputs(inputs, used),
                 "advgame.git_commit": tracking.git_commit(),
                 **{f"advgame.{k}": str(v) for k, v in env.items()}}
-        tracker = tracking.Tracker(name, used, tags, all_params=params.model_dump())
+        tracker = tracking.Tracker(name, used, tags, all_params=params.model_dump(), background=True)
         ctx = StageContext(name, params, device, tracker)
-        final = body(ctx) or {}
+        clock["work"] = time.time()
+        with passes.counting() as counter:
+            final = body(ctx) or {}
+        clock["done"] = time.time()
         seconds = round(time.perf_counter() - start, 2)
         timing = {**{k: v for k, v in final.items() if is_timing(k)}, "seconds": seconds}
         final = {k: v for k, v in final.items() if not is_timing(k)}
@@ -122,7 +125,8 @@ def run_stage(name: str, body: Callable[[StageContext], dict | None], sections: 
             tracker.log_dataset(Path(DATA) / "meta.json", "output" if name == "prepare" else "input")
         tracker.log_metrics({**final, **timing})
         save_json({"stage": name, "device": str(device), **final, "env": env}, stage_report_path(name))
-        save_json({"stage": name, **timing}, timing_path(name))
+        clock["ended"] = time.time()
+        save_json({"stage": name, **timing, "clock": clock, "passes": counter.snapshot()}, timing_path(name))
         tracker.finish(ok=True)
         summary = _summary(final)
         print(f"{name}: done in {seconds:.1f}s" + (f" ({summary})" if summary else ""))

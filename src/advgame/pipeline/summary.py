@@ -1,34 +1,12 @@
-"""Prints the headline numbers after `make study`, each stage's time of its last run here, and
-where the results are."""
+"""Prints the headline numbers after `make study`, what each stage's last run here cost against
+this host's compute floor (advgame.pipeline.cost), and where the results are."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import yaml
-
 from advgame import attack_table, config, names
-from advgame.report.tables import md_table
-
-
-def timings(root: Path = Path(".")) -> dict[str, float]:
-    """Stage -> seconds of its last run in this workspace (names.TIMINGS), in dvc.yaml's order; a
-    stage DVC did not rerun keeps the time of the run that made its outputs here."""
-    dvc = root / "dvc.yaml"
-    order = list(yaml.safe_load(dvc.read_text()).get("stages", {})) if dvc.exists() else []
-    out = {}
-    for s in order:
-        f = root / names.timing_path(s)
-        if f.exists():
-            out[s] = float(json.loads(f.read_text()).get("seconds", 0.0))
-    return out
-
-
-def timing_table(timing: dict[str, float]) -> str:
-    body = [[s, f"{t:.1f}"] for s, t in timing.items()]
-    total = sum(timing.values())
-    body.append(["**total**", f"**{total:.1f}** ({total / 60:.1f} min)"])
-    return md_table(["stage", "seconds"], body)
+from advgame.pipeline import cost
 
 
 def main() -> None:
@@ -49,10 +27,10 @@ def main() -> None:
                   for v in ("reproduced", "not reproduced", "inconclusive", "not comparable")}
         print("\ndoes the paper hold? " + ", ".join(f"{n} {v}" for v, n in counts.items())
               + " (report.md section 4)")
-    timing = timings()
-    if timing:
-        print(f"\nseconds of each stage's last run here ({names.TIMINGS}/):\n")
-        print(timing_table(timing))
+    if Path(names.TIMINGS).is_dir():
+        print(f"\nwhat each stage's last run here cost ({names.TIMINGS}/), against this host's floor "
+              f"(measured now unless {cost.COST} has it for this run):\n")
+        print(cost.markdown(cost.measure()))
     print(f"\nresults: reports/report.md, {names.RESULTS}, reports/eval/*.json")
     print("runs:    make ui  (MLflow on http://127.0.0.1:5000)")
 

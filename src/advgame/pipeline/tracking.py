@@ -8,124 +8,17 @@ repository root. `ADVGAME_TRACKING=off` turns tracking off (unit tests).
 from __future__ import annotations
 
 import os
-import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from advgame import UserError
+from advgame.pipeline.store import (  # noqa: F401  (re-exported: where the store is, cheap checks)
+    PIPELINE_OUTPUTS, _quiet_mlflow_env, artifact_root, check_writable, enabled, git_commit, is_local_store,
+    main_root, pipeline_id, probe, repo_root, tracking_uri)
 
 EXPERIMENT = "advgame"
-
-
-def enabled() -> bool:
-    return os.environ.get("ADVGAME_TRACKING", "on").lower() not in ("0", "off", "false", "no")
-
-
-def repo_root(start: str | Path = ".") -> Path:
-    """The folder holding dvc.yaml (the project root), searching upwards from `start`."""
-    p = Path(start).resolve()
-    for d in (p, *p.parents):
-        if (d / "dvc.yaml").exists() or (d / ".dvc").is_dir():
-            return d
-    return p
-
-
-def main_root(root: Path) -> Path:
-    """The workspace a `dvc exp run --queue` experiment belongs to: DVC runs queued experiments
-    in a temporary copy under <repo>/.dvc/tmp/exps/, whose own mlflow.db would vanish with it."""
-    parts = root.parts
-    for i in range(len(parts) - 3):
-        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
-            return Path(*parts[:i])
-    return root
-
-
-def tracking_uri(root: str | Path | None = None) -> str:
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    return f"sqlite:///{(main_root(repo_root(root or '.')) / 'mlflow.db').as_posix()}"
-
-
-def artifact_root(root: str | Path | None = None) -> str:
-    return (main_root(repo_root(root or ".")) / "mlartifacts").as_uri()
-
-
-# what the pipeline itself rewrites: a change there does not make the commit's sources dirty
-PIPELINE_OUTPUTS = ("dvc.lock", "reports/", "models/", "data/", "mlflow.db", "mlartifacts/")
-
-
-def git_commit(root: str | Path = ".", code_only: bool = False) -> str:
-    """HEAD, with `-dirty` only when tracked sources differ from it (params, code, dvc.yaml):
-    the outputs a running pipeline rewrites (dvc.lock, reports/) do not count. `code_only`: the
-    newest commit that changed a source (not a commit of results alone), so that results
-    committed after the code name the code that made them."""
-    try:
-        rev = ["git", "rev-parse", "HEAD"] if not code_only else [
-            "git", "log", "-1", "--format=%H", "--", ".", *(f":(exclude){p}" for p in PIPELINE_OUTPUTS)]
-        out = subprocess.run(rev, cwd=root, capture_output=True, text=True, timeout=10)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                capture_output=True, text=True, timeout=10).stdout.splitlines()
-        dirty = [ln[3:] for ln in status if not ln[3:].startswith(PIPELINE_OUTPUTS)]
-        sha = out.stdout.strip()
-        return sha + ("-dirty" if dirty else "") if out.returncode == 0 and sha else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def is_local_store(uri: str) -> bool:
-    """SQLite or a plain folder: artifacts go to a folder of ours. A server decides for itself."""
-    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
-
-
-def pipeline_id() -> str:
-    """Identifies one pipeline execution: the `dvc` process this stage runs under (pid and start
-    time), `ADVGAME_PIPELINE_ID` if set, else this process alone."""
-    if os.environ.get("ADVGAME_PIPELINE_ID"):
-        return os.environ["ADVGAME_PIPELINE_ID"]
-    try:
-        import psutil
-
-        proc = psutil.Process().parent()
-        while proc is not None:
-            if any(Path(a).name == "dvc" for a in proc.cmdline()[:3]):
-                # a queue worker may run several experiments: each is a pipeline of its own
-                exp = os.environ.get("DVC_EXP_NAME", "")
-                return f"dvc-{proc.pid}-{int(proc.create_time())}" + (f"-{exp}" if exp else "")
-            proc = proc.parent()
-    except Exception:  # psutil missing or a process vanished: fall back to this process
-        pass
-    return f"proc-{os.getpid()}-{int(time.time())}"
-
-
-def _quiet_mlflow_env() -> None:
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
-def check_writable(uri: str) -> None:
-    """A SQLite store that cannot be written stops the stage now, in one line: MLflow itself
-    retries opening it for ~110 s (15 attempts with back-off) before it gives up."""
-    if not uri.startswith("sqlite:///"):
-        return
-    import sqlite3
-
-    path = Path(uri.removeprefix("sqlite:///").split("?")[0])
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(path, timeout=5)
-        try:
-            con.execute("BEGIN IMMEDIATE")  # takes the write lock, writes nothing
-            con.rollback()
-        finally:
-            con.close()
-    except (OSError, sqlite3.Error) as e:
-        raise UserError(f"MLflow store {path} cannot be written ({e}); fix the folder or file's "
-                        "permissions, point MLFLOW_TRACKING_URI at another store, or set "
-                        "ADVGAME_TRACKING=off to run without tracking") from None
 
 
 def connect(root: str | Path | None = None):
@@ -191,14 +84,54 @@ class Tracker:
     """An MLflow run for one stage execution; a no-op when tracking is off."""
 
     def __init__(self, stage: str, params: dict, tags: dict, root: str | Path | None = None,
-                 all_params: dict | None = None):
+                 all_params: dict | None = None, background: bool = False):
+        """`background`: open the run in a thread while the stage works (importing MLflow and
+        opening its store take ~1.5 s of every stage's start-up); the first call that needs the
+        run waits for it. A store that cannot be reached or written still stops the stage now
+        (`probe`); a failure while opening stops it at that first call, in the same one line."""
         self.active = enabled()
-        self.run_id = None
         self.stage = stage
         self.error: Exception | None = None  # the first tracking failure after the run opened
         self.not_logged: list[str] = []      # what that failure (and everything after it) lost
+        self._opening: threading.Thread | None = None
+        self._open_error: BaseException | None = None
         if not self.active:
+            self.run_id = None
             return
+        args = (stage, params, tags, root, all_params)
+        if not background:
+            self.run_id = None
+            self._open(*args)
+            return
+        probe(tracking_uri(root))
+        self._opening = threading.Thread(target=self._open_in_thread, args=args, name="mlflow-open", daemon=True)
+        self._opening.start()
+
+    def _open_in_thread(self, *args) -> None:
+        try:
+            self._open(*args)
+        except BaseException as e:  # noqa: BLE001 - handed to the stage's thread by _ready
+            self._open_error = e
+
+    def _ready(self) -> None:
+        """Wait for a run opening in the background; raise what stopped it, once."""
+        if self._opening is None:
+            return
+        self._opening.join()
+        self._opening = None
+        if self._open_error is not None:
+            e, self._open_error = self._open_error, None
+            self.run_id = None
+            raise e
+
+    def __getattr__(self, name: str):
+        """The run's attributes (run_id, client, parent_id, ...) wait for a background opening."""
+        if name.startswith("__") or self.__dict__.get("_opening") is None:
+            raise AttributeError(name)
+        self._ready()
+        return getattr(self, name)
+
+    def _open(self, stage: str, params: dict, tags: dict, root, all_params) -> None:
         import getpass
         import socket
 
@@ -260,6 +193,7 @@ class Tracker:
         """Run one tracking call. Once the run is open, a failing store must not cost the stage's
         work: the first failure is kept, this and every later call are only recorded as not
         logged, and `finish` says so in one line."""
+        self._ready()
         if not (self.active and self.run_id):
             return
         if self.error is None:
@@ -273,6 +207,7 @@ class Tracker:
     def log_metrics(self, metrics: dict[str, float], step: int | None = None, run_id: str | None = None) -> None:
         if not self.active:
             return
+        self._ready()
         ts = int(time.time() * 1000)
         ms = [self.mlflow.entities.Metric(k, float(v), ts, step or 0) for k, v in metrics.items()
               if isinstance(v, (int, float)) and not isinstance(v, bool)]
@@ -286,10 +221,12 @@ class Tracker:
     def log_parent_metrics(self, metrics: dict[str, float]) -> None:
         """Headline metrics on the pipeline's parent run (the report stage calls this)."""
         if self.active:
+            self._ready()
             self.log_metrics(metrics, run_id=self.parent_id)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None, parent: bool = False) -> None:
         if self.active:
+            self._ready()
             self._safe(f"artifact {path}", self.client.log_artifact,
                        self.parent_id if parent else self.run_id, str(path), artifact_path)
 
@@ -313,6 +250,7 @@ class Tracker:
         the split's sha256 from meta.json (cut to the 36 characters MLflow's schema stores; the
         full sha256 is in the dataset's source)."""
         if self.active and Path(meta_path).exists():
+            self._ready()
             self._safe(f"dataset {meta_path}", self.client.log_inputs, self.run_id,
                        datasets=dataset_inputs(meta_path, context))
 
@@ -329,6 +267,7 @@ class Tracker:
         """Close the run (and mark the parent); never raises: it runs inside error handlers.
         After a tracking failure it prints one line: what was not logged and how to log it."""
         try:
+            self._ready()
             if not (self.active and self.run_id):
                 return
             self._safe("run status", self.client.set_terminated, self.run_id, "FINISHED" if ok else "FAILED")

@@ -68,8 +68,11 @@ def render(s: Study, figures: dict[str, str]) -> str:
     md += ["### The minimax gamma sweep (alt is gamma = 0)", "", game_section(s), ""]
     md += ["## 6. Sanity checks (gradient masking)", "", sanity_section(s) if s.defenders else "_no evaluations_", ""]
     md += ["## 7. Timing", "", "Not in this report: a stage's seconds differ on every run, and this file is "
-           f"committed. `advgame summary` prints each stage's time of its last run here (`{names.TIMINGS}/`, "
-           "which neither git nor DVC tracks), and every MLflow run has its stage's `seconds`.", ""]
+           "committed. `advgame summary` (the end of `make study`) prints what each stage's last run here cost "
+           "against this host's compute floor: the image-passes through each network, the floor time at this "
+           "host's best throughput, body, wall and overhead seconds and efficiency (`reports/cost.json` and "
+           f"`{names.TIMINGS}/`, which neither git nor DVC tracks; docs/results.md, \"Cost\"). Every MLflow run "
+           "has its stage's `seconds`.", ""]
     md += ["## 8. What is our reconstruction", "",
            "Protocol choices that are ours, not the paper's (the paper's full protocol is not available):", "",
            reconstruction(s), ""]

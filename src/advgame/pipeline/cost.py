@@ -1,0 +1,231 @@
+"""The study's cost against its compute floor, on this host.
+
+Every stage counts the image-passes it runs through each network (advgame.passes; in its timing
+file, names.timing_path). The floor is this host's best throughput for each network and pass
+type, measured here and now at the study's thread count (`floor`): the best over batch sizes,
+eager or traced (models.inference_copy) for a forward, parameter or input gradients for a
+forward+backward. Then, per stage:
+
+- floor_s = bwd passes / best forward+backward rate + forward-only passes / best forward rate;
+- body_s: the seconds of the stage's work (its body, pipeline.stage.run_stage), without the
+  params check, the tracking run's opening and closing or the writing of the stage report;
+- wall_s: from the end of the stage that ended before this one's process started (DVC's work
+  between stages: hashing, the lock, the run cache) to this stage's end, so the Python start-up
+  and the imports are in it; a stage that ran alone (more than GAP_S after any other) counts
+  from its own process start;
+- overhead_s = wall_s - body_s; efficiency = floor_s / body_s.
+
+The study row sums them and its efficiency is floor / wall. Seconds differ between runs of the
+same inputs, so this lives in reports/cost.json, beside the timings, where git does not look
+(docs/results.md, "Cost").
+
+    python -m advgame.pipeline.cost      # measure the floor, write reports/cost.json, print the table
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from advgame import config, names
+from advgame.report.tables import md_table
+
+COST = "reports/cost.json"
+GAP_S = 120.0          # a longer wait between two stages' runs: not one `dvc repro`
+BATCHES = (32, 64, 128, 256, 512, 1024)
+MIN_S = 0.25           # time each setting for at least this long
+
+
+def network(name: str, shape: list[int], p: config.Params) -> torch.nn.Module:
+    """The network the pass counter called `name`, at the study's sizes."""
+    from advgame import models
+    from advgame.defenses.magnet import Reformer
+
+    c, side = shape[0], shape[-1]
+    if name in models.CLASSIFIERS:
+        return models.build_classifier(name, c, 10, side)
+    if name == "reformer":
+        return Reformer(c)
+    return models.build_attacker(name, tuple(shape), p.attacker.hidden, p.attacker.width)
+
+
+def _rate(fn, batch: int) -> float:
+    """Images per second of fn() on a batch, timed over >= MIN_S after one warm-up call."""
+    fn()
+    n, start = 0, time.perf_counter()
+    while (t := time.perf_counter() - start) < MIN_S or n < 2:
+        fn()
+        n += 1
+    return n * batch / t
+
+
+def rates(net: torch.nn.Module, shape: list[int], batches: tuple[int, ...] | None = None) -> dict[str, dict]:
+    """The best images/s of a forward and of a forward+backward, and the batch size that gave it."""
+    from advgame import models
+
+    net.eval()
+    best = {"fwd": (0.0, 0), "fwdbwd": (0.0, 0)}
+
+    def keep(kind, r, b):
+        if r > best[kind][0]:
+            best[kind] = (r, b)
+
+    for b in batches or BATCHES:
+        x = torch.rand(b, *shape)
+        traced = models.inference_copy(net, x)
+        with torch.no_grad():
+            keep("fwd", _rate(lambda: net(x), b), b)
+            if traced is not None:
+                keep("fwd", _rate(lambda: traced(x), b), b)
+
+        def params_grad():
+            net.zero_grad(set_to_none=True)
+            net(x).sum().backward()
+
+        def input_grad():
+            xi = x.clone().requires_grad_(True)
+            torch.autograd.grad(net(xi).sum(), xi)
+
+        keep("fwdbwd", _rate(params_grad, b), b)
+        for q in net.parameters():
+            q.requires_grad_(False)
+        keep("fwdbwd", _rate(input_grad, b), b)
+        for q in net.parameters():
+            q.requires_grad_(True)
+    return {k: {"per_s": round(r, 1), "batch": b} for k, (r, b) in best.items()}
+
+
+def floor(networks: dict[str, list[int]], p: config.Params) -> dict[str, dict]:
+    """Measure this host's best rates for each network {name: input shape} at run.threads."""
+    from advgame.runtime import setup_torch
+
+    setup_torch(p.run.threads)
+    torch.manual_seed(0)
+    return {n: {"shape": s, **rates(network(n, s, p), s)} for n, s in sorted(networks.items())}
+
+
+def timings(root: Path = Path(".")) -> dict[str, dict]:
+    """Stage -> its timing file (the last run here), in dvc.yaml's order."""
+    import yaml
+
+    dvc = root / "dvc.yaml"
+    order = list(yaml.safe_load(dvc.read_text()).get("stages", {})) if dvc.exists() else []
+    files = {s: root / names.timing_path(s) for s in order}
+    return {s: json.loads(f.read_text()) for s, f in files.items() if f.exists()}
+
+
+def floor_seconds(passes: dict[str, dict], rates_: dict[str, dict]) -> float | None:
+    """A stage's floor time; None if a network it ran has no measured rate."""
+    total = 0.0
+    for n, e in passes.items():
+        if n not in rates_:
+            return None
+        total += e["bwd"] / rates_[n]["fwdbwd"]["per_s"] + max(e["fwd"] - e["bwd"], 0) / rates_[n]["fwd"]["per_s"]
+    return total
+
+
+def walls(timing: dict[str, dict]) -> dict[str, float]:
+    """Each stage's wall seconds (the module's docstring), from the clocks in its timing file."""
+    ends = sorted((t["clock"]["ended"], s) for s, t in timing.items() if "clock" in t)
+    out = {}
+    for s, t in timing.items():
+        if "clock" not in t:
+            continue
+        c = t["clock"]
+        before = [e for e, _ in ends if e <= c["process"]]
+        start = before[-1] if before and c["process"] - before[-1] <= GAP_S else c["process"]
+        out[s] = c["ended"] - start
+    return out
+
+
+def table(timing: dict[str, dict], rates_: dict[str, dict]) -> dict:
+    """The cost entry: per stage passes, floor_s, body_s, wall_s, overhead_s, efficiency; `study`."""
+    wall = walls(timing)
+    stages = {}
+    for s, t in timing.items():
+        passes = t.get("passes", {})
+        fl = floor_seconds(passes, rates_)
+        c = t.get("clock", {})
+        body = round(c["done"] - c["work"], 2) if "work" in c else float(t.get("seconds", 0.0))
+        stages[s] = {"passes": sum(e["fwd"] for e in passes.values()),
+                     "bwd_passes": sum(e["bwd"] for e in passes.values()),
+                     "floor_s": None if fl is None else round(fl, 2), "body_s": body,
+                     "wall_s": round(wall[s], 2) if s in wall else None,
+                     "overhead_s": round(wall[s] - body, 2) if s in wall else None,
+                     "efficiency": round(fl / body, 3) if fl is not None and body > 0 else None}
+    rows = list(stages.values())
+
+    def total(k):
+        vals = [r[k] for r in rows if r[k] is not None]
+        return round(sum(vals), 2) if vals else None
+
+    study = {k: total(k) for k in ("passes", "bwd_passes", "floor_s", "body_s", "wall_s", "overhead_s")}
+    overheads = [r["overhead_s"] for r in rows if r["overhead_s"] is not None]
+    study["median_overhead_s"] = round(statistics.median(overheads), 2) if overheads else None
+    study["efficiency"] = (round(study["floor_s"] / study["wall_s"], 3)
+                           if study["floor_s"] is not None and study["wall_s"] else None)
+    study["body_efficiency"] = (round(study["floor_s"] / study["body_s"], 3)
+                                if study["floor_s"] is not None and study["body_s"] else None)
+    return {"stages": stages, "study": study, "floor": rates_, "threads": torch.get_num_threads()}
+
+
+def _fmt(v, spec: str = ".1f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def markdown(cost: dict) -> str:
+    rows = [[s, f"{r['passes']:,}", _fmt(r["floor_s"]), _fmt(r["body_s"]), _fmt(r["wall_s"]),
+             _fmt(r["overhead_s"]), _fmt(r["efficiency"], ".2f")] for s, r in cost["stages"].items()]
+    st = cost["study"]
+    rows.append(["**study**", f"{st['passes'] or 0:,}", _fmt(st["floor_s"]), _fmt(st["body_s"]), _fmt(st["wall_s"]),
+                 _fmt(st["overhead_s"]), f"{_fmt(st['efficiency'], '.2f')} of wall, "
+                 f"{_fmt(st['body_efficiency'], '.2f')} of bodies"])
+    rates_ = [[n, "x".join(map(str, r["shape"])), f"{r['fwd']['per_s']:,.0f} (batch {r['fwd']['batch']})",
+               f"{r['fwdbwd']['per_s']:,.0f} (batch {r['fwdbwd']['batch']})"] for n, r in cost["floor"].items()]
+    return ("Cost against this host's floor (passes: images through a network, forward; floor: passes at the "
+            f"best rate below; efficiency: floor / body). Median overhead per stage: "
+            f"{_fmt(st['median_overhead_s'], '.2f')} s.\n\n"
+            + md_table(["stage", "passes", "floor s", "body s", "wall s", "overhead s", "efficiency"], rows)
+            + f"\n\nBest rates on this host ({cost['threads']} threads), images/s:\n\n"
+            + md_table(["network", "input", "forward", "forward+backward"], rates_))
+
+
+def measure(root: Path = Path("."), p: config.Params | None = None, again: bool = False) -> dict:
+    """The floor for every network the last run's stages used, and the cost table; -> COST. The
+    floor in COST is reused when it was measured after the last stage ended, for these networks
+    and threads (`again`: measure it anyway)."""
+    from advgame.runtime import setup_torch
+
+    p = p or config.load(root / "params.yaml")
+    setup_torch(p.run.threads)
+    timing = timings(root)
+    used = {n: e["shape"] for t in timing.values() for n, e in t.get("passes", {}).items()}
+    out = root / COST
+    last = max((t["clock"]["ended"] for t in timing.values() if "clock" in t), default=0.0)
+    old = json.loads(out.read_text()) if out.exists() else {}
+    if (not again and old.get("measured", 0.0) > last and old.get("threads") == torch.get_num_threads()
+            and {n: r["shape"] for n, r in old.get("floor", {}).items()} == used):
+        rates_ = old["floor"]
+    else:
+        rates_ = floor(used, p)
+    cost = {**table(timing, rates_), "measured": old.get("measured", 0.0) if rates_ is old.get("floor") else time.time()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(cost, indent=1) + "\n")
+    return cost
+
+
+def main() -> None:
+    import argparse
+
+    a = argparse.ArgumentParser(prog="python -m advgame.pipeline.cost", description=__doc__.split("\n\n")[0])
+    a.add_argument("--again", action="store_true", help="measure the floor even if reports/cost.json has this run's")
+    cost = measure(again=a.parse_args().again)
+    print(markdown(cost))
+    print(f"\n-> {COST}")
+
+
+if __name__ == "__main__":
+    main()

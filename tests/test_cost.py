@@ -1,0 +1,105 @@
+"""The cost table: the pass counter (advgame.passes) counts what a network really ran, the floor
+and the table's arithmetic (advgame.pipeline.cost), and the stage clocks it reads."""
+import json
+
+import pytest
+import torch
+
+from advgame import config, models, passes
+from advgame.defenses.magnet import Reformer
+from advgame.pipeline import cost
+
+
+def test_forward_and_backward_passes_are_counted_per_network():
+    net, att = models.build_classifier("smallcnn"), models.build_attacker("mlp", (1, 28, 28), hidden=16)
+    x = torch.rand(7, 1, 28, 28)
+    with passes.counting() as c:
+        with torch.no_grad():
+            net(x)                                  # 7 forward
+        xi = x.clone().requires_grad_(True)
+        torch.autograd.grad(net(xi).sum(), xi)      # 7 forward + backward
+        net(x[:3])                                  # 3 forward, its graph never used
+        att(x).sum().backward()                     # the attacker: 7 forward + backward
+    got = c.snapshot()
+    assert got["smallcnn"] == {"shape": [1, 28, 28], "fwd": 17, "bwd": 7, "calls": 3}
+    assert got["mlp"] == {"shape": [1, 28, 28], "fwd": 7, "bwd": 7, "calls": 1}
+    net(x)
+    assert c.snapshot() == got  # nothing is counted outside the block
+
+
+def test_a_network_inside_a_wrapper_counts_once_and_a_traced_copy_counts_as_its_networks():
+    ae, net = Reformer(1), models.build_classifier("smallcnn")
+    defended = torch.nn.Sequential(ae, net).eval()  # MagNet's reformer + classifier
+    x = torch.rand(4, 1, 28, 28)
+    fast = models.inference_copy(defended, x)
+    assert fast is not None
+    with passes.counting() as c, torch.no_grad():
+        defended(x)
+        fast(x[:2])
+    got = c.snapshot()
+    assert got["smallcnn"]["fwd"] == 6 and got["reformer"]["fwd"] == 6 and got["smallcnn"]["calls"] == 2
+
+
+def test_counting_never_changes_a_value():
+    net = models.build_classifier("smallcnn")
+    x = torch.rand(5, 1, 28, 28, requires_grad=True)
+    ref = torch.autograd.grad(net(x).logsumexp(1).sum(), x)[0]
+    with passes.counting():
+        got = torch.autograd.grad(net(x).logsumexp(1).sum(), x)[0]
+    assert torch.equal(ref, got)
+
+
+def _timing(process, work, done, ended, passes_=None, seconds=None):
+    return {"seconds": seconds or round(ended - process, 2), "passes": passes_ or {},
+            "clock": {"process": process, "start": work - 0.1, "work": work, "done": done, "ended": ended}}
+
+
+def test_the_table_adds_floor_body_wall_and_overhead():
+    rates = {"smallcnn": {"shape": [1, 28, 28], "fwd": {"per_s": 1000.0, "batch": 256},
+                          "fwdbwd": {"per_s": 250.0, "batch": 128}}}
+    timing = {
+        "a": _timing(100.0, 101.5, 111.5, 111.6, {"smallcnn": {"shape": [1, 28, 28], "fwd": 3000, "bwd": 1000, "calls": 9}}),
+        "b": _timing(113.0, 114.0, 116.0, 116.1),           # DVC's 1.4 s between a's end and b's start
+        "c": _timing(900.0, 901.0, 902.0, 902.0),           # a later run: no gap counted
+    }
+    t = cost.table(timing, rates)
+    a, b, c = t["stages"]["a"], t["stages"]["b"], t["stages"]["c"]
+    assert a["floor_s"] == pytest.approx(1000 / 250 + 2000 / 1000) and a["body_s"] == pytest.approx(10.0)
+    assert a["efficiency"] == pytest.approx(0.6) and a["passes"] == 3000 and a["bwd_passes"] == 1000
+    assert b["wall_s"] == pytest.approx(116.1 - 111.6) and b["overhead_s"] == pytest.approx(4.5 - 2.0)
+    assert c["wall_s"] == pytest.approx(2.0) and b["efficiency"] == 0
+    st = t["study"]
+    assert st["body_s"] == pytest.approx(13.0) and st["floor_s"] == pytest.approx(6.0)
+    assert st["wall_s"] == pytest.approx(11.6 + 4.5 + 2.0)
+    assert st["efficiency"] == pytest.approx(6.0 / 18.1, abs=1e-3)
+    assert st["median_overhead_s"] == pytest.approx(1.6)  # a 1.6 (its own start-up), b 2.5, c 1.0
+    assert "| **study** |" in cost.markdown(t)
+
+
+def test_a_network_without_a_measured_rate_has_no_floor():
+    t = cost.table({"a": _timing(0.0, 1.0, 2.0, 2.0, {"unet": {"shape": [1, 28, 28], "fwd": 5, "bwd": 5, "calls": 1}})}, {})
+    assert t["stages"]["a"]["floor_s"] is None and t["stages"]["a"]["efficiency"] is None
+
+
+def test_the_floor_measures_every_network_the_study_uses(monkeypatch):
+    monkeypatch.setattr(cost, "MIN_S", 0.01)
+    monkeypatch.setattr(cost, "BATCHES", (16, 64))
+    p = config.parse({"attacker": {"hidden": 8, "width": 4}})
+    got = cost.floor({"smallcnn": [1, 28, 28], "mlp": [1, 28, 28], "unet": [1, 28, 28], "reformer": [1, 28, 28]}, p)
+    for name, r in got.items():
+        assert r["fwd"]["per_s"] > 0 and r["fwdbwd"]["per_s"] > 0 and r["fwd"]["batch"] in (16, 64)
+    # a forward alone is never slower than a forward and a backward (the best of each)
+    assert got["smallcnn"]["fwd"]["per_s"] > got["smallcnn"]["fwdbwd"]["per_s"]
+
+
+def test_measure_writes_the_cost_file_from_the_last_run_here(tmp_path, monkeypatch):
+    monkeypatch.setattr(cost, "MIN_S", 0.01)
+    monkeypatch.setattr(cost, "BATCHES", (16,))
+    (tmp_path / "dvc.yaml").write_text("stages:\n  baseline:\n    cmd: x\n  report:\n    cmd: y\n")
+    (tmp_path / "params.yaml").write_text("{}\n")
+    (tmp_path / "reports/timing").mkdir(parents=True)
+    (tmp_path / "reports/timing/baseline.json").write_text(json.dumps(
+        _timing(0.0, 1.0, 3.0, 3.1, {"smallcnn": {"shape": [1, 28, 28], "fwd": 64, "bwd": 64, "calls": 1}})))
+    got = cost.measure(tmp_path)
+    assert list(got["stages"]) == ["baseline"] and got["stages"]["baseline"]["floor_s"] > 0
+    assert json.loads((tmp_path / cost.COST).read_text())["study"]["passes"] == 64
