@@ -111,14 +111,61 @@ def test_second_repro_does_nothing_and_status_clean(project):
     assert "up to date" in sh("dvc", "status", cwd=d, env=env).lower()
 
 
-def test_eval_param_reruns_only_evaluation(project):
+def outputs(d: Path) -> dict[str, str]:
+    """sha256 of every model, data file and report (the untracked timings aside)."""
+    import hashlib
+
+    return {str(f.relative_to(d)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for sub in ("data", "models", "reports") for f in sorted((d / sub).rglob("*"))
+            if f.is_file() and "timing" not in f.relative_to(d).parts}
+
+
+@pytest.fixture(scope="module")
+def eval_param_changed(project):
+    """The committed configuration's results, then an eval param changed (eval.pgd_steps 5 -> 6,
+    which the evaluations and the gamma sweep read) and `dvc repro` run: the params.yaml and the
+    outputs to go back to, and the stages that reran."""
     d, env, _ = project
-    p = yaml.safe_load((d / "params.yaml").read_text())
+    sh("git", "add", "-A", cwd=d, env=env)
+    sh("git", "commit", "-qm", "results", cwd=d, env=env)
+    sh("dvc", "repro", "-f", "-s", "report", cwd=d, env=env)  # its results.json names this code's commit
+    sh("git", "add", "-A", cwd=d, env=env)
+    sh("git", "commit", "-qm", "report", "--allow-empty", cwd=d, env=env)  # empty if it already did
+    good, before = (d / "params.yaml").read_text(), outputs(d)
+    p = yaml.safe_load(good)
     p["eval"]["pgd_steps"] = 6
     (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    return good, before, ran(sh("dvc", "repro", cwd=d, env=env))
+
+
+def test_eval_param_reruns_only_evaluation(eval_param_changed):
+    _, _, there = eval_param_changed
     # check-params reruns after any param change (about a second); its stamp is unchanged
-    assert ran(sh("dvc", "repro", cwd=d, env=env)) == {"check-params", "eval-baseline", "eval-adv-fgsm-2", "eval-alt",
-                                                       "eval-minimax", "sweep-minimax-g0p5", "headline", "report"}
+    assert there == {"check-params", "eval-baseline", "eval-adv-fgsm-2", "eval-alt", "eval-minimax",
+                     "sweep-minimax-g0p5", "headline", "report"}
+
+
+def test_going_back_to_a_configuration_restores_its_training_and_evaluations_from_the_run_cache(
+        project, eval_param_changed):
+    # right after the eval param change (the next tests change other params)
+    d, env, _ = project
+    good, before, there = eval_param_changed
+    assert outputs(d) != before  # the change changed results
+    trained = {s for s in there if s.startswith(("attackers-", "table5-", "sweep-")) or s == "transfer"}
+    assert "sweep-minimax-g0p5" in trained  # the sweep trains a minimax at its gamma, then evaluates it
+    (d / "params.yaml").write_text(good)
+    out = sh("dvc", "repro", cwd=d, env=env)
+    back = ran(out)
+    assert not back & trained  # nothing trains again: DVC's run cache restores those stages
+    evaluated = {s for s in there if s.startswith("eval-")}
+    assert evaluated and not back & evaluated  # nor evaluates: the evaluations are in DVC's cache too
+    assert all(f"Stage '{s}' is cached - skipping run" in out for s in trained | evaluated)
+    # what reruns: the check and the stages whose outputs git holds (the headline's copies, the report)
+    assert back <= {"check-params", "headline", "report"}
+    assert outputs(d) == before  # every model and report byte-identical to the configuration's
+    assert "up to date" in sh("dvc", "status", cwd=d, env=env).lower()
+    # the same results, so no committed file changed (no timings in them; dvc.lock the same)
+    assert sh("git", "status", "--porcelain", cwd=d, env=env).strip() == ""
 
 
 def test_a_param_only_minimax_reads_reruns_only_minimax_and_its_readers(project):
@@ -142,42 +189,6 @@ def test_adding_a_round_reruns_only_that_round_and_its_readers(project):
     # eval-baseline, eval-alt and eval-minimax keep FGSM-1 and FGSM-2 (matrix_rounds [0, 1, 2]):
     # a new last round only adds its own defender's stages
     assert out == {"check-params", "round-3", "catmouse", "attackers-adv-fgsm-3", "eval-adv-fgsm-3", "transfer", "headline", "report"}
-
-
-def test_going_back_to_a_configuration_restores_its_training_and_evaluations_from_the_run_cache(project):
-    import hashlib
-
-    d, env, _ = project
-
-    def digest():
-        return {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted((d / "models/attackers").rglob("*.pt"))}
-
-    sh("git", "add", "-A", cwd=d, env=env)
-    sh("git", "commit", "-qm", "results", cwd=d, env=env)
-    sh("dvc", "repro", "-f", "-s", "report", cwd=d, env=env)  # its results.json names this code's commit
-    sh("git", "add", "-A", cwd=d, env=env)
-    sh("git", "commit", "-qm", "report", cwd=d, env=env)
-    before = digest()
-    good = (d / "params.yaml").read_text()
-    p = yaml.safe_load(good)
-    p["attacker"]["epochs"] = 2
-    (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-    there = ran(sh("dvc", "repro", cwd=d, env=env))
-    trained = {s for s in there if s.startswith(("attackers-", "table5-", "sweep-")) or s == "transfer"}
-    assert {"attackers-baseline", "table5-alt", "sweep-minimax-g0p5", "transfer"} <= trained
-    (d / "params.yaml").write_text(good)
-    out = sh("dvc", "repro", cwd=d, env=env)
-    back = ran(out)
-    assert not back & trained  # nothing trains again: DVC's run cache restores those stages
-    evaluated = {s for s in there if s.startswith("eval-")}
-    assert evaluated and not back & evaluated  # nor evaluates: the evaluations are in DVC's cache too
-    assert all(f"Stage '{s}' is cached - skipping run" in out for s in trained | evaluated)
-    # what reruns: the check and the stages whose outputs git holds (the headline's copies, the report)
-    assert back <= {"check-params", "headline", "report"}
-    assert digest() == before
-    assert "up to date" in sh("dvc", "status", cwd=d, env=env).lower()
-    # the same results, so no committed file changed (no timings in them; dvc.lock the same)
-    assert sh("git", "status", "--porcelain", cwd=d, env=env).strip() == ""
 
 
 def test_a_stage_rerun_gives_identical_bytes(project):
