@@ -145,19 +145,39 @@ def test_eval_param_reruns_only_evaluation(eval_param_changed):
                      "sweep-minimax-g0p5", "headline", "report"}
 
 
-def test_going_back_to_a_configuration_restores_its_training_and_evaluations_from_the_run_cache(
-        project, eval_param_changed):
-    # right after the eval param change (the next tests change other params)
+@pytest.fixture(scope="module")
+def gamma_changed(project, eval_param_changed):
+    """Then a param only the minimax stage reads changed too (game.gamma 1 -> 2, not a sweep value,
+    so the sweep's stages stay as they are) and `dvc repro` run: the stages that reran."""
     d, env, _ = project
-    good, before, there = eval_param_changed
-    assert outputs(d) != before  # the change changed results
-    trained = {s for s in there if s.startswith(("attackers-", "table5-", "sweep-")) or s == "transfer"}
-    assert "sweep-minimax-g0p5" in trained  # the sweep trains a minimax at its gamma, then evaluates it
+    p = yaml.safe_load((d / "params.yaml").read_text())
+    p["game"]["gamma"] = 2.0
+    (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    sh(sys.executable, "-m", "advgame.pipeline", cwd=d, env=env)
+    return ran(sh("dvc", "repro", cwd=d, env=env))
+
+
+def test_a_param_only_minimax_reads_reruns_only_minimax_and_its_readers(gamma_changed):
+    assert gamma_changed == {"check-params", "minimax", "attackers-minimax", "eval-minimax", "transfer",
+                             "table5-minimax", "headline", "report"}
+
+
+def test_going_back_to_a_configuration_restores_its_training_and_evaluations_from_the_run_cache(
+        project, eval_param_changed, gamma_changed):
+    # back from both changes above (before the next tests change other params)
+    d, env, _ = project
+    good, before, evals_there = eval_param_changed
+    there = evals_there | gamma_changed
+    assert outputs(d) != before  # the changes changed results
+    evaluated = {s for s in there if s.startswith("eval-")}
+    trained = there - evaluated - {"check-params", "headline", "report"}
+    # a defender, its attackers (a folder), its table 5 attackers, a sweep point and the transfer matrix
+    assert trained == {"minimax", "attackers-minimax", "table5-minimax", "sweep-minimax-g0p5", "transfer"}
     (d / "params.yaml").write_text(good)
+    sh(sys.executable, "-m", "advgame.pipeline", cwd=d, env=env)
     out = sh("dvc", "repro", cwd=d, env=env)
     back = ran(out)
     assert not back & trained  # nothing trains again: DVC's run cache restores those stages
-    evaluated = {s for s in there if s.startswith("eval-")}
     assert evaluated and not back & evaluated  # nor evaluates: the evaluations are in DVC's cache too
     assert all(f"Stage '{s}' is cached - skipping run" in out for s in trained | evaluated)
     # what reruns: the check and the stages whose outputs git holds (the headline's copies, the report)
@@ -166,16 +186,6 @@ def test_going_back_to_a_configuration_restores_its_training_and_evaluations_fro
     assert "up to date" in sh("dvc", "status", cwd=d, env=env).lower()
     # the same results, so no committed file changed (no timings in them; dvc.lock the same)
     assert sh("git", "status", "--porcelain", cwd=d, env=env).strip() == ""
-
-
-def test_a_param_only_minimax_reads_reruns_only_minimax_and_its_readers(project):
-    d, env, _ = project
-    p = yaml.safe_load((d / "params.yaml").read_text())
-    p["game"]["gamma"] = 2.0  # not a sweep value, so the sweep's stages stay as they are
-    (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-    sh(sys.executable, "-m", "advgame.pipeline", cwd=d, env=env)
-    assert ran(sh("dvc", "repro", cwd=d, env=env)) == {"check-params", "minimax", "attackers-minimax", "eval-minimax",
-                                                       "transfer", "table5-minimax", "headline", "report"}
 
 
 def test_adding_a_round_reruns_only_that_round_and_its_readers(project):
