@@ -29,6 +29,7 @@ cfg = AttackerParams(**raw)
 print(f"threads {a.threads}  eta {a.eta}  {cfg.model_dump()}")
 d = load_defender("baseline", "models/baseline.pt")
 x, y = load_split("data/prepared", "train")
+val = load_split("data/prepared", "val")
 xt, yt = load_split("data/prepared", "test")
 
 
@@ -40,10 +41,10 @@ print(f"clean test error {float(d.errors(xt, yt, clean=True).float().mean()):.3f
 rows = []
 for arch in a.archs or cfg.archs:
     t = time.perf_counter()
-    att, hist = train_attacker(d.model, d.attack_loss, x, y, arch, cfg, a.eta, x.shape[1:], errors=errors)
+    att, hist = train_attacker(d.model, d.attack_loss, x, y, arch, cfg, a.eta, x.shape[1:], errors=errors, val=val)
     sec = time.perf_counter() - t
     for i, m in enumerate(hist):
-        print(f"  {arch} epoch {i + 1}: held-out success {m['heldout_attack_success']:.3f}  "
+        print(f"  {arch} epoch {i + 1}: validation success {m['val']:.3f}  "
               f"pert std {m['pert_std']:.3f}  saturated {m['saturated']:.3f}  |h| {m['mean_abs_h']:.2f}  "
               f"{m['seconds']:.1f} s")
     err = float(errors(attnet(att, xt, a.eta), yt).float().mean())

@@ -13,6 +13,8 @@ from advgame.data import load_split
 from advgame.defenses.loading import load_defender
 from advgame.models import attacker_meta
 from advgame.pipeline.stage import run_stage
+from advgame.training import training_record
+from advgame.validation import FOOLING
 
 
 def body(ctx, args):
@@ -28,13 +30,14 @@ def body(ctx, args):
         return defender.errors(xa, ya, clean=False)
 
     final = {"clean_error": float(defender.errors(xt_d, yt_d, clean=True).float().mean())}
-    trained = {}
+    val, trained, training = load_split(args.data, "val"), {}, {}
     for arch in a.archs:
         def log(m, step, arch=arch):
             ctx.log({f"{arch}_{k}": v for k, v in m.items()}, step)
 
         attacker, hist = train_attacker(defender.model, defender.attack_loss, x, y, arch, a, eta,
-                                        x.shape[1:], ctx.device, log=log, errors=errors)
+                                        x.shape[1:], ctx.device, log=log, errors=errors, val=val)
+        training[f"attnet:{arch}@{name}"] = training_record(hist, a.epochs, a.patience, FOOLING, higher_is_better=True)
         trained[arch] = attacker
         final[f"attnet_{arch}_test_error"] = float(errors(attnet(attacker, xt_d, eta), yt_d).float().mean())
         d = diagnostics(attacker, xt_d, eta)
@@ -46,7 +49,7 @@ def body(ctx, args):
         meta = attacker_meta(arch, x.shape, a.hidden, a.width, a.param, defender=name, eta=eta)
         save_checkpoint(attacker, meta, path)
         ctx.tracker.log_artifact(path, "attackers")
-    return final
+    return {**final, "training": training}
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ from advgame.config import classifier_arch
 from advgame.data import load_split
 from advgame.models import build_classifier, classifier_meta
 from advgame.pipeline.stage import run_stage
-from advgame.training import error_rate, fit, standard_objective
+from advgame.training import error_rate, fit, standard_objective, training_record
+from advgame.validation import CLEAN, clean_criterion
 
 
 def body(ctx, a):
@@ -20,12 +21,16 @@ def body(ctx, a):
     classes = int(max(y.max(), yt.max())) + 1
     model = build_classifier(arch, x.shape[1], classes, x.shape[2])
     xt_d, yt_d = xt.to(ctx.device), yt.to(ctx.device)
-    fit(model, x, y, standard_objective, p.baseline, ctx.device, log=ctx.log, desc="baseline",
-        on_epoch=lambda e: {"test_error": error_rate(model, xt_d, yt_d)})
+    xv, yv = (t.to(ctx.device) for t in load_split(a.data, "val"))
+    cfg = p.baseline
+    hist = fit(model, x, y, standard_objective, cfg, ctx.device, log=ctx.log, desc="baseline",
+               validate=clean_criterion(model, xv, yv),
+               on_epoch=lambda e: {"test_error": error_rate(model, xt_d, yt_d)})
     err = error_rate(model, xt_d, yt_d)
     save_checkpoint(model, classifier_meta(arch, x.shape, classes, defender="baseline"), a.out)
     ctx.tracker.log_model(model, "baseline", x[:2])
-    return {"clean_error": err}
+    return {"clean_error": err,
+            "training": {"baseline": training_record(hist, cfg.epochs, cfg.patience, CLEAN)}}
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from advgame.data import load_split
 from advgame.defenses.catmouse import play_round
 from advgame.models import classifier_meta, model_from_checkpoint
 from advgame.pipeline.stage import run_stage
+from advgame.training import training_record
+from advgame.validation import CLEAN
 
 
 def body(ctx, a):
@@ -20,8 +22,8 @@ def body(ctx, a):
     prev = model_from_checkpoint(ckpt, "classifier")
     x, y = load_split(a.data, "train")
     xt, yt = load_split(a.data, "test", p.eval.n_test)  # the evaluation's images
-    model, metrics, z_test = play_round(prev, x, y, xt, yt, p.attack.eta, cm, ctx.device, log=ctx.log,
-                                        desc=f"round {k}")
+    model, metrics, z_test, hist = play_round(prev, x, y, xt, yt, p.attack.eta, cm, ctx.device, log=ctx.log,
+                                              desc=f"round {k}", val=load_split(a.data, "val"))
     meta = ckpt["meta"]
     save_checkpoint(model, classifier_meta(meta["arch"], x.shape, meta["classes"], defender=f"adv-fgsm-{k}",
                                            round=k, eta=p.attack.eta), a.out)
@@ -30,7 +32,8 @@ def body(ctx, a):
         ctx.tracker.log_model(model, f"adv-fgsm-{k}", x[:2])
     else:
         ctx.tracker.log_artifact(a.out, "model")
-    return {**{key: float(v) for key, v in metrics.items()}, "n_test": len(yt)}
+    return {**{key: float(v) for key, v in metrics.items()}, "n_test": len(yt),
+            "training": {f"round-{k}": training_record(hist, cm.epochs, cm.patience, CLEAN)}}
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ from advgame.defense_table import get, names_for
 from advgame.defenses.fgsm_training import fgsm_at_objective, sens_fgsm_objective
 from advgame.models import classifier_meta, model_from_checkpoint
 from advgame.pipeline.stage import run_stage
-from advgame.training import error_rate, fit
+from advgame.training import error_rate, fit, training_record
+from advgame.validation import ROBUST, robust_criterion
 
 
 def body(ctx, a):
@@ -32,9 +33,11 @@ def body(ctx, a):
         return {"clean_error": error_rate(model, xt_d, yt_d),
                 "fgsm_curr_error": error_rate(model, fgsm(model, xt_d, yt_d, eta), yt_d)}
 
-    fit(model, x, y, objective, cfg, ctx.device, log=ctx.log, desc=method,
-        on_epoch=lambda e: {f"test_{k}": v for k, v in test_errors().items()})
-    final = test_errors()
+    xv, yv = (t.to(ctx.device) for t in load_split(a.data, "val"))
+    hist = fit(model, x, y, objective, cfg, ctx.device, log=ctx.log, desc=method,
+               validate=robust_criterion(model, xv, yv, eta),
+               on_epoch=lambda e: {f"test_{k}": v for k, v in test_errors().items()})
+    final = {**test_errors(), "training": {method: training_record(hist, cfg.epochs, cfg.patience, ROBUST)}}
     meta = ckpt["meta"]
     save_checkpoint(model, classifier_meta(meta["arch"], x.shape, meta["classes"], defender=method),
                     a.out)

@@ -2,9 +2,10 @@
 
     python stages/field.py --defense pgd-at|trades|fgsm-rs --data DIR --base MODEL --out MODEL
 
-Per epoch it logs the training loss, the clean test error and a quick PGD-10 error on the first
-200 test images; the final `pgd_error` is PGD-40 (step 2.5 * eta / 40, one random start) on the
-first 200 test images (the evaluation stage attacks the whole test split).
+Per epoch it logs the training loss, the validation PGD-20 error (the early stop and the best
+epoch, advgame.validation) and the clean test error (monitoring only); the final `pgd_error` is
+PGD-40 (step 2.5 * eta / 40, one random start) on the first 200 test images (the evaluation
+stage attacks the whole test split).
 """
 import argparse
 
@@ -15,9 +16,9 @@ from advgame.defense_table import get, names_for
 from advgame.defenses.field import objective_for
 from advgame.models import classifier_meta, model_from_checkpoint
 from advgame.pipeline.stage import run_stage
-from advgame.training import error_rate, fit
+from advgame.training import error_rate, fit, training_record
+from advgame.validation import ROBUST, robust_criterion
 
-EPOCH_PGD_N, EPOCH_PGD_STEPS = 200, 10
 FINAL_PGD_N, FINAL_PGD_STEPS = 200, 40
 
 
@@ -34,21 +35,18 @@ def body(ctx, a):
     ckpt = load_checkpoint(a.base)
     model = model_from_checkpoint(ckpt, "classifier").to(ctx.device)
     xt, yt = xt.to(ctx.device), yt.to(ctx.device)
-    xe, ye = xt[:EPOCH_PGD_N], yt[:EPOCH_PGD_N]
-
-    def on_epoch(epoch):
-        return {"test_error": error_rate(model, xt, yt),
-                f"pgd{EPOCH_PGD_STEPS}_error_{EPOCH_PGD_N}": pgd_error(model, xe, ye, eta, EPOCH_PGD_STEPS)}
-
-    fit(model, x, y, objective_for(defense, p, eta), cfg, ctx.device, log=ctx.log, desc=defense,
-        on_epoch=on_epoch)
+    xv, yv = (t.to(ctx.device) for t in load_split(a.data, "val"))
+    hist = fit(model, x, y, objective_for(defense, p, eta), cfg, ctx.device, log=ctx.log, desc=defense,
+               validate=robust_criterion(model, xv, yv, eta),
+               on_epoch=lambda e: {"test_error": error_rate(model, xt, yt)})
     clean = error_rate(model, xt, yt)
     robust = pgd_error(model, xt[:FINAL_PGD_N], yt[:FINAL_PGD_N], eta, FINAL_PGD_STEPS)
     m = ckpt["meta"]
     meta = classifier_meta(m["arch"], x.shape, m["classes"], defender=defense, eta=eta)
     save_checkpoint(model, meta, a.out)
     ctx.tracker.log_model(model, defense, x[:2])
-    return {"clean_error": clean, "pgd_error": robust}
+    return {"clean_error": clean, "pgd_error": robust,
+            "training": {defense: training_record(hist, cfg.epochs, cfg.patience, ROBUST)}}
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ from advgame.defense_table import names_for
 from advgame.defenses.game import MODES, play
 from advgame.models import attacker_meta, classifier_meta, model_from_checkpoint
 from advgame.pipeline.stage import run_stage
-from advgame.training import error_rate
+from advgame.training import error_rate, training_record
+from advgame.validation import GAME
 
 
 def body(ctx, a):
@@ -24,13 +25,16 @@ def body(ctx, a):
     defender = model_from_checkpoint(base, "classifier")
     attacker = game_attacker(g.attacker_arch, x.shape[1:], p.attacker, defender, x, y, eta, g.lr_attacker,
                              g.seed, ctx.device)
-    hist = play(mode, defender, attacker, x, y, g, eta, ctx.device, log=ctx.log, xt=xt, yt=yt)
+    hist = play(mode, defender, attacker, x, y, g, eta, ctx.device, log=ctx.log, xt=xt, yt=yt,
+                val=load_split(a.data, "val"))
     # the convergence curves (paper: the three solvers compared on MNIST), for the report and DVC
     write_csv([{"epoch": e + 1, **h} for e, h in enumerate(hist)], a.out_curve)
 
     xt_d, yt_d = xt.to(ctx.device), yt.to(ctx.device)
     final = {"clean_error": error_rate(defender, xt_d, yt_d),
              "own_attnet_error": error_rate(defender, attnet(attacker, xt_d, eta), yt_d)}
+    # the game has no early stop (defenses/game.py): its record is at the cap
+    final["training"] = {mode: training_record(hist, g.epochs, len(hist) + 1, GAME)}
     if mode == "minimax":
         final["penalty_ratio_last_epoch"] = hist[-1]["penalty_ratio"]
     meta = base["meta"]

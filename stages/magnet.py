@@ -23,12 +23,12 @@ from advgame.defenses.magnet import (
     denoising_objective,
     magnet_meta,
     recon_errors,
-    split_holdout,
     threshold_for,
 )
 from advgame.models import model_from_checkpoint
 from advgame.pipeline.stage import run_stage
-from advgame.training import fit
+from advgame.training import fit, training_record
+from advgame.validation import RECON
 
 PGD_N, PGD_STEPS = 200, 40
 
@@ -38,13 +38,12 @@ def body(ctx, a):
     eta = p.attack.eta
     x, y = load_split(a.data, "train")
     xt, yt = load_split(a.data, "test")
-    (x_fit, y_fit), (x_hold, _) = split_holdout(x, y)
+    x_hold = load_split(a.data, "val")[0].to(ctx.device)  # the early stop and the detector's threshold
     ckpt = load_checkpoint(a.base)
     classifier = model_from_checkpoint(ckpt, "classifier").to(ctx.device).eval()
     ae = Reformer(x.shape[1])
-    x_hold = x_hold.to(ctx.device)
-    fit(ae, x_fit, y_fit, denoising_objective(cfg.noise, cfg.seed), cfg, ctx.device, log=ctx.log,
-        desc="magnet reformer", on_epoch=lambda e: {"heldout_l1": float(recon_errors(ae, x_hold).mean())})
+    hist = fit(ae, x, y, denoising_objective(cfg.noise, cfg.seed), cfg, ctx.device, log=ctx.log,
+               desc="magnet reformer", validate=lambda: float(recon_errors(ae, x_hold).mean()))
     hold_err = recon_errors(ae, x_hold)
     threshold = threshold_for(hold_err, cfg.fpr)
     meta = magnet_meta({**ckpt["meta"], "defender": "magnet"}, ae, threshold, cfg.detector_weight,
@@ -67,6 +66,7 @@ def body(ctx, a):
         # how often each attack is caught by the detector (detected = defended)
         "greybox_detected": float(d.reject(grey).float().mean()),
         "whitebox_detected": float(d.reject(white).float().mean()),
+        "training": {"magnet": training_record(hist, cfg.epochs, cfg.patience, RECON)},
     }
     # the whole defense (reformer + classifier + detector), not its trained part alone
     ctx.tracker.log_model(MagNet(ae, classifier, threshold).eval(), "magnet", x[:2])

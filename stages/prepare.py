@@ -1,4 +1,4 @@
-"""Stage prepare: dataset -> <out>/{train,test}.pt + meta.json.
+"""Stage prepare: dataset -> <out>/{train,val,test}.pt + meta.json.
 
     python stages/prepare.py --out DIR
 """
@@ -10,9 +10,11 @@ from advgame.pipeline.stage import run_stage
 
 def body(ctx, out: str):
     d = ctx.params.data
-    meta = prepare(d.dataset, out, d.root, d.download, d.test_fraction, d.seed, d.train_n)
-    print(f"prepare: {d.dataset}: train {meta['train']['shape']}, test {meta['test']['shape']}")
-    return {"train_n": meta["train"]["shape"][0], "test_n": meta["test"]["shape"][0]}
+    meta = prepare(d.dataset, out, d.root, d.download, d.test_fraction, d.seed, d.train_n, d.val_n)
+    print(f"prepare: {d.dataset}: train {meta['train']['shape']}, val {meta['val']['shape']}, "
+          f"test {meta['test']['shape']}")
+    return {"train_n": meta["train"]["shape"][0], "val_n": meta["val"]["shape"][0],
+            "test_n": meta["test"]["shape"][0]}
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from advgame.evaluation.stats import cell
 from advgame.models import classifier_meta, model_from_checkpoint
 from advgame.names import sweep_name
 from advgame.pipeline.stage import run_stage
+from advgame.training import training_record
+from advgame.validation import FOOLING, GAME
 
 
 def body(ctx, a):
@@ -32,7 +34,8 @@ def body(ctx, a):
     model = model_from_checkpoint(base, "classifier")
     attacker = game_attacker(g.attacker_arch, x.shape[1:], p.attacker, model, x, y, eta, g.lr_attacker,
                              g.seed, dev)
-    hist = play("minimax", model, attacker, x, y, g, eta, dev, log=ctx.log)
+    val = load_split(a.data, "val")
+    hist = play("minimax", model, attacker, x, y, g, eta, dev, log=ctx.log, val=val)
     path = a.out
     meta = base["meta"]
     save_checkpoint(model, classifier_meta(meta["arch"], x.shape, meta["classes"], defender=name,
@@ -41,8 +44,8 @@ def body(ctx, a):
     defender = load_defender(name, path, dev)
     xt, yt = xt.to(dev), yt.to(dev)
     e = p.eval
-    fresh, _ = train_attacker(defender.model, defender.attack_loss, x, y, g.attacker_arch, p.attacker,
-                              eta, x.shape[1:], dev)
+    fresh, fresh_hist = train_attacker(defender.model, defender.attack_loss, x, y, g.attacker_arch, p.attacker,
+                                       eta, x.shape[1:], dev, val=val)
     masks = {
         "clean": defender.errors(xt, yt, clean=True),
         "pgd-curr": defender.errors(pgd(defender.model, xt, yt, eta, steps=e.pgd_steps,
@@ -51,7 +54,11 @@ def body(ctx, a):
         f"attnet-curr:{g.attacker_arch}": defender.errors(attnet(fresh, xt, eta), yt, clean=False),
     }
     out = {"gamma": gamma, "eta": eta, "penalty_ratio_last_epoch": hist[-1]["penalty_ratio"],
-           "history": hist, "results": {a: cell([m]) for a, m in masks.items()}}
+           "history": hist, "results": {a: cell([m]) for a, m in masks.items()},
+           # the game has no early stop (defenses/game.py): its record is at the cap
+           "training": {name: training_record(hist, g.epochs, len(hist) + 1, GAME),
+                        f"attnet:{g.attacker_arch}@{name}": training_record(
+                            fresh_hist, p.attacker.epochs, p.attacker.patience, FOOLING, higher_is_better=True)}}
     save_json(out, a.out_json)
     return {f"{a}_error": c["error"] for a, c in out["results"].items()} | {
         "penalty_ratio_last_epoch": out["penalty_ratio_last_epoch"]}

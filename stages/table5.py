@@ -16,6 +16,8 @@ from advgame.data import load_split
 from advgame.defenses.loading import load_defender
 from advgame.evaluation.stats import cell
 from advgame.pipeline.stage import run_stage
+from advgame.training import training_record
+from advgame.validation import FOOLING
 
 
 def body(ctx, a):
@@ -26,17 +28,19 @@ def body(ctx, a):
     xt, yt = load_split(a.data, "test", p.eval.n_test)
     xt, yt = xt.to(dev), yt.to(dev)
     results: dict = {"fgsm-curr": {}, f"attnet-curr:{t5.arch}": {}}
-    final = {}
+    final, training, val = {}, {}, load_split(a.data, "val")
     for eta in t5.etas:
         h, hist = train_attacker(defender.model, defender.attack_loss, x, y, t5.arch, p.attacker, eta,
-                                 x.shape[1:], dev)
+                                 x.shape[1:], dev, val=val)
         k = eta_key(eta)
         results["fgsm-curr"][k] = cell([defender.errors(
             fgsm(defender.model, xt, yt, eta, p.eval.batch, defender.attack_loss), yt, clean=False)])
         results[f"attnet-curr:{t5.arch}"][k] = cell([defender.errors(attnet(h, xt, eta), yt, clean=False)])
         final[f"attnet_{k}_error"] = results[f"attnet-curr:{t5.arch}"][k]["error"]
         final[f"attnet_{k}_epochs"] = len(hist)
-    save_json({"defender": name, "results": results}, a.out)
+        training[f"attnet:{t5.arch}@{name}:eta{k}"] = training_record(hist, p.attacker.epochs, p.attacker.patience,
+                                                                       FOOLING, higher_is_better=True)
+    save_json({"defender": name, "results": results, "training": training}, a.out)
     return final
 
 

@@ -152,6 +152,7 @@ def test_stage_body_writes_the_report_shape(tiny_mnist, tmp_path, monkeypatch):
     x, y, xt, yt = tiny_mnist
     monkeypatch.chdir(tmp_path)
     save_torch({"x": x[:96], "y": y[:96]}, "data/prepared/train.pt")
+    save_torch({"x": x[96:128], "y": y[96:128]}, "data/prepared/val.pt")
     save_torch({"x": xt, "y": yt}, "data/prepared/test.pt")
     meta = classifier_meta("smallcnn", x.shape, 10)
     for seed, name in ((0, "baseline"), (1, "adv-fgsm-1")):
@@ -164,7 +165,9 @@ def test_stage_body_writes_the_report_shape(tiny_mnist, tmp_path, monkeypatch):
                                   "models/ablation/tau-0p05.pt", "reports/ablation/tau-0p05.json")
 
     out = json.loads(Path("reports/ablation/tau-0p05.json").read_text())
-    assert set(out) == {"name", "variant", "eta", "results", "per_image"}
+    assert set(out) == {"name", "variant", "eta", "results", "per_image", "training"}
+    assert out["training"]["ablation-tau-0p05"]["criterion"] == "PGD-20 error"
+    assert out["training"]["ablation-tau-0p05"]["epochs"] == 1
     assert out["name"] == "tau-0p05" and out["eta"] == 0.3
     assert out["variant"]["kind"] == "tau" and out["variant"]["tau"] == 0.05 and out["variant"]["epochs"] == 1
     attacks = {"clean", "fgsm-1", "fgsm-2", "fgsm-curr", "pgd-curr", "pgd-transfer:baseline"}

@@ -9,7 +9,7 @@ from advgame.attacks.attnet_training import attack_objective, margin, train_atta
 from advgame.attacks.core import ce_loss
 from advgame.config import AttackerParams
 from advgame.models import attacker_meta, build_attacker, model_from_checkpoint
-from advgame.training import TrainingDiverged, error_rate
+from advgame.training import TrainingDiverged, error_rate, training_record
 
 ETA = 0.1
 
@@ -23,18 +23,26 @@ def tiny_problem(n=32, seed=1):
 
 
 def tiny_cfg(**kw):
-    return AttackerParams(**{"hidden": 8, "batch": 8, "holdout": 8, "warmup_epochs": 0, **kw})
+    return AttackerParams(**{"hidden": 8, "batch": 8, "warmup_epochs": 0, **kw})
+
+
+def held(x, y, n=8):
+    """(training images, validation split): the last n held out, as data.prepare holds out val."""
+    return x[:-n], y[:-n], (x[-n:], y[-n:])
 
 
 def test_penalty_keeps_the_preactivation_bounded():
     # cross-entropy never saturates on a linear defender: without the remedy h grows without bound
     g, x, y = tiny_problem(n=136)
     cfg = tiny_cfg(loss="ce", lr=0.05, epochs=6, patience=6, tol=0.0, h_bound=1.0)
-    _, free = train_attacker(g, ce_loss, x, y, "mlp", cfg.model_copy(update={"penalty": 0.0}), ETA, (1, 4, 4))
-    _, held = train_attacker(g, ce_loss, x, y, "mlp", cfg.model_copy(update={"penalty": 10.0}), ETA, (1, 4, 4))
-    assert len(free) == len(held) == 6
-    assert held[-1]["mean_abs_h"] < 1.5 < 3 < free[-1]["mean_abs_h"], (held[-1], free[-1])
-    assert held[-1]["saturated"] == 0
+    xtr, ytr, val = held(x, y)
+    _, free = train_attacker(g, ce_loss, xtr, ytr, "mlp", cfg.model_copy(update={"penalty": 0.0}), ETA,
+                             (1, 4, 4), val=val)
+    _, kept = train_attacker(g, ce_loss, xtr, ytr, "mlp", cfg.model_copy(update={"penalty": 10.0}), ETA,
+                             (1, 4, 4), val=val)
+    assert len(free) == len(kept) == 6
+    assert kept[-1]["mean_abs_h"] < 1.5 < 3 < free[-1]["mean_abs_h"], (kept[-1], free[-1])
+    assert kept[-1]["saturated"] == 0
 
 
 def test_trained_attacker_beats_random_signs(trained_smallcnn, tiny_mnist):
@@ -42,8 +50,9 @@ def test_trained_attacker_beats_random_signs(trained_smallcnn, tiny_mnist):
     x, y = tiny_mnist[0], tiny_mnist[1]
     eta = 0.3
     before = [p.detach().clone() for p in model.parameters()]
-    cfg = AttackerParams(hidden=64, epochs=2, holdout=100)
-    att, hist = train_attacker(model, ce_loss, x, y, "mlp", cfg, eta, x.shape[1:])
+    cfg = AttackerParams(hidden=64, epochs=2)
+    xtr, ytr, val = held(x, y, 100)
+    att, hist = train_attacker(model, ce_loss, xtr, ytr, "mlp", cfg, eta, x.shape[1:], val=val)
     err = error_rate(model, attnet(att, xe, eta), ye)
     gen = torch.Generator().manual_seed(0)
     signs = torch.randint(0, 2, xe.shape, generator=gen).float() * 2 - 1
@@ -52,7 +61,7 @@ def test_trained_attacker_beats_random_signs(trained_smallcnn, tiny_mnist):
     # the defender was frozen: untouched and its gradient flags restored
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert all(p.requires_grad for p in model.parameters())
-    assert {"heldout_attack_success", "mean_abs_h", "saturated", "pert_std", "seconds"} <= set(hist[0])
+    assert {"val", "early_stop", "mean_abs_h", "saturated", "pert_std", "seconds"} <= set(hist[0])
 
 
 def test_margin_objective_keeps_a_defenders_extra_term():
@@ -70,15 +79,18 @@ def test_margin_objective_keeps_a_defenders_extra_term():
 def test_training_stops_when_heldout_success_stalls():
     g, x, y = tiny_problem()
     # no gain can reach this tolerance: the first epoch without one stops training
-    _, hist = train_attacker(g, ce_loss, x, y, "mlp", tiny_cfg(epochs=5, tol=2.0), ETA, (1, 4, 4))
-    assert len(hist) == 1
+    xtr, ytr, val = held(x, y)
+    _, hist = train_attacker(g, ce_loss, xtr, ytr, "mlp", tiny_cfg(epochs=5, tol=2.0), ETA, (1, 4, 4), val=val)
+    assert len(hist) == 1 and hist[0]["early_stop"]
+    record = training_record(hist, 5, 1, "fooling rate", higher_is_better=True)
+    assert record["epochs"] == 1 and not record["capped"]
 
 
 def test_nan_input_stops_the_attacker():
     g, x, y = tiny_problem()
     x[3, 0, 1, 1] = float("nan")
     with pytest.raises(TrainingDiverged, match="diverged"):
-        train_attacker(g, ce_loss, x, y, "mlp", tiny_cfg(epochs=1, holdout=1), ETA, (1, 4, 4))
+        train_attacker(g, ce_loss, x[:-1], y[:-1], "mlp", tiny_cfg(epochs=1), ETA, (1, 4, 4), val=(x[-1:], y[-1:]))
 
 
 @pytest.mark.parametrize("param", PARAMS)

@@ -49,7 +49,7 @@ def _round(trained_smallcnn, tiny_mnist):
     x, y = tiny_mnist[0], tiny_mnist[1]
     before = {k: v.clone() for k, v in prev.state_dict().items()}
     cfg = CatMouseParams(epochs=2, batch=64, lr=1e-3, a=0.5)
-    model, metrics, z_test = play_round(prev, x, y, xt, yt, ETA, cfg)
+    model, metrics, z_test, _ = play_round(prev, x, y, xt, yt, ETA, cfg)
     assert all(torch.equal(before[k], v) for k, v in prev.state_dict().items()), "u_(k-1) was modified"
     return prev, model, metrics, z_test, xt, yt
 

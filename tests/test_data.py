@@ -62,7 +62,8 @@ def test_mnist5k_checksum_depends_on_seed_only(mnist5k):
 def test_prepare_writes_tensors_and_meta(tmp_path):
     out = tmp_path / "prepared"
     meta = data.prepare("mnist5k", out, train_n=200)
-    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "test.pt", "train.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "test.pt", "train.pt", "val.pt"]
+    assert meta["val"]["shape"] == [500, 1, 28, 28] and meta["val"]["counts"] == {str(c): 50 for c in range(10)}
     assert json.loads((out / "meta.json").read_text()) == meta
     assert meta["dataset"] == "mnist5k" and meta["classes"] == 10
     assert meta["train"]["shape"] == [200, 1, 28, 28] and meta["test"]["shape"] == [1000, 1, 28, 28]
@@ -74,6 +75,24 @@ def test_prepare_writes_tensors_and_meta(tmp_path):
         assert 0 <= meta[split]["min"] <= meta[split]["max"] <= 1
     x, y = data.load_split(out, "test", n=7)
     assert x.shape == (7, 1, 28, 28) and y.shape == (7,)
+
+
+def test_validation_split_is_cut_from_train_never_test(tmp_path, mnist5k):
+    (x, y), (xt, _) = mnist5k
+    out = tmp_path / "prepared"
+    data.prepare("mnist5k", out, val_n=400)
+    tr, va = load_torch(out / "train.pt"), load_torch(out / "val.pt")
+    assert len(tr["x"]) + len(va["x"]) == len(x) and len(va["x"]) == 400
+    rows = lambda t: {bytes(r.numpy().tobytes()) for r in t.flatten(1)}  # noqa: E731
+    assert rows(va["x"]) | rows(tr["x"]) == rows(x)     # every training image, once
+    assert not rows(va["x"]) & rows(tr["x"])            # no validation image is trained on
+    assert not rows(va["x"]) & rows(xt)                 # nor is one a test image
+    assert torch.bincount(va["y"], minlength=10).tolist() == [40] * 10
+    again = tmp_path / "again"
+    data.prepare("mnist5k", again, val_n=400)
+    assert torch.equal(load_torch(again / "val.pt")["x"], va["x"])  # fixed by data.seed
+    with pytest.raises(UserError, match="val_n"):
+        data.prepare("mnist5k", tmp_path / "bad", val_n=len(x))
 
 
 def test_train_n_keeps_stratified_subset_of_train(mnist5k):
@@ -120,11 +139,13 @@ def fake_mnist(root, n_train=20, n_test=10):
 
 def test_mnist_from_idx_files(tmp_path):
     arrays = fake_mnist(tmp_path / "raw")
-    meta = data.prepare("mnist", tmp_path / "prepared", root=tmp_path / "raw", download=False)
-    assert meta["train"]["shape"] == [20, 1, 28, 28] and meta["test"]["shape"] == [10, 1, 28, 28]
-    for split, prefix in (("train", "train"), ("test", "t10k")):
+    meta = data.prepare("mnist", tmp_path / "prepared", root=tmp_path / "raw", download=False, val_n=10)
+    assert meta["train"]["shape"] == [10, 1, 28, 28] and meta["val"]["shape"] == [10, 1, 28, 28]
+    assert meta["test"]["shape"] == [10, 1, 28, 28]
+    rest, val = data.split_validation(torch.from_numpy(arrays["train"][1]).long(), 10)
+    for split, prefix, keep in (("train", "train", rest), ("val", "train", val), ("test", "t10k", slice(None))):
         x, y = data.load_split(tmp_path / "prepared", split)
-        img, lab = arrays[prefix]
+        img, lab = (a[keep] for a in arrays[prefix])
         assert x.dtype == torch.float32 and y.dtype == torch.int64
         assert torch.allclose(x[:, 0], torch.from_numpy(img).float() / 255)
         assert y.tolist() == lab.tolist()

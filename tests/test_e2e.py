@@ -17,7 +17,7 @@ BIN = Path(sys.executable).parent
 TINY = {
     "study": {"defenders": ["baseline", "catmouse", "alt", "minimax"]},
     "run": {"device": "cpu", "threads": 1},
-    "data": {"train_n": 300},
+    "data": {"train_n": 300, "val_n": 100},
     "baseline": {"epochs": 2, "batch": 64, "lr": 0.002},
     "eval": {"etas": [0.3], "n_test": 100, "n_main": 100, "pgd_steps": 5, "apgd_iters": 5, "fab_iters": 5,
              "fab_targets": 1, "square_queries": 10, "saturation_n": 20},

@@ -218,9 +218,11 @@ def _stage(name):
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch, tiny_mnist):
-    """A project directory with 64 training digits, 32 test digits and a baseline checkpoint."""
+    """A project directory with 64 training digits, 32 validation and 32 test digits and a
+    baseline checkpoint."""
     x, y, xt, yt = tiny_mnist
     save_torch({"x": x[:64], "y": y[:64]}, tmp_path / "data/prepared/train.pt")
+    save_torch({"x": x[64:96], "y": y[64:96]}, tmp_path / "data/prepared/val.pt")
     save_torch({"x": xt[:32], "y": yt[:32]}, tmp_path / "data/prepared/test.pt")
     torch.manual_seed(0)
     save_checkpoint(SmallCNN(), classifier_meta("smallcnn", x.shape, 10, defender="baseline"),
@@ -259,6 +261,8 @@ def test_game_stage_saves_both_players(workdir):
     model_from_checkpoint(att)
     rep = json.loads(Path("reports/stages/alt.json").read_text())
     assert {"clean_error", "own_attnet_error"} <= set(rep)
+    record = rep["training"]["alt"]  # the game has no early stop: every epoch ran, at the cap
+    assert record["epochs"] == 1 and record["capped"] and len(record["curve"]) == 1
 
 
 def test_game_stage_saves_nothing_when_it_diverges(workdir):

@@ -61,13 +61,6 @@ def test_threshold_gives_the_false_positive_rate_on_held_out_digits(reformer, di
     assert abs(rate - fpr) < 0.04
 
 
-def test_split_holdout_is_the_last_tenth_of_train(digits):
-    x, y = digits[0][:1000], digits[1][:1000]
-    (xf, yf), (xh, yh) = magnet.split_holdout(x, y)
-    assert len(xf) == 900 and len(xh) == 100
-    assert torch.equal(xh, x[900:]) and torch.equal(yf, y[:900])
-
-
 @pytest.fixture(scope="module")
 def defender(reformer, trained_smallcnn):
     ae = copy.deepcopy(reformer[0])

@@ -61,6 +61,8 @@ class DataParams(Section):
     root: str = "data/raw"
     download: bool = True
     train_n: int = Field(0, ge=0, description="keep a stratified first n training images; 0 = all")
+    val_n: int = Field(500, ge=1, description="training images held out as the validation split "
+                       "(stratified, by `seed`): every model's early stop and best epoch, never the test")
 
     @field_validator("root")
     @classmethod
@@ -81,7 +83,8 @@ class TrainParams(Section):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     schedule: Literal["constant", "cosine"] = "constant"
-    epochs: int = Field(5, ge=1)
+    epochs: int = Field(5, ge=1, description="the cap: at most this many epochs")
+    patience: int = Field(2, ge=1, description="stop after this many epochs without validation gain")
     batch: int = Field(128, ge=1)
     seed: int = 0
 
@@ -191,8 +194,6 @@ class AttackerParams(Section):
     epochs: int = Field(3, ge=1, description="at most this many epochs")
     patience: int = Field(1, ge=1, description="stop after this many epochs without held-out gain")
     tol: float = Field(0.005, ge=0, description="held-out success gain that counts as progress")
-    holdout: int = Field(500, ge=1, description="last train images kept out of training: they pick "
-                         "the best epoch and the early stop (never the test split)")
     batch: int = Field(32, ge=1, description="small: the attacker needs steps more than clean gradients")
     seed: int = 0
 
@@ -208,7 +209,6 @@ class GameParams(TrainParams):
                                      "each (the study's own gamma is the minimax stage itself)")
     clean_weight: float = Field(0.5, ge=0, le=1)
     max_loss: float = Field(1e4, gt=0, description="a loss above this stops training")
-
 
     @field_validator("gamma_sweep")
     @classmethod

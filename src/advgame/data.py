@@ -96,17 +96,32 @@ def stratified_head(y: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(np.sort(idx))
 
 
+def split_validation(y: torch.Tensor, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train indices, validation indices): n images held out, stratified by class (fixed seed)."""
+    if not 0 < n < len(y):
+        raise UserError(f"data.val_n: {n} must be between 1 and the {len(y) - 1} training images less one")
+    val = stratified_head(y, n, seed)
+    rest = torch.ones(len(y), dtype=torch.bool)
+    rest[val] = False
+    return torch.nonzero(rest).flatten(), val
+
+
 def prepare(name: str, out: str | Path, root: str | Path = "data/raw", download: bool = True,
-            test_fraction: float = 0.2, seed: int = 0, train_n: int = 0) -> dict:
-    """Write train.pt, test.pt ({"x", "y"}) and meta.json into `out`; return the meta.
-    `train_n` > 0 keeps a stratified subset of the training split (quick configurations)."""
+            test_fraction: float = 0.2, seed: int = 0, train_n: int = 0, val_n: int = 500) -> dict:
+    """Write train.pt, val.pt, test.pt ({"x", "y"}) and meta.json into `out`; return the meta.
+    The validation split is `val_n` training images (stratified, `seed`), cut before `train_n` > 0
+    keeps a stratified subset of the rest (quick configurations)."""
     out = Path(out)
     (xtr, ytr), (xte, yte) = load_dataset(name, root, download, test_fraction, seed)
+    rest, val = split_validation(ytr, val_n, seed)
+    xva, yva = xtr[val].contiguous(), ytr[val].contiguous()
+    xtr, ytr = xtr[rest], ytr[rest]
     keep = stratified_head(ytr, train_n, seed)
     xtr, ytr = xtr[keep].contiguous(), ytr[keep].contiguous()
     meta = {"dataset": name, "classes": int(max(ytr.max(), yte.max())) + 1,
-            "train": describe(xtr, ytr), "test": describe(xte, yte)}
+            "train": describe(xtr, ytr), "val": describe(xva, yva), "test": describe(xte, yte)}
     save_torch({"x": xtr, "y": ytr}, out / "train.pt")
+    save_torch({"x": xva, "y": yva}, out / "val.pt")
     save_torch({"x": xte, "y": yte}, out / "test.pt")
     save_json(meta, out / "meta.json")
     return meta

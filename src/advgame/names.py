@@ -24,7 +24,11 @@ PLOT_DATA = {  # data files the report writes for `dvc plots show/diff`
     "eta_sweep": "reports/plots/eta_sweep.csv",
     "matrix": "reports/plots/catmouse_matrix.csv",
     "gamma_sweep": "reports/plots/gamma_sweep.csv",
+    "training": "reports/plots/training",   # every model's validation curve: <model>.csv (epoch, val)
 }
+# the stage scripts that train a model and report its training record (`training` of its stage report)
+TRAINING_SCRIPTS = ("stages/baseline.py", "stages/catmouse_round.py", "stages/fgsm_training.py",
+                    "stages/game.py", "stages/field.py", "stages/magnet.py")
 
 
 def model_path(defender: str) -> str:

@@ -7,6 +7,7 @@ in their head: shuffle, minibatch, step, check the loss is finite, log per epoch
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Callable, Iterable, Iterator
 
@@ -64,8 +65,15 @@ def progress(iterable, desc: str, total: int | None = None) -> Progress:
 
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective, cfg: TrainParams,
         device: torch.device | str = "cpu", log: LogFn | None = None, desc: str = "train",
-        max_loss: float = math.inf, on_epoch: Callable[[int], dict] | None = None) -> list[dict]:
-    """Train `model` in place for cfg.epochs; returns the per-epoch metrics it logged."""
+        max_loss: float = math.inf, on_epoch: Callable[[int], dict] | None = None,
+        validate: Callable[[], float | tuple[float, float]] | None = None) -> list[dict]:
+    """Train `model` in place for at most cfg.epochs; returns the per-epoch metrics it logged.
+
+    With `validate` (the model's criterion on the validation split, lower is better; a pair is
+    (criterion, tie-break)) each epoch logs `val` (and `val_tiebreak`), training stops once
+    cfg.patience epochs in a row did not lower it, and the model ends at its best-validation
+    epoch (exact ties keep the earlier one). `on_epoch` adds monitoring metrics (never used to
+    choose anything)."""
     model.to(device)
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = make_optimizer(cfg, model.parameters())
@@ -73,6 +81,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective
     nb = math.ceil(len(x) / cfg.batch)
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * nb)
              if cfg.schedule == "cosine" else None)
+    best = None  # (val, epoch index, state)
     with Progress(desc=desc, total=cfg.epochs * nb) as bar:  # one ETA for the whole fit
         for epoch in range(cfg.epochs):
             model.train()
@@ -89,13 +98,51 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective
                 total, count = total + v * len(xb), count + len(xb)
                 bar.update(1)
             metrics = {"train_loss": total / max(count, 1)}
+            if validate is not None:
+                model.eval()
+                score = validate()
+                score = tuple(float(v) for v in score) if isinstance(score, tuple) else (float(score),)
+                metrics["val"] = score[0]
+                if len(score) > 1:
+                    metrics["val_tiebreak"] = score[1]
+                if best is None or score < best[0]:
+                    best = (score, epoch, copy.deepcopy(model.state_dict()))
             if on_epoch is not None:
+                model.eval()
                 metrics.update(on_epoch(epoch))
             history.append(metrics)
             if log is not None:
                 log(metrics, epoch)
+            if best is not None and epoch - best[1] >= cfg.patience:
+                break
+    if best is not None:
+        model.load_state_dict(best[2])
     model.eval()
     return history
+
+
+def training_record(history: list[dict], cap: int, patience: int, criterion: str,
+                    key: str = "val", higher_is_better: bool = False) -> dict:
+    """What a stage reports of one model's training (results.json's `training`): epochs run, the
+    best-validation epoch (1-based), `capped` (the epoch cap, not the early stop, ended it:
+    fewer than `patience` epochs had passed since the best one), the best validation value, the
+    criterion's name and the validation curve. A loop with its own stop rule marks the epoch it
+    stopped at `early_stop` (attacks/attnet_training.py)."""
+    curve = [round(float(h[key]), 6) for h in history]
+    sign = -1 if higher_is_better else 1
+    ranks = [(sign * v, h.get(f"{key}_tiebreak", 0.0), i) for i, (v, h) in enumerate(zip(curve, history))]
+    best = min(ranks)[2] if ranks else -1
+    return {"criterion": criterion, "epochs": len(curve), "cap": cap, "best_epoch": best + 1,
+            "capped": len(curve) >= cap and not history[-1].get("early_stop", len(curve) - 1 - best >= patience),
+            "val": curve[best] if curve else None, "curve": curve}
+
+
+def mixed_error(model: nn.Module, x: torch.Tensor, y: torch.Tensor, xa: torch.Tensor, a: float,
+                batch: int = 1000) -> float:
+    """(1 - a) clean error + a error on the adversarial examples xa: the error form of a
+    `(1 - a) l(x) + a l(z)` objective, the validation criterion of such a defense."""
+    clean = error_rate(model, x, y, batch) if a < 1 else 0.0
+    return (1 - a) * clean + a * error_rate(model, xa, y, batch)
 
 
 @torch.no_grad()

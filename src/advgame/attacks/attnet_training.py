@@ -124,18 +124,19 @@ def warm_start(attacker: nn.Module, opt, model: nn.Module, attack_loss: LossFn, 
 
 def train_attacker(defender_model: nn.Module, attack_loss: LossFn, x: torch.Tensor, y: torch.Tensor,
                    arch: str, cfg: AttackerParams, eta: float, shape, device="cpu",
-                   log: LogFn | None = None, errors: ErrorsFn | None = None) -> tuple[nn.Module, list[dict]]:
+                   log: LogFn | None = None, errors: ErrorsFn | None = None, *,
+                   val: tuple[torch.Tensor, torch.Tensor]) -> tuple[nn.Module, list[dict]]:
     """A fresh attacker of `arch` trained for at most cfg.epochs to maximise the attack objective
-    against the frozen defender, on all but the last cfg.holdout images of x. After each epoch it
-    logs the attack success (`errors`, default misclassification) on the held-out images and the
-    saturation diagnostics; it stops once cfg.patience epochs gain less than cfg.tol, and returns
-    the attacker of the best held-out epoch with the per-epoch history."""
+    against the frozen defender on the images x. After each epoch it logs the attack success
+    (`errors`, default misclassification) on the validation split `val` (`val`, its fooling rate)
+    and the saturation diagnostics; it stops once cfg.patience epochs gain less than cfg.tol
+    (`early_stop` on the last epoch), and returns the attacker of the best validation epoch with
+    the per-epoch history."""
     torch.manual_seed(cfg.seed)
     attacker = start_near_zero(build_attacker(arch, tuple(shape), cfg.hidden, cfg.width, cfg.param),
                                cfg.init_scale).to(device)
     opt = make_optimizer(TrainParams(optimizer=cfg.optimizer, lr=cfg.lr), attacker.parameters())
-    n_hold = min(cfg.holdout, len(x) // 2)
-    xtr, ytr, xho, yho = x[:-n_hold], y[:-n_hold], x[-n_hold:].to(device), y[-n_hold:].to(device)
+    xtr, ytr, xho, yho = x, y, val[0].to(device), val[1].to(device)
     per_epoch = -(-len(xtr) // cfg.batch)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs * per_epoch)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -160,14 +161,15 @@ def train_attacker(defender_model: nn.Module, attack_loss: LossFn, x: torch.Tens
                 sched.step()
                 total, count = total + v * len(xb), count + len(xb)
             success = float(errors(attnet(attacker, xho, eta), yho).float().mean())
-            history.append({"train_loss": total / max(count, 1), "heldout_attack_success": success,
-                            **diagnostics(attacker, xho, eta), "seconds": time.perf_counter() - start})
-            if log is not None:
-                log(history[-1], epoch)
             gain = success - (best[0] if best else 0.0)
             if best is None or gain > 0:
                 best = (success, copy.deepcopy(attacker.state_dict()))
             stale = 0 if gain >= cfg.tol else stale + 1
+            history.append({"train_loss": total / max(count, 1), "val": success,
+                            **diagnostics(attacker, xho, eta), "seconds": time.perf_counter() - start,
+                            "early_stop": stale >= cfg.patience})
+            if log is not None:
+                log(history[-1], epoch)
             if stale >= cfg.patience:
                 break
     attacker.load_state_dict(best[1])

@@ -31,6 +31,7 @@ from advgame.training import (
     error_rate,
     make_optimizer,
     minibatches,
+    mixed_error,
     progress,
 )
 
@@ -84,10 +85,15 @@ def maximin_attacker_objective(model, attacker, x, y, eta: float, gamma: float) 
 
 def play(mode: str, defender: nn.Module, attacker: nn.Module, x: torch.Tensor, y: torch.Tensor,
          cfg: GameParams, eta: float, device="cpu", log: LogFn | None = None,
-         xt: torch.Tensor | None = None, yt: torch.Tensor | None = None) -> list[dict]:
+         xt: torch.Tensor | None = None, yt: torch.Tensor | None = None,
+         val: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[dict]:
     """Train both players in place for cfg.epochs of `mode` (alt, minimax, maximin). Per epoch it
-    logs both curves (defender loss, attacker objective) and, given a test split, the clean
-    and own-attacker test errors. NaN/inf or a loss above cfg.max_loss raises TrainingDiverged."""
+    logs both curves (defender loss, attacker objective), given a test split the clean and
+    own-attacker test errors (monitoring), and given the validation split `val`, the game's
+    criterion: clean_weight * clean error + (1 - clean_weight) * error against the co-trained
+    attacker. The game has no early stop: its own attacker moves, so the criterion is a curve, not
+    a stop rule (every epoch runs; the exploitability is what judges the game's end).
+    NaN/inf or a loss above cfg.max_loss raises TrainingDiverged."""
     if mode not in MODES:
         raise UserError(f"game mode: unknown '{mode}'; allowed values: {', '.join(MODES)}")
     defender.to(device)
@@ -100,6 +106,8 @@ def play(mode: str, defender: nn.Module, attacker: nn.Module, x: torch.Tensor, y
     objectives = _objectives(mode, defender, attacker, cfg, eta, parts)
     if xt is not None:
         xt, yt = xt.to(device), yt.to(device)
+    if val is not None:
+        xv, yv = val[0].to(device), val[1].to(device)
     history: list[dict] = []
     for epoch in range(cfg.epochs):
         defender.train()
@@ -118,6 +126,10 @@ def play(mode: str, defender: nn.Module, attacker: nn.Module, x: torch.Tensor, y
         if xt is not None:
             metrics["clean_test_error"] = error_rate(defender, xt, yt)
             metrics["attnet_test_error"] = error_rate(defender, attnet(attacker, xt, eta), yt)
+        if val is not None:
+            defender.eval()
+            attacker.eval()
+            metrics["val"] = mixed_error(defender, xv, yv, attnet(attacker, xv, eta), 1 - cfg.clean_weight)
         history.append(metrics)
         if log is not None:
             log(metrics, epoch)

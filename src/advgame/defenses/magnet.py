@@ -71,14 +71,6 @@ def threshold_for(errors: torch.Tensor, fpr: float) -> float:
     return float(errors.sort().values[n - k - 1])
 
 
-def split_holdout(x: torch.Tensor, y: torch.Tensor, fraction: float = 0.1):
-    """(fit, held-out): the last `fraction` of the training split calibrates the detector."""
-    n_hold = max(1, round(len(x) * fraction))
-    if n_hold >= len(x):
-        raise UserError(f"magnet: {len(x)} training images are too few to hold out {fraction:.0%}")
-    return (x[:-n_hold], y[:-n_hold]), (x[-n_hold:], y[-n_hold:])
-
-
 def build_defender(name: str, classifier: nn.Module, ae: nn.Module, threshold: float,
                    detector_weight: float, meta: dict | None = None) -> Defender:
     classifier.eval()

@@ -40,7 +40,8 @@ from advgame.defenses.loading import Defender, load_defender
 from advgame.evaluation.stats import cell
 from advgame.models import classifier_meta, model_from_checkpoint
 from advgame.names import ablation_name
-from advgame.training import Objective, error_rate, fit
+from advgame.training import Objective, error_rate, fit, training_record
+from advgame.validation import ROBUST, robust_criterion
 
 KINDS = ("sens-off", "smooth", "tau")
 
@@ -127,8 +128,9 @@ def run_ablation(p: Params, kind: str, tau: float | None, data: str, base_path: 
                 "test_fgsm_curr_error": error_rate(model, fgsm(model, xt, yt, eta, p.eval.batch), yt,
                                                    p.eval.batch)}
 
-    fit(model, x, y, objective(kind, eta, cfg, tau), cfg, device, log=log, desc=f"ablation {name}",
-        on_epoch=test_errors)
+    xv, yv = (t.to(device) for t in load_split(data, "val"))
+    hist = fit(model, x, y, objective(kind, eta, cfg, tau), cfg, device, log=log, desc=f"ablation {name}",
+               validate=robust_criterion(model, xv, yv, eta), on_epoch=test_errors)
     path = out
     meta = base["meta"]
     save_checkpoint(model, classifier_meta(meta["arch"], x.shape, meta["classes"],
@@ -137,6 +139,7 @@ def run_ablation(p: Params, kind: str, tau: float | None, data: str, base_path: 
     defender = load_defender(f"ablation-{name}", path, device)
     models = {k: _load(src, device) for k, src in sources.items()}
     masks = measure(defender, xt, yt, eta, p.eval, models, _load(base_path, device))
-    res = result(name, variant, eta, masks)
+    res = {**result(name, variant, eta, masks),
+           "training": {f"ablation-{name}": training_record(hist, cfg.epochs, cfg.patience, ROBUST)}}
     save_json(res, out_json)
     return {f"{a}_error": next(iter(r.values()))["error"] for a, r in res["results"].items()}

@@ -25,6 +25,7 @@ from advgame.names import (
     PLOT_DATA,
     SEEDS,
     STAMP,
+    TRAINING_SCRIPTS,
     TRANSFER,
     ablation_model_path,
     ablation_name,
@@ -70,7 +71,7 @@ ATTACKER_NET = [f"attacker.{k}" for k in ("hidden", "width", "param", "init_scal
                                           "warmup_size", "batch", "loss", "kappa", "optimizer")]
 # the game's params that every mode reads; each mode adds its own gamma
 GAME_SHARED = [f"game.{k}" for k in config.GameParams.model_fields
-               if k not in ("gamma", "gamma_maximin", "gamma_sweep", "schedule")]  # play() has no schedule
+               if k not in ("gamma", "gamma_maximin", "gamma_sweep", "schedule", "patience")]  # play(): no schedule, no stop
 EVAL_PGD = ["eval.n_test", "eval.batch", "eval.pgd_steps", "eval.pgd_step_ratio", "eval.pgd_restarts"]
 
 
@@ -328,6 +329,9 @@ def _report_stage(p: config.Params, st: dict, finals: list[str], t5: list[str]) 
                  # the hosts: the same bytes for every run on one machine)
                  *[stage_report(n) for n in ("minimax", "catmouse", *(f"attackers-{d}" for d in finals))
                    if n in st],
+                 # every training stage's report: its models' training records (results.json's `training`)
+                 *[stage_report(n) for n, s in st.items() if n not in ("minimax", "catmouse")
+                   and not n.startswith("attackers-") and s["cmd"].split()[1] in TRAINING_SCRIPTS],
                  *[path for s in st.values() for o in s.get("outs", [])
                    if (path := o if isinstance(o, str) else next(iter(o))).startswith(
                        ("reports/sweep/", "reports/table5/", "reports/game/", STRENGTH, TRANSFER))],
@@ -335,7 +339,7 @@ def _report_stage(p: config.Params, st: dict, finals: list[str], t5: list[str]) 
                  *([SEEDS] if Path(SEEDS).exists() else [])],
         "params": list(dict.fromkeys(sections + (["ablation"] if ablation_variants(p) else []))),
         "outs": [*_outs("reports/report.md", "reports/figures", "reports/results.json",
-                        PLOT_DATA["gamma_sweep"]), _metric("report")],
+                        PLOT_DATA["gamma_sweep"], PLOT_DATA["training"]), _metric("report")],
     }
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -123,7 +124,7 @@ def run_stage(name: str, body: Callable[[StageContext], dict | None], sections: 
         final = {k: v for k, v in final.items() if not is_timing(k)}
         if name == "prepare" or any(str(d).startswith(DATA) for d in inputs):  # after prepare wrote it
             tracker.log_dataset(Path(DATA) / "meta.json", "output" if name == "prepare" else "input")
-        tracker.log_metrics({**final, **timing})
+        tracker.log_metrics({**final, **timing, **training_metrics(final.get("training", {}))})
         save_json({"stage": name, "device": str(device), **final, "env": env}, stage_report_path(name))
         clock["ended"] = time.time()
         save_json({"stage": name, **timing, "clock": clock, "passes": counter.snapshot()}, timing_path(name))
@@ -150,6 +151,17 @@ def run_stage(name: str, body: Callable[[StageContext], dict | None], sections: 
         if tracker is not None:
             tracker.finish(ok=False)
         raise SystemExit(130) from None
+
+
+def training_metrics(training: dict) -> dict:
+    """The stage's training records (training.training_record) as flat MLflow metrics:
+    `train/<model>/<epochs|best_epoch|capped|val>` (model names made MLflow-safe)."""
+    out = {}
+    for model, r in training.items():
+        safe = re.sub(r"[^A-Za-z0-9_.\- ]", "_", model)
+        out.update({f"train/{safe}/{k}": float(r[k]) for k in ("epochs", "best_epoch", "capped", "val")
+                    if r.get(k) is not None})
+    return out
 
 
 def _summary(final: dict) -> str:

