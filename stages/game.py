@@ -33,8 +33,8 @@ def body(ctx, a):
     xt_d, yt_d = xt.to(ctx.device), yt.to(ctx.device)
     final = {"clean_error": error_rate(defender, xt_d, yt_d),
              "own_attnet_error": error_rate(defender, attnet(attacker, xt_d, eta), yt_d)}
-    # the game has no early stop (defenses/game.py): its record is at the cap
-    final["training"] = {mode: training_record(hist, g.epochs, len(hist) + 1, GAME)}
+    # the game has no early stop (defenses/game.py): it keeps its last epoch, at the cap
+    final["training"] = {mode: training_record(hist, g.epochs, 0, GAME, keep_last=True)}
     if mode == "minimax":
         final["penalty_ratio_last_epoch"] = hist[-1]["penalty_ratio"]
     meta = base["meta"]

@@ -55,8 +55,8 @@ def body(ctx, a):
     }
     out = {"gamma": gamma, "eta": eta, "penalty_ratio_last_epoch": hist[-1]["penalty_ratio"],
            "history": hist, "results": {a: cell([m]) for a, m in masks.items()},
-           # the game has no early stop (defenses/game.py): its record is at the cap
-           "training": {name: training_record(hist, g.epochs, len(hist) + 1, GAME),
+           # the game has no early stop (defenses/game.py): it keeps its last epoch, at the cap
+           "training": {name: training_record(hist, g.epochs, 0, GAME, keep_last=True),
                         f"attnet:{g.attacker_arch}@{name}": training_record(
                             fresh_hist, p.attacker.epochs, p.attacker.patience, FOOLING, higher_is_better=True)}}
     save_json(out, a.out_json)

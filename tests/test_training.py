@@ -65,3 +65,10 @@ def test_an_attacker_record_counts_up_and_its_own_stop():
 def test_without_validation_fit_runs_every_epoch():
     model, x, y = problem()
     assert len(fit(model, x, y, standard_objective, TrainParams(epochs=3, batch=16))) == 3
+
+
+def test_a_loop_without_a_stop_keeps_its_last_epoch_at_the_cap():
+    hist = [{"val": 0.3}, {"val": 0.1}, {"val": 0.2}]  # the game: the best value is not the model kept
+    r = training_record(hist, 3, 0, "error vs the co-trained attacker", keep_last=True)
+    assert (r["epochs"], r["best_epoch"], r["val"], r["capped"]) == (3, 3, 0.2, True)
+    assert not training_record(hist, 5, 0, "x", keep_last=True)["capped"]

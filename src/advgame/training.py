@@ -122,16 +122,20 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective
 
 
 def training_record(history: list[dict], cap: int, patience: int, criterion: str,
-                    key: str = "val", higher_is_better: bool = False) -> dict:
+                    key: str = "val", higher_is_better: bool = False, keep_last: bool = False) -> dict:
     """What a stage reports of one model's training (results.json's `training`): epochs run, the
     best-validation epoch (1-based), `capped` (the epoch cap, not the early stop, ended it:
     fewer than `patience` epochs had passed since the best one), the best validation value, the
     criterion's name and the validation curve. A loop with its own stop rule marks the epoch it
-    stopped at `early_stop` (attacks/attnet_training.py)."""
+    stopped at `early_stop` (attacks/attnet_training.py); one without a stop (`keep_last`: the
+    game) keeps its last epoch and is capped once it ran them all."""
     curve = [round(float(h[key]), 6) for h in history]
     sign = -1 if higher_is_better else 1
     ranks = [(sign * v, h.get(f"{key}_tiebreak", 0.0), i) for i, (v, h) in enumerate(zip(curve, history))]
-    best = min(ranks)[2] if ranks else -1
+    best = (len(curve) - 1 if keep_last else min(ranks)[2]) if ranks else -1
+    if keep_last:
+        return {"criterion": criterion, "epochs": len(curve), "cap": cap, "best_epoch": best + 1,
+                "capped": len(curve) >= cap, "val": curve[best] if curve else None, "curve": curve}
     return {"criterion": criterion, "epochs": len(curve), "cap": cap, "best_epoch": best + 1,
             "capped": len(curve) >= cap and not history[-1].get("early_stop", len(curve) - 1 - best >= patience),
             "val": curve[best] if curve else None, "curve": curve}
