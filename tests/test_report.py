@@ -17,7 +17,7 @@ from advgame.report import sections as report_sections
 from advgame.report import study as report_study
 from advgame.report import tables as report_tables
 
-CONTRACT = {"schema_version", "commit", "config", "defenders", "catmouse", "hosts", "verdicts", "strength"}
+CONTRACT = {"schema_version", "commit", "config", "defenders", "catmouse", "hosts", "verdicts", "strength", "training"}
 CONFIG_KEYS = {"dataset", "eta", "etas", "eval", "art", "defenders", "rounds", "seeds", "device"}
 
 

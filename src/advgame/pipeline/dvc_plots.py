@@ -34,5 +34,9 @@ def plots(p: config.Params, st: dict) -> list:
         out.append(line("gamma_sweep", PLOT_DATA["gamma_sweep"], "gamma",
                         ["clean", "pgd-curr", f"attnet-curr:{p.game.attacker_arch}"],
                         "Minimax: error against gamma (gamma = 0 is alt)", "gamma"))
+    # one CSV per trained model (report/training.py): a folder's files are each a plot of these props
+    out.append({PLOT_DATA["training"]: {"x": "epoch", "y": "val", "template": "linear",
+                                        "title": "Validation curve (criterion: report section 1)",
+                                        "x_label": "epoch", "y_label": "validation criterion"}})
     out.append({"reports/figures": {}})  # the report's PNGs as image plots
     return out

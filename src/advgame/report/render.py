@@ -39,6 +39,8 @@ from advgame.report.sections import (
 from advgame.report.leaderboard import study_leaderboard
 from advgame.report.strength import plot_strength, strength_section
 from advgame.report.study import Study, load_study, results_json
+from advgame.report.training import plot_training, write_curves
+from advgame.report.training import section as training_section
 from advgame.report.tables import (
     PAPER_K,
     _eta_sort,
@@ -100,8 +102,9 @@ def _setup(s: Study) -> list[str]:
             f"shown as `error (lo–hi)`{'; with several seeds `mean±sd`' if len(p.eval.seeds) > 1 else ''}. "
             "Lower is better for the defender.", "",
             f"- data: `{meta.get('dataset', p.data.dataset)}`, train {meta.get('train', {}).get('shape', ['?'])[0]}, "
-            f"test {meta.get('test', {}).get('shape', ['?'])[0]}; sha256 train "
-            f"`{meta.get('train', {}).get('sha256', 'n/a')}`, test `{meta.get('test', {}).get('sha256', 'n/a')}`",
+            f"validation {meta.get('val', {}).get('shape', ['?'])[0]}, test {meta.get('test', {}).get('shape', ['?'])[0]}; "
+            f"sha256 train `{meta.get('train', {}).get('sha256', 'n/a')}`, validation "
+            f"`{meta.get('val', {}).get('sha256', 'n/a')}`, test `{meta.get('test', {}).get('sha256', 'n/a')}`",
             f"- training eta {p.attack.eta:g}; evaluation etas {p.eval.etas}",
             f"- PGD: {p.eval.pgd_steps} steps of {p.eval.pgd_step_ratio:g}·eta/steps, {p.eval.pgd_restarts} restart(s); "
             f"test images: {s.n_eval or ('all' if p.eval.n_main == 0 else p.eval.n_main)} at eta "
@@ -117,7 +120,14 @@ def _setup(s: Study) -> list[str]:
             *_hosts(s),
             f"- defenders: {', '.join(f'`{d}`' for d in names.final_defenders(p))}"
             + (f" (no evaluation found for {', '.join(f'`{d}`' for d in s.missing)})" if s.missing else ""), "",
-            "Each row's model in the MLflow registry:", "", registered(s), ""]
+            "Each row's model in the MLflow registry:", "", registered(s), "",
+            f"### Training: where each model stopped ({p.data.val_n} validation images)", "",
+            "Every model trains until its validation criterion (`advgame.validation`: clean error for the "
+            "baseline and the rounds, PGD-20 error for robust training, fooling rate for the attackers, "
+            "reconstruction error for MagNet's reformer) has not improved for its section's `patience` "
+            "epochs, and keeps its best-validation epoch; the epoch cap (`epochs`) is the safeguard. The "
+            "curves: figure \"Validation curves\" (section 3), `dvc plots show`, and each MLflow run's "
+            "`val` step metric.", "", *training_section(s.training)]
 
 
 def _hosts(s: Study) -> list[str]:
@@ -271,6 +281,8 @@ def build_report(p: config.Params, root: str | Path = ".", device: str | torch.d
         game_report.plot_sweep(s.sweep, p.game.attacker_arch, fig_dir / "gamma_sweep.png", plt, save))
     fig("Convergence of the game solvers: defender loss and attacker objective per epoch",
         "convergence.png", game_report.plot_convergence(s.histories, fig_dir / "convergence.png", plt, save))
+    fig("Validation curves of every trained model (the best epoch kept, the cap's stops marked)", "training.png",
+        plot_training(s.training, fig_dir / "training.png", plt, save))
     fig("Attack strength: pgd-adaptive's error against PGD steps, per number of guided starts",
         "strength.png", plot_strength(s.strength, fig_dir / "strength.png", plt, save))
     ex = load_examples(p, root, device) if examples else None
@@ -279,6 +291,7 @@ def build_report(p: config.Params, root: str | Path = ".", device: str | torch.d
     res = results_json(s, commit)
     save_json(res, root / names.RESULTS)
     exports.write_gamma(s, root, names.PLOT_DATA["gamma_sweep"])  # the rest: the headline stage
+    write_curves(s.training, root / names.PLOT_DATA["training"])
     with atomic_path(root / "reports/report.md") as tmp:
         tmp.write_text(render(s, figures))
     return {"results": root / names.RESULTS, "report": root / "reports/report.md", "figures": made}

@@ -204,6 +204,12 @@ def seeds_section(s: Study) -> str:
     """The headline cells across training seeds (names.SEEDS, written by `make seeds`)
     beside the main run's interval, which covers the choice of test images only."""
     obj = s.seeds.obj
+    if s.seeds_stale:
+        return (f"_One training seed: `{names.SEEDS}` was collected on an earlier run of the trained stages "
+                f"(its main seed differs from this run in {len(s.seeds_stale)} cells, e.g. "
+                f"{', '.join(s.seeds_stale[:3])}), so its other seeds ran older code and nothing here uses "
+                "it. The intervals above cover the choice of test images only; `make seeds` reruns the "
+                "other seeds on this code._")
     if s.seeds.n < 2:
         return ("_One training seed: the intervals above cover the choice of test images only. "
                 f"`make seeds` reruns the trained stages for other seeds ({names.SEEDS})._")

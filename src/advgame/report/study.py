@@ -13,6 +13,7 @@ from advgame.evaluation.sanity import transfer_check
 from advgame.report import game as game_report
 from advgame.report.strength import load_strength
 from advgame.report.tables import _float, entry
+from advgame.report.training import load_training, results_entries
 from advgame.runtime import PIN_VARS
 
 
@@ -35,6 +36,8 @@ class Study:
     verdicts: list = field(default_factory=list)    # "Does the paper hold?" (verdicts.py)
     hosts: list = field(default_factory=list)       # the machines the stages ran on (hosts())
     strength: dict = field(default_factory=dict)    # defender -> its attack-strength curve
+    training: dict = field(default_factory=dict)    # model -> its training record (report/training.py)
+    seeds_stale: list = field(default_factory=list)  # cells where names.SEEDS's main seed is not this run's
     _tests: dict | None = field(default=None, repr=False)  # family(): the paired tests' p-values
     _holm: dict = field(default_factory=dict, repr=False)  # family(): their Holm-adjusted p-values
 
@@ -154,15 +157,32 @@ def load_study(p: config.Params, root: str | Path = ".", device: str = "cpu") ->
     abl = [names.ablation_name(k, t) for k, t in names.ablation_variants(p)]
     ablations = {a: load_json(f) for a in abl if (f := root / names.run_path(names.ablation_path(a))).exists()}
     seeds_f = root / names.SEEDS
+    seeds_obj = load_json(seeds_f) if seeds_f.exists() else None
+    stale = stale_seeds(seeds_obj, defenders)
     cm_n = next((load_json(f).get("n_test") for f in (root / names.stage_report("catmouse"),
                                                        root / names.stage_report("round-1"))
                  if f.exists() and load_json(f).get("n_test")), None)
     cm_n = cm_n or (matrix or {}).get("n_test")
     return Study(p, defenders, missing, curve, matrix, meta, ", ".join(devs) or device,
                  game_report.table5_cells(root), sweep, game_report.load_histories(root), root,
-                 ablations, paired.SeedTable(load_json(seeds_f) if seeds_f.exists() else None),
+                 ablations, paired.SeedTable(None if stale else seeds_obj),
                  cm_n or meta.get("test", {}).get("shape", [None])[0], hosts=hosts(envs),
-                 strength=load_strength(root))
+                 strength=load_strength(root), training=load_training(p, root, _stage_reports(root), ablations),
+                 seeds_stale=stale)
+
+
+def stale_seeds(obj: dict | None, defenders: dict) -> list[str]:
+    """The cells where names.SEEDS's first seed (the main run it was collected with) differs from
+    this run's evaluation: the file was made before the models were retrained (`make seeds`
+    again), and its other seeds ran older code, so no answer may rest on it."""
+    out = []
+    for d, by_attack in (obj or {}).get("defenders", {}).items():
+        for attack, by_eta in by_attack.items():
+            for eta, v in by_eta.items():
+                c = entry(defenders, d, attack, eta)
+                if c is not None and v.get("per_seed") and abs(v["per_seed"][0] - c["error"]) > 5e-4:
+                    out.append(f"`{d}` {attack} at {eta}")
+    return out
 
 
 SCHEMA_VERSION = 1  # of reports/results.json (docs/results.md): bumped when a key changes meaning or goes away
@@ -205,4 +225,5 @@ def results_json(s: Study, commit: str = "unknown") -> dict:
         "hosts": s.hosts,
         "verdicts": s.verdicts,
         "strength": s.strength,
+        "training": results_entries(s.training),
     }
