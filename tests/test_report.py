@@ -85,6 +85,9 @@ def make_study(tmp_path, params: dict = PARAMS, evals: dict | None = None, catmo
                    "eval-gone": 9.0}.items():
         save_json({"stage": s, "device": "cpu"}, tmp_path / "reports/stages" / f"{s}.json")
         save_json({"stage": s, "seconds": sec}, tmp_path / names.timing_path(s))
+    save_json({"stage": "baseline", "device": "cpu", "training": {"baseline": {
+        "criterion": "clean error", "epochs": 4, "cap": 10, "best_epoch": 2, "capped": False, "val": 0.03,
+        "curve": [0.05, 0.03, 0.04, 0.04]}}}, tmp_path / "reports/stages/baseline.json")
     (tmp_path / "dvc.yaml").write_text(pipeline.render(p))  # the report times this pipeline's stages
     save_json({"minimax": {"attnet-transfer:baseline:mlp": {"0.3": {"error": 0.2, "ci95": [0.15, 0.26], "n": 200}}}},
               tmp_path / "reports/transfer.json")
@@ -162,6 +165,18 @@ def test_summary_times_this_pipelines_stages_from_the_untracked_timings(built):
     table = cost.table(timing, {})  # timings without clocks or passes (written before the cost table)
     assert table["study"]["body_s"] == 64.5 and table["stages"]["baseline"]["wall_s"] is None
     assert "| **study** | 0 | 0.0 | 64.5 | - |" in cost.markdown(table)
+
+
+def test_each_models_training_record_is_in_the_results_the_report_and_the_plots(built):
+    from advgame import names
+    p, out, res, md = built
+    assert res["training"] == {"baseline": {"criterion": "clean error", "epochs": 4, "cap": 10, "best_epoch": 2,
+                                            "capped": False, "val": 0.03}}
+    assert "| `baseline` | clean error | 4 / 10 | 2 | 0.030 | no |" in md
+    assert "No model stopped at its epoch cap" in md and "figures/training.png" in md
+    root = out["report"].parent.parent
+    assert (root / names.PLOT_DATA["training"] / "baseline.csv").read_text().splitlines()[1:] == \
+        ["1,0.05", "2,0.03", "3,0.04", "4,0.04"]
 
 
 def test_transfer_and_table5_stages_join_the_report(built):

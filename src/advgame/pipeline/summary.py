@@ -21,7 +21,13 @@ def main() -> None:
         if d in names.final_defenders(p):
             print(f"  {d:<14}" + "".join(f"{row.get(c, float('nan')):>{len(c) + 2}.3f}" for c in cols))
     results = Path(names.RESULTS)
-    verdicts = json.loads(results.read_text()).get("verdicts", []) if results.exists() else []
+    res = json.loads(results.read_text()) if results.exists() else {}
+    verdicts = res.get("verdicts", [])
+    training = res.get("training", {})
+    if training:
+        capped = [m for m, r in training.items() if r.get("capped")]
+        print(f"\ntraining: {len(training)} models, {len(capped)} stopped by their epoch cap, the rest on the "
+              "validation plateau (report.md section 1)" + (f": {', '.join(capped)}" if capped else ""))
     if verdicts:
         counts = {v: sum(e["verdict"] == v for e in verdicts)
                   for v in ("reproduced", "not reproduced", "inconclusive", "not comparable")}
