@@ -11,10 +11,10 @@ from advgame.attacks.attnet import attnet
 from advgame.attacks.attnet_training import diagnostics, train_attacker
 from advgame.data import load_split
 from advgame.defenses.loading import load_defender
+from advgame.defenses.validation import FOOLING
 from advgame.models import attacker_meta
 from advgame.pipeline.stage import run_stage
 from advgame.training import training_record
-from advgame.validation import FOOLING
 
 
 def body(ctx, args):
@@ -37,7 +37,7 @@ def body(ctx, args):
 
         attacker, hist = train_attacker(defender.model, defender.attack_loss, x, y, arch, a, eta,
                                         x.shape[1:], ctx.device, log=log, errors=errors, val=val)
-        training[f"attnet:{arch}@{name}"] = training_record(hist, a.epochs, a.patience, FOOLING, higher_is_better=True)
+        training[f"attnet:{arch}@{name}"] = training_record(hist, a.epochs, FOOLING, higher_is_better=True)
         trained[arch] = attacker
         final[f"attnet_{arch}_test_error"] = float(errors(attnet(attacker, xt_d, eta), yt_d).float().mean())
         d = diagnostics(attacker, xt_d, eta)

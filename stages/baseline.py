@@ -7,10 +7,10 @@ import argparse
 from advgame.artifacts import save_checkpoint
 from advgame.config import classifier_arch
 from advgame.data import load_split
+from advgame.defenses.validation import CLEAN, clean_criterion
 from advgame.models import build_classifier, classifier_meta
 from advgame.pipeline.stage import run_stage
 from advgame.training import error_rate, fit, standard_objective, training_record
-from advgame.validation import CLEAN, clean_criterion
 
 
 def body(ctx, a):
@@ -24,13 +24,12 @@ def body(ctx, a):
     xv, yv = (t.to(ctx.device) for t in load_split(a.data, "val"))
     cfg = p.baseline
     hist = fit(model, x, y, standard_objective, cfg, ctx.device, log=ctx.log, desc="baseline",
-               validate=clean_criterion(model, xv, yv),
-               on_epoch=lambda e: {"test_error": error_rate(model, xt_d, yt_d)})
+               validate=clean_criterion(model, xv, yv))
     err = error_rate(model, xt_d, yt_d)
     save_checkpoint(model, classifier_meta(arch, x.shape, classes, defender="baseline"), a.out)
     ctx.tracker.log_model(model, "baseline", x[:2])
     return {"clean_error": err,
-            "training": {"baseline": training_record(hist, cfg.epochs, cfg.patience, CLEAN)}}
+            "training": {"baseline": training_record(hist, cfg.epochs, CLEAN)}}
 
 
 if __name__ == "__main__":

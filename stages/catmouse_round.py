@@ -8,10 +8,10 @@ from advgame import UserError
 from advgame.artifacts import load_checkpoint, save_checkpoint, save_torch
 from advgame.data import load_split
 from advgame.defenses.catmouse import play_round
+from advgame.defenses.validation import CLEAN
 from advgame.models import classifier_meta, model_from_checkpoint
 from advgame.pipeline.stage import run_stage
 from advgame.training import training_record
-from advgame.validation import CLEAN
 
 
 def body(ctx, a):
@@ -33,7 +33,7 @@ def body(ctx, a):
     else:
         ctx.tracker.log_artifact(a.out, "model")
     return {**{key: float(v) for key, v in metrics.items()}, "n_test": len(yt),
-            "training": {f"round-{k}": training_record(hist, cm.epochs, cm.patience, CLEAN)}}
+            "training": {f"round-{k}": training_record(hist, cm.epochs, CLEAN)}}
 
 
 if __name__ == "__main__":

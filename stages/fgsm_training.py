@@ -10,10 +10,10 @@ from advgame.attacks.fgsm import fgsm
 from advgame.data import load_split
 from advgame.defense_table import get, names_for
 from advgame.defenses.fgsm_training import fgsm_at_objective, sens_fgsm_objective
+from advgame.defenses.validation import ROBUST, robust_criterion
 from advgame.models import classifier_meta, model_from_checkpoint
 from advgame.pipeline.stage import run_stage
 from advgame.training import error_rate, fit, training_record
-from advgame.validation import ROBUST, robust_criterion
 
 
 def body(ctx, a):
@@ -35,9 +35,8 @@ def body(ctx, a):
 
     xv, yv = (t.to(ctx.device) for t in load_split(a.data, "val"))
     hist = fit(model, x, y, objective, cfg, ctx.device, log=ctx.log, desc=method,
-               validate=robust_criterion(model, xv, yv, eta),
-               on_epoch=lambda e: {f"test_{k}": v for k, v in test_errors().items()})
-    final = {**test_errors(), "training": {method: training_record(hist, cfg.epochs, cfg.patience, ROBUST)}}
+               validate=robust_criterion(model, xv, yv, eta))
+    final = {**test_errors(), "training": {method: training_record(hist, cfg.epochs, ROBUST)}}
     meta = ckpt["meta"]
     save_checkpoint(model, classifier_meta(meta["arch"], x.shape, meta["classes"], defender=method),
                     a.out)

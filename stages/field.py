@@ -2,8 +2,8 @@
 
     python stages/field.py --defense pgd-at|trades|fgsm-rs --data DIR --base MODEL --out MODEL
 
-Per epoch it logs the training loss, the validation PGD-20 error (the early stop and the best
-epoch, advgame.validation) and the clean test error (monitoring only); the final `pgd_error` is
+Per epoch it logs the training loss and the validation PGD-20 error (the early stop and the best
+epoch, advgame.defenses.validation); no test image is seen before the model is chosen. The final `pgd_error` is
 PGD-40 (step 2.5 * eta / 40, one random start) on the first 200 test images (the evaluation
 stage attacks the whole test split).
 """
@@ -14,10 +14,10 @@ from advgame.attacks.pgd import pgd
 from advgame.data import load_split
 from advgame.defense_table import get, names_for
 from advgame.defenses.field import objective_for
+from advgame.defenses.validation import ROBUST, robust_criterion
 from advgame.models import classifier_meta, model_from_checkpoint
 from advgame.pipeline.stage import run_stage
 from advgame.training import error_rate, fit, training_record
-from advgame.validation import ROBUST, robust_criterion
 
 FINAL_PGD_N, FINAL_PGD_STEPS = 200, 40
 
@@ -37,8 +37,7 @@ def body(ctx, a):
     xt, yt = xt.to(ctx.device), yt.to(ctx.device)
     xv, yv = (t.to(ctx.device) for t in load_split(a.data, "val"))
     hist = fit(model, x, y, objective_for(defense, p, eta), cfg, ctx.device, log=ctx.log, desc=defense,
-               validate=robust_criterion(model, xv, yv, eta),
-               on_epoch=lambda e: {"test_error": error_rate(model, xt, yt)})
+               validate=robust_criterion(model, xv, yv, eta))
     clean = error_rate(model, xt, yt)
     robust = pgd_error(model, xt[:FINAL_PGD_N], yt[:FINAL_PGD_N], eta, FINAL_PGD_STEPS)
     m = ckpt["meta"]
@@ -46,7 +45,7 @@ def body(ctx, a):
     save_checkpoint(model, meta, a.out)
     ctx.tracker.log_model(model, defense, x[:2])
     return {"clean_error": clean, "pgd_error": robust,
-            "training": {defense: training_record(hist, cfg.epochs, cfg.patience, ROBUST)}}
+            "training": {defense: training_record(hist, cfg.epochs, ROBUST)}}
 
 
 if __name__ == "__main__":

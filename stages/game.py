@@ -10,10 +10,10 @@ from advgame.attacks.attnet_training import game_attacker
 from advgame.data import load_split
 from advgame.defense_table import names_for
 from advgame.defenses.game import MODES, play
+from advgame.defenses.validation import GAME
 from advgame.models import attacker_meta, classifier_meta, model_from_checkpoint
 from advgame.pipeline.stage import run_stage
 from advgame.training import error_rate, training_record
-from advgame.validation import GAME
 
 
 def body(ctx, a):
@@ -34,7 +34,7 @@ def body(ctx, a):
     final = {"clean_error": error_rate(defender, xt_d, yt_d),
              "own_attnet_error": error_rate(defender, attnet(attacker, xt_d, eta), yt_d)}
     # the game has no early stop (defenses/game.py): it keeps its last epoch, at the cap
-    final["training"] = {mode: training_record(hist, g.epochs, 0, GAME, keep_last=True)}
+    final["training"] = {mode: training_record(hist, g.epochs, GAME, keep_last=True)}
     if mode == "minimax":
         final["penalty_ratio_last_epoch"] = hist[-1]["penalty_ratio"]
     meta = base["meta"]

@@ -25,10 +25,10 @@ from advgame.defenses.magnet import (
     recon_errors,
     threshold_for,
 )
+from advgame.defenses.validation import RECON
 from advgame.models import model_from_checkpoint
 from advgame.pipeline.stage import run_stage
 from advgame.training import fit, training_record
-from advgame.validation import RECON
 
 PGD_N, PGD_STEPS = 200, 40
 
@@ -66,7 +66,7 @@ def body(ctx, a):
         # how often each attack is caught by the detector (detected = defended)
         "greybox_detected": float(d.reject(grey).float().mean()),
         "whitebox_detected": float(d.reject(white).float().mean()),
-        "training": {"magnet": training_record(hist, cfg.epochs, cfg.patience, RECON)},
+        "training": {"magnet": training_record(hist, cfg.epochs, RECON)},
     }
     # the whole defense (reformer + classifier + detector), not its trained part alone
     ctx.tracker.log_model(MagNet(ae, classifier, threshold).eval(), "magnet", x[:2])

@@ -15,12 +15,12 @@ from advgame.attacks.pgd import pgd
 from advgame.data import load_split
 from advgame.defenses.game import play
 from advgame.defenses.loading import load_defender
+from advgame.defenses.validation import FOOLING, GAME
 from advgame.evaluation.stats import cell
 from advgame.models import classifier_meta, model_from_checkpoint
 from advgame.names import sweep_name
 from advgame.pipeline.stage import run_stage
 from advgame.training import training_record
-from advgame.validation import FOOLING, GAME
 
 
 def body(ctx, a):
@@ -56,9 +56,9 @@ def body(ctx, a):
     out = {"gamma": gamma, "eta": eta, "penalty_ratio_last_epoch": hist[-1]["penalty_ratio"],
            "history": hist, "results": {a: cell([m]) for a, m in masks.items()},
            # the game has no early stop (defenses/game.py): it keeps its last epoch, at the cap
-           "training": {name: training_record(hist, g.epochs, 0, GAME, keep_last=True),
+           "training": {name: training_record(hist, g.epochs, GAME, keep_last=True),
                         f"attnet:{g.attacker_arch}@{name}": training_record(
-                            fresh_hist, p.attacker.epochs, p.attacker.patience, FOOLING, higher_is_better=True)}}
+                            fresh_hist, p.attacker.epochs, FOOLING, higher_is_better=True)}}
     save_json(out, a.out_json)
     return {f"{a}_error": c["error"] for a, c in out["results"].items()} | {
         "penalty_ratio_last_epoch": out["penalty_ratio_last_epoch"]}

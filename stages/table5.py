@@ -14,10 +14,10 @@ from advgame.attacks.fgsm import fgsm
 from advgame.config import eta_key
 from advgame.data import load_split
 from advgame.defenses.loading import load_defender
+from advgame.defenses.validation import FOOLING
 from advgame.evaluation.stats import cell
 from advgame.pipeline.stage import run_stage
 from advgame.training import training_record
-from advgame.validation import FOOLING
 
 
 def body(ctx, a):
@@ -38,7 +38,7 @@ def body(ctx, a):
         results[f"attnet-curr:{t5.arch}"][k] = cell([defender.errors(attnet(h, xt, eta), yt, clean=False)])
         final[f"attnet_{k}_error"] = results[f"attnet-curr:{t5.arch}"][k]["error"]
         final[f"attnet_{k}_epochs"] = len(hist)
-        training[f"attnet:{t5.arch}@{name}:eta{k}"] = training_record(hist, p.attacker.epochs, p.attacker.patience,
+        training[f"attnet:{t5.arch}@{name}:eta{k}"] = training_record(hist, p.attacker.epochs,
                                                                        FOOLING, higher_is_better=True)
     save_json({"defender": name, "results": results, "training": training}, a.out)
     return final

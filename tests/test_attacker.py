@@ -82,7 +82,7 @@ def test_training_stops_when_heldout_success_stalls():
     xtr, ytr, val = held(x, y)
     _, hist = train_attacker(g, ce_loss, xtr, ytr, "mlp", tiny_cfg(epochs=5, tol=2.0), ETA, (1, 4, 4), val=val)
     assert len(hist) == 1 and hist[0]["early_stop"]
-    record = training_record(hist, 5, 1, "fooling rate", higher_is_better=True)
+    record = training_record(hist, 5, "fooling rate", higher_is_better=True)
     assert record["epochs"] == 1 and not record["capped"]
 
 

@@ -60,16 +60,10 @@ def test_the_tables_and_names_import_nothing_that_imports_them_back():
 # (config, names, the tables, data, models, training, artifacts, ...) below all of them; the
 # `advgame` command (cli.py) is above them all
 LAYERS = ("cli", "pipeline", "report", "evaluation", "defenses", "attacks", "")
-# top-level modules that belong to a layer above the foundation: validation.py measures robust
-# training's criterion with PGD (attacks), so it is a defenses-layer module and the foundation
-# must not import it (its place is defenses/; moving it changes every training stage's code
-# dependencies, so it moves with the next full rerun)
-PLACED = {"validation": "defenses"}
 
 
 def layer(module: str) -> int:
     top = module.split(".")[0]
-    top = PLACED.get(top, top)
     return LAYERS.index(top) if top in LAYERS else len(LAYERS) - 1
 
 

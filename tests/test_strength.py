@@ -5,7 +5,7 @@ import yaml
 from advgame import config
 from advgame.evaluation.strength import saturated, strength_report
 from advgame.pipeline import generator as pipeline
-from advgame.strength_names import strength_path
+from advgame.names import strength_path
 
 RAW = yaml.safe_load((pipeline.ROOT / "params.yaml").read_text())
 

@@ -10,15 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PositiveFloat,
-    ValidationError,
-    create_model,
-    field_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, create_model, field_validator
 
 from advgame import UserError, attack_table
 from advgame import defense_table as registry
@@ -85,6 +77,8 @@ class TrainParams(Section):
     schedule: Literal["constant", "cosine"] = "constant"
     epochs: int = Field(5, ge=1, description="the cap: at most this many epochs")
     patience: int = Field(2, ge=1, description="stop after this many epochs without validation gain")
+    min_gain: float = Field(0.0, ge=0, lt=1, description="a new best gains only if this fraction below "
+                            "the last gain's value (0: any new best; >0 for a criterion that never plateaus)")
     batch: int = Field(128, ge=1)
     seed: int = 0
 

@@ -3,6 +3,7 @@ all read them from here (and nothing here imports the rest of the library but co
 from __future__ import annotations
 
 from advgame import config
+from advgame import defense_table as registry
 
 DATA = "data/prepared"
 # check-params' output: its bytes never change, so a valid params change reruns only the check
@@ -152,3 +153,17 @@ def published(p: config.Params) -> list[str]:
     return [*map(eval_path, final_defenders(p)),
             *(ablation_path(ablation_name(k, t)) for k, t in ablation_variants(p)),
             *(f"{CATMOUSE}/{f}" for f in CATMOUSE_FILES if catmouse)]
+
+
+STRENGTH = "reports/strength"   # the attack-strength curves (stage strength-<defender>): one JSON each
+DETECTOR_KINDS = ("magnet",)    # checkpoint kinds (the registry's `kind`) that reject inputs
+
+
+def strength_path(defender: str) -> str:
+    return f"{STRENGTH}/{defender}.json"
+
+
+def with_detector(defenders: list[str]) -> list[str]:
+    """The registered defenders among `defenders` whose kind has a detector (each gets a strength
+    curve), in their order."""
+    return [d for d in defenders if d in registry.NAMES and registry.get(d).kind in DETECTOR_KINDS]

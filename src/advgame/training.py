@@ -65,15 +65,14 @@ def progress(iterable, desc: str, total: int | None = None) -> Progress:
 
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective, cfg: TrainParams,
         device: torch.device | str = "cpu", log: LogFn | None = None, desc: str = "train",
-        max_loss: float = math.inf, on_epoch: Callable[[int], dict] | None = None,
-        validate: Callable[[], float | tuple[float, float]] | None = None) -> list[dict]:
+        max_loss: float = math.inf, validate: Callable[[], float | tuple[float, float]] | None = None) -> list[dict]:
     """Train `model` in place for at most cfg.epochs; returns the per-epoch metrics it logged.
 
     With `validate` (the model's criterion on the validation split, lower is better; a pair is
     (criterion, tie-break)) each epoch logs `val` (and `val_tiebreak`), training stops once
-    cfg.patience epochs in a row did not lower it, and the model ends at its best-validation
-    epoch (exact ties keep the earlier one). `on_epoch` adds monitoring metrics (never used to
-    choose anything)."""
+    cfg.patience epochs in a row brought no gain (a new best that is also at least cfg.min_gain,
+    a fraction, below the value of the last gain) and marks that epoch `early_stop`; the model
+    ends at its best-validation epoch (exact ties keep the earlier one). No test image is ever looked at."""
     model.to(device)
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = make_optimizer(cfg, model.parameters())
@@ -82,6 +81,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * nb)
              if cfg.schedule == "cosine" else None)
     best = None  # (val, epoch index, state)
+    gain = None  # (val, epoch index) of the last gain
     with Progress(desc=desc, total=cfg.epochs * nb) as bar:  # one ETA for the whole fit
         for epoch in range(cfg.epochs):
             model.train()
@@ -106,14 +106,14 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective
                 if len(score) > 1:
                     metrics["val_tiebreak"] = score[1]
                 if best is None or score < best[0]:
+                    if gain is None or score[0] <= gain[0] - cfg.min_gain * abs(gain[0]):
+                        gain = (score[0], epoch)
                     best = (score, epoch, copy.deepcopy(model.state_dict()))
-            if on_epoch is not None:
-                model.eval()
-                metrics.update(on_epoch(epoch))
             history.append(metrics)
             if log is not None:
                 log(metrics, epoch)
-            if best is not None and epoch - best[1] >= cfg.patience:
+            if gain is not None and epoch - gain[1] >= cfg.patience:
+                metrics["early_stop"] = True
                 break
     if best is not None:
         model.load_state_dict(best[2])
@@ -121,23 +121,19 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective
     return history
 
 
-def training_record(history: list[dict], cap: int, patience: int, criterion: str,
-                    key: str = "val", higher_is_better: bool = False, keep_last: bool = False) -> dict:
+def training_record(history: list[dict], cap: int, criterion: str, key: str = "val",
+                    higher_is_better: bool = False, keep_last: bool = False) -> dict:
     """What a stage reports of one model's training (results.json's `training`): epochs run, the
-    best-validation epoch (1-based), `capped` (the epoch cap, not the early stop, ended it:
-    fewer than `patience` epochs had passed since the best one), the best validation value, the
-    criterion's name and the validation curve. A loop with its own stop rule marks the epoch it
-    stopped at `early_stop` (attacks/attnet_training.py); one without a stop (`keep_last`: the
-    game) keeps its last epoch and is capped once it ran them all."""
+    best-validation epoch (1-based), `capped` (the epoch cap, not the early stop, ended it: the
+    last epoch is the cap's and not marked `early_stop` by `fit` or the attacker's own loop), the
+    best validation value, the criterion's name and the validation curve. A loop without a stop
+    (`keep_last`: the game) keeps its last epoch and is capped once it ran them all."""
     curve = [round(float(h[key]), 6) for h in history]
     sign = -1 if higher_is_better else 1
     ranks = [(sign * v, h.get(f"{key}_tiebreak", 0.0), i) for i, (v, h) in enumerate(zip(curve, history))]
     best = (len(curve) - 1 if keep_last else min(ranks)[2]) if ranks else -1
-    if keep_last:
-        return {"criterion": criterion, "epochs": len(curve), "cap": cap, "best_epoch": best + 1,
-                "capped": len(curve) >= cap, "val": curve[best] if curve else None, "curve": curve}
     return {"criterion": criterion, "epochs": len(curve), "cap": cap, "best_epoch": best + 1,
-            "capped": len(curve) >= cap and not history[-1].get("early_stop", len(curve) - 1 - best >= patience),
+            "capped": len(curve) >= cap and not (history and history[-1].get("early_stop")),
             "val": curve[best] if curve else None, "curve": curve}
 
 

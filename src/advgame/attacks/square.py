@@ -28,7 +28,6 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, queri
     and an example it finds fooled is confirmed by the model itself before it stops."""
     gen = torch.Generator().manual_seed(seed)
     n, c, h, w = x.shape
-    view = (-1, 1, 1, 1)
     out = torch.empty_like(x)
     stripes = torch.randint(0, 2, (n, c, 1, w), generator=gen).to(x) * 2 - 1
     draws = []

@@ -37,11 +37,11 @@ from advgame.defenses.fgsm_training import (
     smooth_sens_objective,
 )
 from advgame.defenses.loading import Defender, load_defender
+from advgame.defenses.validation import ROBUST, robust_criterion
 from advgame.evaluation.stats import cell
 from advgame.models import classifier_meta, model_from_checkpoint
 from advgame.names import ablation_name
-from advgame.training import Objective, error_rate, fit, training_record
-from advgame.validation import ROBUST, robust_criterion
+from advgame.training import Objective, fit, training_record
 
 KINDS = ("sens-off", "smooth", "tau")
 
@@ -123,14 +123,9 @@ def run_ablation(p: Params, kind: str, tau: float | None, data: str, base_path: 
     base = load_checkpoint(base_path)
     model = model_from_checkpoint(base, "classifier").to(device)
 
-    def test_errors(_epoch: int) -> dict:  # logged per epoch, as the sens-fgsm stage does
-        return {"test_clean_error": error_rate(model, xt, yt, p.eval.batch),
-                "test_fgsm_curr_error": error_rate(model, fgsm(model, xt, yt, eta, p.eval.batch), yt,
-                                                   p.eval.batch)}
-
     xv, yv = (t.to(device) for t in load_split(data, "val"))
     hist = fit(model, x, y, objective(kind, eta, cfg, tau), cfg, device, log=log, desc=f"ablation {name}",
-               validate=robust_criterion(model, xv, yv, eta), on_epoch=test_errors)
+               validate=robust_criterion(model, xv, yv, eta))
     path = out
     meta = base["meta"]
     save_checkpoint(model, classifier_meta(meta["arch"], x.shape, meta["classes"],
@@ -140,6 +135,6 @@ def run_ablation(p: Params, kind: str, tau: float | None, data: str, base_path: 
     models = {k: _load(src, device) for k, src in sources.items()}
     masks = measure(defender, xt, yt, eta, p.eval, models, _load(base_path, device))
     res = {**result(name, variant, eta, masks),
-           "training": {f"ablation-{name}": training_record(hist, cfg.epochs, cfg.patience, ROBUST)}}
+           "training": {f"ablation-{name}": training_record(hist, cfg.epochs, ROBUST)}}
     save_json(res, out_json)
     return {f"{a}_error": next(iter(r.values()))["error"] for a, r in res["results"].items()}

@@ -71,7 +71,7 @@ def masking_signature(s: Study) -> str:
     falls = [f"{a:g} -> {b:g}" for a, b in zip(etas, etas[1:]) if fg[b] < fg[a] - 0.01]
     pgd, square = s.get("sens-fgsm", "pgd-curr"), (s.defenders["sens-fgsm"].get("cascade", {}).get(s.eta, {})
                                                      .get("square"))
-    bits = [f"FGSM-curr error by eta: " + ", ".join(f"{e:g}: {fg[e]:.3f}" for e in etas)
+    bits = ["FGSM-curr error by eta: " + ", ".join(f"{e:g}: {fg[e]:.3f}" for e in etas)
             + (f" (it falls from eta {', '.join(falls)})" if falls else " (it does not fall as eta grows)")]
     if pgd and s.eta in r.get("fgsm-curr", {}):
         bits.append(f"PGD-curr {pgd['error']:.3f} against FGSM-curr {r['fgsm-curr'][s.eta]['error']:.3f} at eta {s.eta}")

@@ -122,7 +122,7 @@ def _setup(s: Study) -> list[str]:
             + (f" (no evaluation found for {', '.join(f'`{d}`' for d in s.missing)})" if s.missing else ""), "",
             "Each row's model in the MLflow registry:", "", registered(s), "",
             f"### Training: where each model stopped ({p.data.val_n} validation images)", "",
-            "Every model trains until its validation criterion (`advgame.validation`: clean error for the "
+            "Every model trains until its validation criterion (`advgame.defenses.validation`: clean error for the "
             "baseline and the rounds, PGD-20 error for robust training, fooling rate for the attackers, "
             "reconstruction error for MagNet's reformer) has not improved for its section's `patience` "
             "epochs, and keeps its best-validation epoch; the epoch cap (`epochs`) is the safeguard. The "

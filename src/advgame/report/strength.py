@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from advgame.artifacts import load_json
-from advgame.strength_names import STRENGTH
+from advgame.names import STRENGTH
 
 LABELS = {"magnet": "MagNet"}
 

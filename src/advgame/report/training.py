@@ -4,7 +4,7 @@ the stages that trained it; results.json's `training`, the report's table and li
 their cap, one CSV per validation curve for `dvc plots` and one figure of every curve.
 
 A record is what training.training_record returns: {"criterion", "epochs", "cap", "best_epoch",
-"capped", "val", "curve"}. The criterion of each kind of model is advgame.validation's.
+"capped", "val", "curve"}. The criterion of each kind of model is advgame.defenses.validation's.
 """
 from __future__ import annotations
 
