@@ -125,7 +125,8 @@ def _setup(s: Study) -> list[str]:
             "Every model trains until its validation criterion (`advgame.defenses.validation`: clean error for the "
             "baseline and the rounds, PGD-20 error for robust training, fooling rate for the attackers, "
             "reconstruction error for MagNet's reformer) has not improved for its section's `patience` "
-            "epochs, and keeps its best-validation epoch; the epoch cap (`epochs`) is the safeguard. The "
+            f"epochs (by at least `min_gain` of its value where set: `magnet.min_gain` = {p.magnet.min_gain:g}), "
+            "and keeps its best-validation epoch; the epoch cap (`epochs`) is the safeguard. The "
             "curves: figure \"Validation curves\" (section 3), `dvc plots show`, and each MLflow run's "
             "`val` step metric.", "", *training_section(s.training)]
 
