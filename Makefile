@@ -27,8 +27,10 @@ study: $(STAMP)
 	dvc repro
 	@$(ADVGAME) summary
 
+# one pytest worker per core (at most 4), each test file on one worker: the end-to-end file keeps
+# its one tiny pipeline run (a module fixture) while the unit tests run beside it
 test: $(STAMP)
-	ADVGAME_TRACKING=off $(VENV)/bin/pytest
+	ADVGAME_TRACKING=off $(VENV)/bin/pytest -n auto --maxprocesses 4 --dist loadfile
 
 seeds: $(STAMP)      ## the trained stages for training seeds 1 and 2 (dvc experiments) -> reports/seeds.json, report
 	$(ADVGAME) seeds run --seeds $(SEEDS)

@@ -1,6 +1,6 @@
 """Stage report: reports/results.json, reports/report.md, reports/metrics.json, the plot data and
-reports/figures/*.png from the evaluation results; logs them, and the headline metrics, on the
-pipeline's parent MLflow run."""
+reports/figures/*.png from the evaluation results; logs them, the headline metrics and each game
+defender's exploitability, on the pipeline's parent MLflow run."""
 from advgame.artifacts import load_json
 from advgame.names import DATA, METRICS, RUNS, SEEDS, attackers_dir, model_path
 from advgame.pipeline.stage import run_stage
@@ -14,6 +14,9 @@ def body(ctx):
         ctx.tracker.log_artifact(path, "report", parent=True)
     ctx.tracker.log_parent_metrics({f"{d}.{k}": v for d, row in load_json(METRICS).items()
                                     for k, v in row.items()})
+    game = load_json(out["results"]).get("game", {})  # each game defender's exploitability per architecture
+    ctx.tracker.log_parent_metrics({f"game.{d}.exploitability.{a}": v for d, e in game.items()
+                                    for a, v in e["exploitability"].items()})
     ctx.tracker.register_defenders(ctx.params)  # one registered model per defender, alias `study`
     return {}
 

@@ -1,6 +1,7 @@
 """Stage sweep-minimax-g<gamma>: one point of the minimax gamma sweep. It trains minimax at that
 gamma exactly as the `minimax` stage does, then measures it as the evaluation does: clean error,
-PGD-curr and a fresh AttNet-curr (the game's attacker architecture) on the evaluation's images.
+PGD-curr, a fresh AttNet-curr (the game's attacker architecture) and the attacker it was
+co-trained with (`attnet-cotrained:<arch>`, report/exploitability.py) on the evaluation's images.
 The study's own gamma is not a sweep stage: its point is the `minimax` evaluation itself, and
 `alt` (gamma = 0) is the other end.
 
@@ -52,6 +53,8 @@ def body(ctx, a):
                                         step_size=e.pgd_step_ratio * eta / e.pgd_steps,
                                         restarts=e.pgd_restarts, batch=e.batch), yt, clean=False),
         f"attnet-curr:{g.attacker_arch}": defender.errors(attnet(fresh, xt, eta), yt, clean=False),
+        # the attacker the game ended with: fresh minus co-trained is the exploitability
+        f"attnet-cotrained:{g.attacker_arch}": defender.errors(attnet(attacker, xt, eta), yt, clean=False),
     }
     out = {"gamma": gamma, "eta": eta, "penalty_ratio_last_epoch": hist[-1]["penalty_ratio"],
            "history": hist, "results": {a: cell([m]) for a, m in masks.items()},

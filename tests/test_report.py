@@ -13,11 +13,11 @@ from advgame.models import SmallCNN, attacker_meta, build_attacker, classifier_m
 from advgame.pipeline import generator as pipeline
 from advgame.report import answers as report_answers
 from advgame.report import render as report
-from advgame.report import sections as report_sections
 from advgame.report import study as report_study
 from advgame.report import tables as report_tables
 
-CONTRACT = {"schema_version", "commit", "config", "defenders", "catmouse", "hosts", "verdicts", "strength", "training"}
+CONTRACT = {"schema_version", "commit", "config", "defenders", "catmouse", "hosts", "verdicts", "strength", "training",
+            "game"}
 CONFIG_KEYS = {"dataset", "eta", "etas", "eval", "art", "defenders", "rounds", "seeds", "device"}
 
 
@@ -85,6 +85,7 @@ def make_study(tmp_path, params: dict = PARAMS, evals: dict | None = None, catmo
                    "eval-gone": 9.0}.items():
         save_json({"stage": s, "device": "cpu"}, tmp_path / "reports/stages" / f"{s}.json")
         save_json({"stage": s, "seconds": sec}, tmp_path / names.timing_path(s))
+    save_json({"stage": "minimax", "device": "cpu", "own_attnet_error": 0.04}, tmp_path / "reports/stages/minimax.json")
     save_json({"stage": "baseline", "device": "cpu", "training": {"baseline": {
         "criterion": "clean error", "epochs": 4, "cap": 10, "best_epoch": 2, "capped": False, "val": 0.03,
         "curve": [0.05, 0.03, 0.04, 0.04]}}}, tmp_path / "reports/stages/baseline.json")
@@ -153,6 +154,19 @@ def test_results_json_follows_the_contract(built):
     assert res["schema_version"] == 1 and res["commit"] == "unknown"  # built outside a stage: no git here
     # no wall-clock time in the committed results: a rerun of the same inputs changes no byte
     assert "seconds" not in json.dumps(res) and "timing" not in res
+
+
+def test_the_games_exploitability_is_a_fresh_attackers_error_minus_the_co_trained_ones(built):
+    p, out, res, md = built
+    assert set(res["game"]) == {"minimax"}  # alt has no stage report with its co-trained error, maximin no evaluation
+    g = res["game"]["minimax"]
+    assert g["cotrained"]["error"] == 0.04 and g["cotrained"]["n"] == 1000 and g["cotrained"]["arch"] == "mlp"
+    assert g["fresh"]["mlp"]["error"] == 0.1 and abs(g["exploitability"]["mlp"] - 0.06) < 1e-9
+    assert abs(g["exploitability"]["conv"] - 0.11) < 1e-9 and g["same_images"]
+    assert g["setting"] == {"k": 1, "lr": 0.001, "lr_attacker": 0.001, "epochs": p.game.epochs,
+                            "attacker_arch": "mlp", "population": False, "gamma": p.game.gamma}
+    assert "| `minimax` | 0.040 (mlp, n = 1000) | 0.100 (+0.060) | 0.150 (+0.110) |" in md
+    assert "Largest exploitability: +0.110 (`minimax`); the game did not reach an equilibrium" in md
 
 
 def test_summary_times_this_pipelines_stages_from_the_untracked_timings(built):

@@ -39,11 +39,20 @@ def test_records_are_gathered_from_stage_reports_ablations_and_the_sweep(tmp_pat
 def test_the_section_lists_every_capped_model_and_why_a_game_is():
     md = "\n".join(training.section(RECORDS))
     assert "**2 of 4 models stopped at their epoch cap**" in md
-    assert "robust training (1): `pgd-at`" in md
+    assert "robust training (1; the last epoch's change of the criterion, + = better): " \
+        "`pgd-at` (+0.100 in epoch 4: still improving)" in md
     assert "game defenders (no early stop) (1): `minimax`: the game has no early stop" in md
     assert "| `baseline` | clean error | 3 / 5 | 2 | 0.050 | no |" in md
     done = {m: r for m, r in RECORDS.items() if not r["capped"]}
     assert "No model stopped at its epoch cap" in "\n".join(training.section(done))
+
+
+def test_the_last_epochs_gain_is_read_in_the_criterions_direction():
+    assert abs(training.last_gain(record([0.9, 0.8])) - 0.1) < 1e-9              # an error fell
+    assert abs(training.last_gain(record([0.5, 0.4], criterion="fooling rate")) + 0.1) < 1e-9  # a fooling rate fell
+    assert training.last_gain(record([0.5])) is None
+    md = "\n".join(training.section({"attnet:mlp@x": record([0.2, 0.25], capped=True, criterion="fooling rate")}))
+    assert "`attnet:mlp@x` (+0.050 in epoch 2: still improving)" in md
 
 
 def test_curves_are_one_csv_per_model_and_stale_ones_go(tmp_path):

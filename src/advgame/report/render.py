@@ -38,6 +38,7 @@ from advgame.report.sections import (
 )
 from advgame.report.leaderboard import study_leaderboard
 from advgame.report.strength import plot_strength, strength_section
+from advgame.report.exploitability import section as game_exploitability
 from advgame.report.study import Study, load_study, results_json
 from advgame.report.training import plot_training, write_curves
 from advgame.report.training import section as training_section
@@ -125,7 +126,8 @@ def _setup(s: Study) -> list[str]:
             "Every model trains until its validation criterion (`advgame.defenses.validation`: clean error for the "
             "baseline and the rounds, PGD-20 error for robust training, fooling rate for the attackers, "
             "reconstruction error for MagNet's reformer) has not improved for its section's `patience` "
-            "epochs, and keeps its best-validation epoch; the epoch cap (`epochs`) is the safeguard. The "
+            f"epochs (by at least `min_gain` of its value where set: `magnet.min_gain` = {p.magnet.min_gain:g}), "
+            "and keeps its best-validation epoch; the epoch cap (`epochs`) is the safeguard. The "
             "curves: figure \"Validation curves\" (section 3), `dvc plots show`, and each MLflow run's "
             "`val` step metric.", "", *training_section(s.training)]
 
@@ -204,7 +206,9 @@ def _attackers(s: Study) -> list[str]:
     return ["### Learned attackers (AttNet-curr): success and image dependence", "",
             "Read from the attackers stages (trained at eta " f"{s.params.attack.eta:g}" "): a working "
             "attacker has a perturbation that varies across images; one universal pattern has a "
-            "small std.", "", md_table(a_header, a_body), ""]
+            "small std.", "", md_table(a_header, a_body), "",
+            "### The game at its end: co-trained against fresh attackers (exploitability)", "",
+            *game_exploitability(s.game, s.params.attack.eta, list(s.params.attacker.archs))]
 
 
 def _figures(figures: dict[str, str]) -> list[str]:

@@ -11,6 +11,7 @@ from advgame.artifacts import load_json
 from advgame.evaluation import paired
 from advgame.evaluation.sanity import transfer_check
 from advgame.report import game as game_report
+from advgame.report.exploitability import load_game
 from advgame.report.strength import load_strength
 from advgame.report.tables import _float, entry
 from advgame.report.training import load_training, results_entries
@@ -37,6 +38,7 @@ class Study:
     hosts: list = field(default_factory=list)       # the machines the stages ran on (hosts())
     strength: dict = field(default_factory=dict)    # defender -> its attack-strength curve
     training: dict = field(default_factory=dict)    # model -> its training record (report/training.py)
+    game: dict = field(default_factory=dict)        # game defender -> its exploitability (report/exploitability.py)
     seeds_stale: list = field(default_factory=list)  # cells where names.SEEDS's main seed is not this run's
     _tests: dict | None = field(default=None, repr=False)  # family(): the paired tests' p-values
     _holm: dict = field(default_factory=dict, repr=False)  # family(): their Holm-adjusted p-values
@@ -168,7 +170,7 @@ def load_study(p: config.Params, root: str | Path = ".", device: str = "cpu") ->
                  ablations, paired.SeedTable(None if stale else seeds_obj),
                  cm_n or meta.get("test", {}).get("shape", [None])[0], hosts=hosts(envs),
                  strength=load_strength(root), training=load_training(p, root, _stage_reports(root), ablations),
-                 seeds_stale=stale)
+                 seeds_stale=stale, game=load_game(p, root, defenders, meta.get("test", {}).get("shape", [None])[0]))
 
 
 def stale_seeds(obj: dict | None, defenders: dict) -> list[str]:
@@ -226,4 +228,5 @@ def results_json(s: Study, commit: str = "unknown") -> dict:
         "verdicts": s.verdicts,
         "strength": s.strength,
         "training": results_entries(s.training),
+        "game": s.game,
     }

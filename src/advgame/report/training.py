@@ -14,6 +14,7 @@ from pathlib import Path
 
 from advgame import config, names
 from advgame.artifacts import atomic_path, load_json
+from advgame.defenses.validation import FOOLING
 from advgame.report.tables import md_table
 
 # the figure's panels: a model goes to the first whose test its name passes
@@ -41,6 +42,23 @@ def load_training(p: config.Params, root: Path, stage_reports: list[Path], ablat
     for src in sources:
         out.update(src.get("training") or {})
     return out
+
+
+def last_gain(record: dict) -> float | None:
+    """How much the last epoch improved the validation criterion (positive: still improving when
+    the cap stopped it; a fooling rate improves upwards, every other criterion downwards)."""
+    c = record.get("curve") or []
+    if len(c) < 2:
+        return None
+    return (c[-1] - c[-2]) * (1 if record["criterion"] == FOOLING else -1)
+
+
+def _capped_item(model: str, record: dict) -> str:
+    g = last_gain(record)
+    if g is None:
+        return f"`{model}`"
+    trend = "still improving" if g > 0 else "past its best" if g < 0 else "flat"
+    return f"`{model}` ({g:+.3f} in epoch {record['epochs']}: {trend})"
 
 
 def group_of(model: str) -> str:
@@ -90,8 +108,11 @@ def section(records: dict) -> list[str]:
     for m in capped:
         by_group.setdefault(group_of(m), []).append(m)
     for g, ms in by_group.items():
-        why = f": {BY_DESIGN[g]}" if g in BY_DESIGN else ""
-        md.append(f"- {g} ({len(ms)}): {', '.join(f'`{m}`' for m in ms)}{why}")
+        if g in BY_DESIGN:
+            md.append(f"- {g} ({len(ms)}): {', '.join(f'`{m}`' for m in ms)}: {BY_DESIGN[g]}")
+        else:
+            md.append(f"- {g} ({len(ms)}; the last epoch's change of the criterion, + = better): "
+                      + ", ".join(_capped_item(m, records[m]) for m in ms))
     return md + [""]
 
 
