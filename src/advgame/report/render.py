@@ -176,7 +176,7 @@ def _results(s: Study) -> list[str]:
             md += [f"The attacker networks here are the ones trained at eta {s.eta}, applied with budget {e}; "
                    f"Table 5's AttNet-curr at eta {e} (section 4) is an attacker retrained at {e}, a different "
                    "number.", ""]
-    return md + _catmouse_tables(s) + _attackers(s) + strength_section(s.strength)
+    return md + _catmouse_tables(s) + _attackers(s) + _exploitability(s) + strength_section(s.strength)
 
 
 def _catmouse_tables(s: Study) -> list[str]:
@@ -206,8 +206,13 @@ def _attackers(s: Study) -> list[str]:
     return ["### Learned attackers (AttNet-curr): success and image dependence", "",
             "Read from the attackers stages (trained at eta " f"{s.params.attack.eta:g}" "): a working "
             "attacker has a perturbation that varies across images; one universal pattern has a "
-            "small std.", "", md_table(a_header, a_body), "",
-            "### The game at its end: co-trained against fresh attackers (exploitability)", "",
+            "small std.", "", md_table(a_header, a_body), ""]
+
+
+def _exploitability(s: Study) -> list[str]:
+    if not s.game:
+        return []
+    return ["### The game at its end: co-trained against fresh attackers (exploitability)", "",
             *game_exploitability(s.game, s.params.attack.eta, list(s.params.attacker.archs))]
 
 
