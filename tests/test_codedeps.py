@@ -110,3 +110,45 @@ def test_a_module_loaded_by_name_is_found_in_a_table(tmp_path):
     (pkg / "evaluation/__init__.py").write_text("")
     (pkg / "evaluation/crosseval.py").write_text("from advgame import attack_table\n")
     assert codedeps.imports(pkg / "evaluation/crosseval.py", pkg) == {"attack_table", "attacks", "attacks.zap"}
+
+
+def test_a_scripts_code_hash_moves_with_the_modules_it_runs_and_only_those(tmp_path):
+    # pipeline.codehash: what the `code` stage writes and every other stage declares as a param
+    import json
+    import os
+
+    from advgame.pipeline import codehash
+
+    pkg = make_pkg(tmp_path / "src")
+    (pkg / "progress.py").write_text("import tqdm\n")  # logging only: in NOT_DEPS
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages/a.py").write_text("from advgame.defenses import magnet\nfrom advgame import progress\n")
+    (tmp_path / "stages/b.py").write_text("from advgame import config\n")
+    (tmp_path / "stages/check_params.py").write_text("from advgame import config\n")
+    (pkg / "pipeline").mkdir()
+    for f in codehash.GENERATOR:
+        (tmp_path / f).write_text("# the generator\n")
+    before = codehash.table(tmp_path)
+    assert before["a"]["files"] == ["stages/a.py", "src/advgame/config.py",
+                                    "src/advgame/defenses/__init__.py", "src/advgame/defenses/magnet.py",
+                                    "src/advgame/defenses/sib.py", "src/advgame/lazy.py", "src/advgame/names.py"]
+    assert set(codehash.GENERATOR) <= set(before["check_params"]["files"])
+    assert codehash.sources(tmp_path) == sorted(
+        [*(str(f.relative_to(tmp_path)) for f in pkg.rglob("*.py")), "stages/a.py", "stages/b.py",
+         "stages/check_params.py"])
+
+    def edited(path, text):
+        (tmp_path / path).write_text(text)
+        os.utime(tmp_path / path, ns=(1, os.stat(tmp_path / path).st_mtime_ns + 10**9))  # the walker caches by mtime
+        return {s: codehash.table(tmp_path)[s]["hash"] != before[s]["hash"] for s in before}
+
+    assert edited("src/advgame/progress.py", "import tqdm  # new bar\n") == dict.fromkeys(before, False)
+    assert edited("src/advgame/defenses/sib.py", "import advgame.lazy\nX = 1\n") == {
+        "a": True, "b": False, "check_params": False}
+    assert edited(codehash.GENERATOR[0], "# the generator, changed\n")["check_params"]
+    cwd = os.getcwd()
+    try:  # the stage writes it where DVC runs it
+        assert codehash.main(tmp_path) == 0
+        assert json.loads((tmp_path / codehash.FILE).read_text()) == codehash.table(tmp_path)
+    finally:
+        os.chdir(cwd)

@@ -68,7 +68,7 @@ def project(tmp_path_factory):
 def test_repro_builds_everything(project):
     d, env, first = project
     finals = ("baseline", "adv-fgsm-2", "alt", "minimax")
-    assert ran(first) == {"check-params", "prepare", "baseline", "round-1", "round-2", "catmouse", "alt", "minimax",
+    assert ran(first) == {"code", "check-params", "prepare", "baseline", "round-1", "round-2", "catmouse", "alt", "minimax",
                           *[f"attackers-{d}" for d in finals], *[f"eval-{d}" for d in finals],
                           "transfer", "sweep-minimax-g0p5", "table5-alt", "table5-minimax", "headline", "report"}
     for f in ("data/prepared/train.pt", "models/baseline.pt", "models/adv-fgsm-2.pt",

@@ -310,7 +310,7 @@ def tiny(tmp_path_factory):
     sh("git", "init", "-q", cwd=d, env=env)
     sh("dvc", "init", "-q", cwd=d, env=env)
     sh(sys.executable, "-m", "advgame.pipeline", cwd=d, env=env)
-    assert ran(sh("dvc", "repro", "prepare", cwd=d, env=env).stdout) == {"check-params", "prepare"}
+    assert ran(sh("dvc", "repro", "prepare", cwd=d, env=env).stdout) == {"code", "check-params", "prepare"}
     for sub in ("eval", "catmouse", "figures"):
         shutil.copytree(ROOT / "reports" / sub, d / "reports" / sub, dirs_exist_ok=True)
     for f in ("report.md", "results.json", "metrics.json"):  # committed to git (a fresh clone has them)

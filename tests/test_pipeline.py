@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from advgame import config
-from advgame.pipeline import codedeps
+from advgame.pipeline import codedeps, codehash
 from advgame.pipeline import generator as pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,7 +125,7 @@ def test_every_stage_dependency_is_produced_or_in_the_repo():
             for o in s.get(group, []):
                 outs.add(o if isinstance(o, str) else next(iter(o)))
     for name, s in st.items():
-        for d in s["deps"]:
+        for d in s.get("deps", []):
             produced = any(d == o or d.startswith(o + "/") for o in outs)
             # ... or the training-seed results `make seeds` writes and commits (advgame.pipeline.seeds)
             assert produced or d.startswith(("src/", "stages/")) or d == pipeline.SEEDS, f"{name}: {d}"
@@ -161,27 +161,42 @@ def loaded_modules():
     import subprocess
     import sys
 
-    scripts = sorted({s["cmd"].split()[1] for s in stages(config.parse(RAW)).values()})
+    scripts = sorted({s["cmd"].split()[1] for n, s in stages(config.parse(RAW)).items() if n != "code"})
     r = subprocess.run([sys.executable, "-c", PROBE, *scripts], cwd=ROOT, capture_output=True, text=True,
                        env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")}, check=True)
     return {k: {str(Path(f).resolve().relative_to(ROOT)) for f in v} for k, v in json.loads(r.stdout).items()}
 
 
-@pytest.mark.parametrize("name", list(stages(config.parse(RAW))))
+@pytest.mark.parametrize("name", [n for n in stages(config.parse(RAW)) if n != "code"])
 def test_stage_depends_on_the_code_it_runs(name, loaded_modules):
-    # editing a module a stage runs must rerun it; logging and the generator itself are exempt
+    # editing a module a stage runs must rerun it (its script's code hash covers the module);
+    # logging and the generator itself are exempt
     st = stages(config.parse(RAW))[name]
     script = st["cmd"].split()[1]
+    assert st["params"][-1] == {codehash.FILE: [codehash.key(script)]}
+    covered = set(codehash.files(script))
     exempt = {"src/advgame/__init__.py"} | {str(codedeps.module_file(m).relative_to(pipeline.ROOT))
                                             for m in pipeline.NOT_DEPS}
     needed = loaded_modules[script] - exempt
-    assert needed and needed <= set(st["deps"]), sorted(needed - set(st["deps"]))
-    assert script in st["deps"]
+    assert needed and needed <= covered, sorted(needed - covered)
+    assert script in covered and not any(d.startswith(("src/", "stages/")) for d in st.get("deps", []))
+
+
+def test_the_code_stage_depends_on_every_source_and_writes_every_scripts_hash():
+    st = stages(config.parse(RAW))
+    code = st["code"]
+    assert code["deps"] == codehash.sources() and code["outs"] == [{codehash.FILE: {"cache": False}}]
+    assert "src/advgame/pipeline/tracking.py" in code["deps"] and "stages/evaluate.py" in code["deps"]
+    scripts = {s["cmd"].split()[1] for n, s in st.items() if n != "code"}
+    assert {Path(s).stem for s in scripts} <= set(codehash.table())
 
 
 def test_every_stage_declares_its_stage_report():
     # run_stage writes reports/stages/<stage>.json: an undeclared output is invisible to DVC
+    # (`code` hashes files: no run_stage, no torch)
     for name, st in stages(config.parse(RAW)).items():
+        if name == "code":
+            continue
         declared = [o if isinstance(o, str) else next(iter(o)) for o in st.get("outs", [])]
         assert f"reports/stages/{name}.json" in declared, name
 
@@ -251,18 +266,18 @@ def test_every_stage_is_downstream_of_the_params_check():
     # on its stamp, so DVC runs the check first after any param change
     st = stages(config.parse(RAW))
     check = st["check-params"]
-    assert check["params"] == [{"params.yaml": None}]
+    assert check["params"][0] == {"params.yaml": None}
     stamp = next(iter(check["outs"][0]))
     assert stamp in st["prepare"]["deps"]
-    assert {*pipeline.GENERATOR, "src/advgame/config.py"} <= set(check["deps"])
+    assert {*pipeline.GENERATOR, "src/advgame/config.py"} <= set(codehash.files("stages/check_params.py"))
     produced = {next(iter(o)) if isinstance(o, dict) else o: n for n, s in st.items() for o in s["outs"]}
 
     def upstream(name, seen=()):
-        ups = {produced[o] for d in st[name]["deps"] for o in produced
+        ups = {produced[o] for d in st[name].get("deps", []) for o in produced
                if d == o or d.startswith(o + "/")} - {name}
         return ups | {u for x in ups - set(seen) for u in upstream(x, (*seen, *ups))}
 
-    assert all("check-params" in upstream(n) for n in st if n != "check-params")
+    assert all("check-params" in upstream(n) for n in st if n not in ("code", "check-params"))
 
 
 def test_every_stage_that_trains_or_evaluates_can_come_back_from_dvcs_run_cache():
@@ -277,7 +292,8 @@ def test_every_stage_that_trains_or_evaluates_can_come_back_from_dvcs_run_cache(
     rerun = {n for n, s in st.items() if not cacheable(s)}
     # only the stages with an output git must hold (and the params check) rerun when a config
     # returns: the headline (it publishes the evaluations, ablations, cat-and-mouse files) and report
-    assert rerun == {"check-params", "headline", "report"}
+    # (and `code` after an edit of the sources: a second, it restores nothing)
+    assert rerun == {"code", "check-params", "headline", "report"}
     trains = [n for n in st if n in ("prepare", "baseline", "alt", "minimax", "magnet", "pgd-at")
               or n.startswith(("round-", "attackers-", "sweep-", "table5-"))]
     assert trains and not set(trains) & rerun

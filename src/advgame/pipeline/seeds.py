@@ -19,8 +19,8 @@ the default `dvc repro` stays one seed (59 stages, not ~170), each seed's MLflow
 experiment's name in the main store, and `dvc exp show` compares the seeds like any other change.
 
 The main run (the workspace's `reports/eval`) is the first seed of the file. A seed experiment is
-used only if every evaluation in it ran the workspace's code (the md5 of each code dependency in
-its dvc.lock equals the workspace's); otherwise `collect` stops and says which to rerun. An
+used only if every evaluation in it ran the workspace's code (its script's code hash in its
+dvc.lock, or in a lock from before codehash.json the md5 of each source file, equals the workspace's); otherwise `collect` stops and says which to rerun. An
 experiment whose evaluations ran this code but that lacks a target added since is refreshed
 (`refresh`: its params, lock and results checked out over the workspace's code, where only the
 missing stages run), not retrained.
@@ -39,6 +39,7 @@ import yaml
 
 from advgame import UserError, config
 from advgame.names import SEEDS, ablation_path, eval_path
+from advgame.pipeline import codehash
 
 OUT = SEEDS
 
@@ -117,8 +118,11 @@ def commits_back(minimum: int = 3) -> int:
 
 
 def _code_md5(lock: dict, stage: str) -> dict[str, str]:
-    deps = lock["stages"].get(stage, {}).get("deps", [])
-    return {d["path"]: d.get("md5") for d in deps if d["path"].startswith(("src/", "stages/"))}
+    """The code a stage ran: its code hash (pipeline.codehash), or each source file's md5 in a
+    dvc.lock from before codehash.json."""
+    entry = lock["stages"].get(stage, {})
+    code = {f"{codehash.FILE}:{k}": v for k, v in entry.get("params", {}).get(codehash.FILE, {}).items()}
+    return code | {d["path"]: d.get("md5") for d in entry.get("deps", []) if d["path"].startswith(("src/", "stages/"))}
 
 
 def check_same_code(ref: str, seed: int, stages: list[str]) -> None:
