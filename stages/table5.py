@@ -3,6 +3,12 @@ a fresh AttNet-curr is trained against the frozen defender at that eta (the pape
 and the defender's error is measured under it and under FGSM-curr on the evaluation's images.
 The main eta's cells come from the defender's evaluation.
 
+And the paper's own attacker network (`attnet-paper:<arch>`), at attack.eta and each of those
+etas: the same architecture trained the paper's way (PAPER_ATTACKER: the tanh output
+clip(x + eta tanh(h)), the defender's own cross-entropy as its loss, no warm start, no
+saturation penalty, the default initialisation), so that Table 5's AttNet cells compare like
+with like beside the study's stronger attacker.
+
     python stages/table5.py --defender D --data DIR --model MODEL --out FILE
 """
 import argparse
@@ -19,6 +25,10 @@ from advgame.evaluation.stats import cell
 from advgame.pipeline.stage import run_stage
 from advgame.training import training_record
 
+# what makes attacker params the paper's attacker (the other keys: attacker's, e.g. its schedule)
+PAPER_ATTACKER = {"param": "tanh", "loss": "ce", "warmup_epochs": 0, "penalty": 0.0, "init_scale": 1.0}
+PAPER = "attnet-paper"
+
 
 def body(ctx, a):
     name = a.defender
@@ -27,19 +37,29 @@ def body(ctx, a):
     x, y = load_split(a.data, "train")
     xt, yt = load_split(a.data, "test", p.eval.n_test)
     xt, yt = xt.to(dev), yt.to(dev)
-    results: dict = {"fgsm-curr": {}, f"attnet-curr:{t5.arch}": {}}
+    results: dict = {"fgsm-curr": {}, f"attnet-curr:{t5.arch}": {}, f"{PAPER}:{t5.arch}": {}}
     final, training, val = {}, {}, load_split(a.data, "val")
-    for eta in t5.etas:
-        h, hist = train_attacker(defender.model, defender.attack_loss, x, y, t5.arch, p.attacker, eta,
+
+    def attacked(cfg, eta, result, model):
+        h, hist = train_attacker(defender.model, defender.attack_loss, x, y, t5.arch, cfg, eta,
                                  x.shape[1:], dev, val=val)
         k = eta_key(eta)
+        results[result][k] = cell([defender.errors(attnet(h, xt, eta), yt, clean=False)])
+        training[f"{model}:{t5.arch}@{name}:eta{k}"] = training_record(hist, cfg.epochs, FOOLING,
+                                                                       higher_is_better=True)
+        return results[result][k]["error"], len(hist)
+
+    paper = p.attacker.model_copy(update=PAPER_ATTACKER)
+    for eta in dict.fromkeys([p.attack.eta, *t5.etas]):
+        k = eta_key(eta)
+        final[f"paper_attnet_{k}_error"], final[f"paper_attnet_{k}_epochs"] = attacked(
+            paper, eta, f"{PAPER}:{t5.arch}", PAPER)
+        if eta not in t5.etas:
+            continue  # the study's attacker at attack.eta: the evaluation's
+        final[f"attnet_{k}_error"], final[f"attnet_{k}_epochs"] = attacked(
+            p.attacker, eta, f"attnet-curr:{t5.arch}", "attnet")
         results["fgsm-curr"][k] = cell([defender.errors(
             fgsm(defender.model, xt, yt, eta, p.eval.batch, defender.attack_loss), yt, clean=False)])
-        results[f"attnet-curr:{t5.arch}"][k] = cell([defender.errors(attnet(h, xt, eta), yt, clean=False)])
-        final[f"attnet_{k}_error"] = results[f"attnet-curr:{t5.arch}"][k]["error"]
-        final[f"attnet_{k}_epochs"] = len(hist)
-        training[f"attnet:{t5.arch}@{name}:eta{k}"] = training_record(hist, p.attacker.epochs,
-                                                                       FOOLING, higher_is_better=True)
     save_json({"defender": name, "results": results, "training": training}, a.out)
     return final
 
@@ -51,4 +71,5 @@ if __name__ == "__main__":
     ap.add_argument("--model", required=True, help="the defender's checkpoint")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
-    run_stage(f"table5-{a.defender}", lambda ctx: body(ctx, a), sections=["run", "attacker", "table5", "eval"])
+    run_stage(f"table5-{a.defender}", lambda ctx: body(ctx, a),
+              sections=["run", "attack", "attacker", "table5", "eval"])

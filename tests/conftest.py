@@ -7,6 +7,16 @@ os.environ["ADVGAME_TRACKING"] = "off"  # unit tests never talk to MLflow (e2e t
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Every test starts on one thread: a test that runs a stage in-process (run_stage sets
+    torch's threads from run.threads, 2 by default) must not leave its worker on two while
+    `make test` runs one worker per core, or every later test of that worker oversubscribes the
+    CPU (measured: a MagNet attack test 7 s alone, 77 s after such a test under xdist)."""
+    torch.set_num_threads(1)
+    yield
+
+
 @pytest.fixture(scope="session")
 def tiny_mnist():
     """A small, real slice of mnist5k (train 600, test 200) for quick training tests."""

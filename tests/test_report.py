@@ -93,7 +93,9 @@ def make_study(tmp_path, params: dict = PARAMS, evals: dict | None = None, catmo
     save_json({"minimax": {"attnet-transfer:baseline:mlp": {"0.3": {"error": 0.2, "ci95": [0.15, 0.26], "n": 200}}}},
               tmp_path / "reports/transfer.json")
     save_json({"defender": "minimax", "results": {"fgsm-curr": {"0.4": {"error": 0.41, "ci95": [0.3, 0.5], "n": 200}},
-                                                  "attnet-curr:mlp": {"0.4": {"error": 0.52, "ci95": [0.4, 0.6], "n": 200}}}},
+                                                  "attnet-curr:mlp": {"0.4": {"error": 0.52, "ci95": [0.4, 0.6], "n": 200}},
+                                                  "attnet-paper:mlp": {"0.3": {"error": 0.06, "ci95": [0.03, 0.1], "n": 200},
+                                                                       "0.4": {"error": 0.33, "ci95": [0.27, 0.4], "n": 200}}}},
               tmp_path / "reports/table5/minimax.json")
     save_json({"dataset": "mnist5k", "train": {"shape": [4000, 1, 28, 28], "sha256": "abc123"},
                "test": {"shape": [1000, 1, 28, 28], "sha256": "def456"}}, tmp_path / "data/prepared/meta.json")
@@ -167,6 +169,23 @@ def test_the_games_exploitability_is_a_fresh_attackers_error_minus_the_co_traine
                             "attacker_arch": "mlp", "population": False, "gamma": p.game.gamma}
     assert "| `minimax` | 0.040 (mlp, n = 1000) | 0.100 (+0.060) | 0.150 (+0.110) |" in md
     assert "Largest exploitability: +0.110 (`minimax`); the game did not reach an equilibrium" in md
+
+
+def test_the_report_says_whether_minimax_is_no_worse_than_alt_and_maximin_against_fresh_attackers():
+    from advgame.report.exploitability import minimax_property
+
+    def entry(**fresh):
+        return {"fresh": {a: {"error": e, "ci95": [e - 0.03, e + 0.03], "n": 1000} for a, e in fresh.items()}}
+
+    game = {"minimax": entry(mlp=0.20, conv=0.50), "alt": entry(mlp=0.25, conv=0.48),
+            "maximin": entry(mlp=0.30, conv=0.40)}
+    text = minimax_property(game, ["mlp", "conv"])[0]
+    assert "`alt` and `maximin`" in text and text.endswith(
+        "does not hold here: conv: 0.500 against `alt`'s 0.480 (within each other's 95% intervals); "
+        "conv: 0.500 against `maximin`'s 0.400 (the 95% intervals do not overlap).")
+    game["minimax"] = entry(mlp=0.20, conv=0.40)
+    assert minimax_property(game, ["mlp", "conv"])[0].endswith("holds.")
+    assert minimax_property({"minimax": game["minimax"]}, ["mlp"]) == []  # nothing to compare with
 
 
 def test_summary_times_this_pipelines_stages_from_the_untracked_timings(built):
@@ -255,6 +274,10 @@ def test_missing_attack_and_eta_render_as_na(built):
     cells = [c.split(" (")[0].strip() for c in line.strip("|").split("|")]
     assert cells[2:6] == ["0.300", "0.100", "0.410", "0.520"] and cells[6:] == ["n/a"] * 4
     assert "(0.400–0.600)" in line
+    # the paper's own attacker network (the table5 stage, every eta): AttNet columns only
+    line = next(l for l in md.splitlines() if l.startswith("| Minimax | ours, the paper's AttNet"))
+    cells = [c.split(" (")[0].strip() for c in line.strip("|").split("|")]
+    assert cells[2:6] == ["", "0.060", "", "0.330"] and cells[7] == "n/a"
 
 
 def test_sanity_section_explains_failures(built):

@@ -166,6 +166,23 @@ def test_table5_verdicts_one_per_cell():
     assert "K = " in v["scope"] and "equivalence" in v["rule"]
 
 
+def test_table5_attnet_cells_are_judged_by_the_papers_own_attacker_where_it_ran():
+    # like with like: the table5 stage's attnet-paper:<arch> (tanh, cross-entropy, no warm start),
+    # not the study's stronger attnet-curr, wherever it has the cell; the FGSM cells are unchanged
+    defs = {"minimax": obj("minimax", {"fgsm-curr": at(0.22), "attnet-curr:mlp": at(0.40)})}
+    s = study(defs)
+    s.table5 = {"minimax": {"attnet-paper:mlp": {"0.3": cell(0.02), "0.4": cell(0.55)}}}
+    by = {v["claim"]: v for v in verdicts.table5_verdicts(s)}
+    assert by["table5:minimax:attnet-curr:0.3"]["ours"] == 0.02  # not the study attacker's 0.40
+    assert "`attnet-paper:mlp`" in by["table5:minimax:attnet-curr:0.3"]["why"]
+    assert by["table5:minimax:attnet-curr:0.4"]["ours"] == 0.55
+    assert by["table5:minimax:attnet-curr:0.5"]["verdict"] == "not comparable"  # neither attacker ran there
+    assert by["table5:minimax:fgsm-curr:0.3"]["ours"] == 0.22
+    assert "`fgsm-curr`" in by["table5:minimax:fgsm-curr:0.3"]["why"]
+    s.table5 = {}
+    assert verdicts.table5_verdicts(s)[1]["ours"] == 0.40  # without the stage: the study's attacker
+
+
 def test_equivalence_rule_on_constructed_cases():
     def eq(mean, se, paper, margin, df=math.inf):
         return verdicts.equivalence(verdicts.SeedMean(mean, se, df), paper, margin)

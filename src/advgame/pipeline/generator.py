@@ -285,7 +285,7 @@ def _table5_stage(d: str) -> dict:
         "cmd": _cmd("stages/table5.py", f"--defender {d}", f"--data {DATA}", f"--model {model_path(d)}",
                     f"--out {table5_path(d)}"),
         "deps": [DATA, model_path(d)],
-        "params": [*RUN, "attacker", "table5", "eval.n_test", "eval.batch"],
+        "params": [*RUN, "attack.eta", "attacker", "table5", "eval.n_test", "eval.batch"],
         "outs": [table5_path(d), _metric(f"table5-{d}")],
     }
 

@@ -232,11 +232,15 @@ def _paper(s: Study) -> list[str]:
     return ["## 4. Does the paper hold?", "", verdicts.section(s.verdicts), "",
             "### The paper's Table 5 beside ours", "",
             "Paper rows: Hamm & Mehra's published MNIST error rates, quoted. Ours: this run's `fgsm-curr` and "
-            "`attnet-curr:mlp` (the paper's attacker) on our data and architectures, at training seed "
-            f"{s.params.run.seed} (the verdicts above judge the mean over the training seeds where `make seeds` "
-            "ran, so their `ours` can differ); n/a where we have no number. "
-            f"Eta {s.eta} comes from the evaluation ({s.subset()}); the other etas from the table5 stages "
-            f"({s.subset(t5_n) if t5_n else 'none ran'}), each with an attacker retrained at that eta.", "",
+            f"`attnet-curr:{s.params.table5.arch}` (the study's attacker network: box output, margin loss, warm "
+            f"start) on our data and architectures, at training seed {s.params.run.seed}; n/a where we have no "
+            f"number. Eta {s.eta} comes from the evaluation ({s.subset()}); the other etas from the table5 stages "
+            f"({s.subset(t5_n) if t5_n else 'none ran'}), each with an attacker retrained at that eta. "
+            f"\"Ours, the paper's AttNet\": the same architecture trained the paper's way "
+            f"(`attnet-paper:{s.params.table5.arch}`: tanh output, the defender's cross-entropy, no warm start, "
+            "no penalty), by the table5 stages at every eta; the verdicts above judge the AttNet cells by it "
+            "(like with like) where it ran, and the mean over the training seeds where `make seeds` ran, so "
+            "their `ours` can differ from these rows.", "",
             table5(s), ""]
 
 

@@ -11,18 +11,27 @@ from advgame.report.tables import PAPER_NAMES, PAPER_TABLE5, SANITY, fmt, md_tab
 
 def table5(s: Study) -> str:
     """The paper's rows and ours: the main eta from the evaluation, the other etas from the
-    table5 stages (an attacker retrained at each eta)."""
-    cols = attack_table.paper_columns(s.params.table5.arch)
+    table5 stages (an attacker retrained at each eta); then the AttNet cells of the paper's own
+    attacker network (`attnet-paper:<arch>`, the table5 stages at every eta), which the verdicts
+    judge."""
+    arch = s.params.table5.arch
+    cols = attack_table.paper_columns(arch)
     header = ["defense", "source"] + [f"{label} {e}" for e in PAPER_TABLE5["minimax"] for _, _, label in cols]
     body = []
     for d, paper in PAPER_TABLE5.items():
         body.append([PAPER_NAMES[d], "paper"] + [f"{v:.3f}" for e in paper for v in paper[e]])
-        ours = []
+        ours, theirs, t = [], [], s.table5.get(d, {})
         for e in paper:
-            t = s.table5.get(d, {})
             ours += [fmt(s.get(d, n, e) if e == s.eta else t.get(n, {}).get(e)) for _, n, _ in cols]
+            theirs += [fmt(t.get(paper_attacker(arch), {}).get(e)) if c == "attnet-curr" else "" for c, _, _ in cols]
         body.append([PAPER_NAMES[d], "ours"] + ours)
+        body.append([PAPER_NAMES[d], "ours, the paper's AttNet"] + theirs)
     return md_table(header, body)
+
+
+def paper_attacker(arch: str) -> str:
+    """The result name of the paper's own attacker network of `arch` (stages/table5.py)."""
+    return f"attnet-paper:{arch}"
 
 
 def game_section(s: Study) -> str:

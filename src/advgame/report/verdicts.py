@@ -30,6 +30,7 @@ from scipy import stats as sstats
 from advgame import attack_table, config
 from advgame.evaluation.paired import ALPHA, fmt_p
 from advgame.report.answers import ABL_CONTROL, q2_explanation
+from advgame.report.sections import paper_attacker
 from advgame.report.study import Study
 from advgame.report.tables import PAPER_K, PAPER_NAMES, PAPER_TABLE5, md_table, next_round, same_parity
 
@@ -112,17 +113,21 @@ def equivalence(est: SeedMean, paper: float, margin: float) -> str:
     return INCONCLUSIVE
 
 
-def table5_cell(s: Study, d: str, attack: str, eta: str) -> dict | None:
-    """Our cell for the paper's Table 5: the evaluation at the main eta, the table5 stage elsewhere."""
+def table5_cell(s: Study, d: str, attack: str, eta: str) -> tuple[dict | None, str]:
+    """Our cell for the paper's Table 5 and the result it comes from: an AttNet cell from the
+    paper's own attacker network where the table5 stage trained it (like with like), else, as
+    every FGSM cell, the evaluation at the main eta and the table5 stage elsewhere."""
     name = {c: n for c, n, _ in attack_table.paper_columns(s.params.table5.arch)}[attack]
+    own = s.table5.get(d, {}).get(paper_attacker(s.params.table5.arch), {}).get(eta)
+    if attack == "attnet-curr" and isinstance(own, dict) and own.get("error") is not None:
+        return own, paper_attacker(s.params.table5.arch)
     c = s.get(d, name, eta) if eta == s.eta else s.table5.get(d, {}).get(name, {}).get(eta)
-    return c if isinstance(c, dict) and c.get("error") is not None else None
+    return (c if isinstance(c, dict) and c.get("error") is not None else None), name
 
 
-def _per_seed(s: Study, d: str, attack: str, eta: str, c: dict) -> list[float]:
-    """Our per-seed errors of a Table 5 cell: the seed table's (names.SEEDS) where it has them (its first
-    seed is this run), else this run's alone."""
-    name = {a: n for a, n, _ in attack_table.paper_columns(s.params.table5.arch)}[attack]
+def _per_seed(s: Study, d: str, name: str, eta: str, c: dict) -> list[float]:
+    """Our per-seed errors of a Table 5 cell (result `name`): the seed table's (names.SEEDS) where it
+    has them (its first seed is this run), else this run's alone."""
     vals = s.seeds.per_seed(d, name, eta) if s.seeds else None
     return list(vals) if vals else [c["error"]]
 
@@ -138,14 +143,14 @@ def table5_verdicts(s: Study) -> list[dict]:
                 rule = (f"one-sided bound test: the paper's {paper:.0f} sits at a bound; reproduced when ours is "
                         f"within {margin} of it" if bound else
                         f"equivalence (two one-sided tests), margin +-{margin}")
-                c = table5_cell(s, d, attack, eta)
+                c, name = table5_cell(s, d, attack, eta)
                 if c is None or not c.get("n"):
                     why = (f"{d} is not in this study" if d not in s.defenders else
                            f"no {label} number for {d} at eta {eta} in this run")
                     out.append(_entry(claim, paper, None if c is None else c["error"], NA, why, rule=rule,
                                       margin=margin, scope=where))
                     continue
-                vals = _per_seed(s, d, attack, eta, c)
+                vals = _per_seed(s, d, name, eta, c)
                 est = seed_mean(vals, c["n"])
                 m, (lo, hi) = est.mean, est.interval()
                 dlo, dhi = round(lo - paper, 4), round(hi - paper, 4)
@@ -155,7 +160,7 @@ def table5_verdicts(s: Study) -> list[dict]:
                        f"{len(vals)} training seed(s) on "
                        f"{c['n']} images{'; one seed: the training spread is not measured' if len(vals) == 1 else ''})"
                        f" minus the paper's {paper:.3f}: {dlo:+.3f} to {dhi:+.3f} against +-{margin} "
-                       f"({PAPER_NAMES[d]}, {label}, eta {eta})")
+                       f"({PAPER_NAMES[d]}, {label} as `{name}`, eta {eta})")
                 out.append(_entry(claim, paper, round(m, 4), verdict, why, [dlo, dhi], rule=rule, margin=margin,
                                   scope=where, seeds=len(vals)))
     return out
