@@ -45,8 +45,9 @@ def artifact_root(root: str | Path | None = None) -> str:
     return (main_root(repo_root(root or ".")) / "mlartifacts").as_uri()
 
 
-# what the pipeline itself rewrites: a change there does not make the commit's sources dirty
-PIPELINE_OUTPUTS = ("dvc.lock", "reports/", "models/", "data/", "mlflow.db", "mlartifacts/")
+# what the pipeline itself rewrites (codehash.json: the `code` stage, from the sources): a change
+# there does not make the commit's sources dirty
+PIPELINE_OUTPUTS = ("dvc.lock", "codehash.json", "reports/", "models/", "data/", "mlflow.db", "mlartifacts/")
 
 
 def git_commit(root: str | Path = ".", code_only: bool = False) -> str:
