@@ -81,3 +81,12 @@ def test_a_seed_table_collected_on_an_earlier_run_is_not_used():
     other = {"defenders": {"alt": {"pgd-curr": {"0.3": {"per_seed": [0.4, 0.25, 0.3]}}},
                            "sens-off": {"pgd-curr": {"0.3": {"per_seed": [0.9]}}}}}  # no cell here: skipped
     assert stale_seeds(other, defenders) == ["`alt` pgd-curr at 0.3"]
+
+
+def test_every_attacker_network_is_grouped_with_the_attackers():
+    # the study's (attnet:...) and the paper's own (attnet-paper:..., Table 5) alike
+    attackers = "attacker networks"
+    assert training.group_of("attnet:mlp@alt") == attackers
+    assert training.group_of("attnet:unet@minimax:eta0.4") == attackers
+    assert training.group_of("attnet-paper:mlp@sens-fgsm:eta0.3") == attackers
+    assert training.group_of("trades") == "robust training"

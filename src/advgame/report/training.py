@@ -20,7 +20,7 @@ from advgame.report.tables import md_table
 # the figure's panels: a model goes to the first whose test its name passes
 GROUPS = (
     ("baseline and cat-and-mouse rounds", lambda m: m == "baseline" or m.startswith("round-")),
-    ("attacker networks", lambda m: m.startswith("attnet:")),
+    ("attacker networks", lambda m: m.startswith(("attnet:", "attnet-paper:"))),
     ("game defenders (no early stop)", lambda m: m in ("alt", "minimax", "maximin") or m.startswith("sweep-")),
     ("MagNet's reformer", lambda m: m == "magnet"),
     ("robust training", lambda m: True),
