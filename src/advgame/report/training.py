@@ -27,7 +27,7 @@ GROUPS = (
 )
 # why a model may stop at its cap by design (the report says so instead of listing it bare)
 BY_DESIGN = {"game defenders (no early stop)": "the game has no early stop: its co-trained attacker "
-             "moves, so every epoch runs (the exploitability judges its end, docs/protocol.md section 4)"}
+             "moves, so every epoch runs (the exploitability judges its end, docs/protocol.md section 7)"}
 
 
 def load_training(p: config.Params, root: Path, stage_reports: list[Path], ablations: dict) -> dict:
