@@ -74,6 +74,28 @@ def test_cells_take_clean_and_the_main_eta_only():
     assert all(set(v) <= {"0", "0.3"} for v in got.values())
 
 
+def test_an_experiment_is_judged_by_its_stages_code_hash(monkeypatch, tmp_path):
+    # today's locks: the code a stage ran is its script's hash in codehash.json (a param)
+    import yaml
+
+    def lock(code, model="m1"):
+        return {"stages": {"eval-a": {"deps": [{"path": "models/a.pt", "md5": model}],
+                                      "params": {"codehash.json": {"evaluate.hash": code}}}}}
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock("c1")))
+    files = {"dvc.lock": lock("c2"), "params.yaml": {"run": {"seed": 1}}}
+    monkeypatch.setattr(seeds, "_git", lambda *a, **k: yaml.safe_dump(files[a[1].split(":")[1]]))
+    with pytest.raises(UserError, match="other code.*eval-a"):
+        seeds.check_same_code("refs/exps/ab/cd/seed-1", 1, ["eval-a"])
+    files["dvc.lock"] = lock("c1", model="m2")  # the same code, another model: fine
+    seeds.check_same_code("refs/exps/ab/cd/seed-1", 1, ["eval-a"])
+    # an experiment from before codehash.json (source md5s as deps) ran other code by definition
+    files["dvc.lock"] = {"stages": {"eval-a": {"deps": [{"path": "src/advgame/x.py", "md5": "x"}]}}}
+    with pytest.raises(UserError, match="other code.*eval-a"):
+        seeds.check_same_code("refs/exps/ab/cd/seed-1", 1, ["eval-a"])
+
+
 def test_an_experiment_of_other_code_is_refused(monkeypatch, tmp_path):
     lock = {"stages": {"eval-a": {"deps": [{"path": "src/advgame/attacks.py", "md5": "x"},
                                            {"path": "models/a.pt", "md5": "m1"}]}}}

@@ -20,7 +20,8 @@ experiment's name in the main store, and `dvc exp show` compares the seeds like 
 
 The main run (the workspace's `reports/eval`) is the first seed of the file. A seed experiment is
 used only if every evaluation in it ran the workspace's code (its script's code hash in its
-dvc.lock, or in a lock from before codehash.json the md5 of each source file, equals the workspace's); otherwise `collect` stops and says which to rerun. An
+dvc.lock equals the workspace's; in a lock from before codehash.json, the md5 of each source
+file); otherwise `collect` stops and says which to rerun. An
 experiment whose evaluations ran this code but that lacks a target added since is refreshed
 (`refresh`: its params, lock and results checked out over the workspace's code, where only the
 missing stages run), not retrained.
