@@ -28,9 +28,10 @@ study: $(STAMP)
 	@$(ADVGAME) summary
 
 # one pytest worker per core (at most 4), each test file on one worker: the end-to-end file keeps
-# its one tiny pipeline run (a module fixture) while the unit tests run beside it
+# its one tiny pipeline run (a module fixture) while the unit tests run beside it; files go out
+# in collection order, which tests/conftest.py sets longest first
 test: $(STAMP)
-	ADVGAME_TRACKING=off $(VENV)/bin/pytest -n auto --maxprocesses 4 --dist loadfile
+	ADVGAME_TRACKING=off $(VENV)/bin/pytest -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 seeds: $(STAMP)      ## the trained stages for training seeds 1 and 2 (dvc experiments) -> reports/seeds.json, report
 	$(ADVGAME) seeds run --seeds $(SEEDS)

@@ -7,6 +7,20 @@ os.environ["ADVGAME_TRACKING"] = "off"  # unit tests never talk to MLflow (e2e t
 torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config, items):
+    """The end-to-end files first (test_e2e.py, the longest, at the head): `make test` hands out
+    whole files in collection order (`--dist loadfile --no-loadscope-reorder`), so the longest
+    file starts at once on its own worker while the others share the unit tests, instead of
+    starting last and running alone at the end (the longest first: the classic schedule for
+    jobs of known length on a few workers). Within each group the order is pytest's."""
+    def rank(item) -> int:
+        if item.get_closest_marker("e2e") is None:
+            return 2
+        return 0 if item.path.name == "test_e2e.py" else 1
+
+    items.sort(key=rank)  # stable: each file keeps its tests' order
+
+
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """Every test starts on one thread: a test that runs a stage in-process (run_stage sets
