@@ -165,7 +165,7 @@ def test_the_games_exploitability_is_a_fresh_attackers_error_minus_the_co_traine
     assert g["cotrained"]["error"] == 0.04 and g["cotrained"]["n"] == 1000 and g["cotrained"]["arch"] == "mlp"
     assert g["fresh"]["mlp"]["error"] == 0.1 and abs(g["exploitability"]["mlp"] - 0.06) < 1e-9
     assert abs(g["exploitability"]["conv"] - 0.11) < 1e-9 and g["same_images"]
-    assert g["setting"] == {"k": 1, "lr": 0.001, "lr_attacker": 0.001, "epochs": p.game.epochs,
+    assert g["setting"] == {"k": p.game.k, "lr": 0.001, "lr_attacker": 0.001, "epochs": p.game.epochs,
                             "attacker_arch": "mlp", "population": False, "gamma": p.game.gamma}
     assert "| `minimax` | 0.040 (mlp, n = 1000) | 0.100 (+0.060) | 0.150 (+0.110) |" in md
     assert "Largest exploitability: +0.110 (`minimax`); the game did not reach an equilibrium" in md
