@@ -9,7 +9,7 @@ from advgame.attacks.attnet import attnet
 from advgame.attacks.attnet_training import game_attacker
 from advgame.data import load_split
 from advgame.defense_table import names_for
-from advgame.defenses.game import MODES, play
+from advgame.defenses.game import MODES, curve_rows, exploitability_probe, play
 from advgame.defenses.validation import GAME
 from advgame.models import attacker_meta, classifier_meta, model_from_checkpoint
 from advgame.pipeline.stage import run_stage
@@ -25,10 +25,13 @@ def body(ctx, a):
     defender = model_from_checkpoint(base, "classifier")
     attacker = game_attacker(g.attacker_arch, x.shape[1:], p.attacker, defender, x, y, eta, g.lr_attacker,
                              g.seed, ctx.device)
+    val = load_split(a.data, "val")
+    probe = exploitability_probe(x, y, val, g.attacker_arch, p.attacker, eta, ctx.device)
     hist = play(mode, defender, attacker, x, y, g, eta, ctx.device, log=ctx.log, xt=xt, yt=yt,
-                val=load_split(a.data, "val"))
-    # the convergence curves (paper: the three solvers compared on MNIST), for the report and DVC
-    write_csv([{"epoch": e + 1, **h} for e, h in enumerate(hist)], a.out_curve)
+                val=val, probe=probe)
+    # the convergence curves (paper: the three solvers compared on MNIST) and the exploitability
+    # probe's (defenses/game.py), for the report and DVC
+    write_csv(curve_rows(hist), a.out_curve)
 
     xt_d, yt_d = xt.to(ctx.device), yt.to(ctx.device)
     final = {"clean_error": error_rate(defender, xt_d, yt_d),

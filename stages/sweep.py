@@ -14,7 +14,7 @@ from advgame.attacks.attnet import attnet
 from advgame.attacks.attnet_training import game_attacker, train_attacker
 from advgame.attacks.pgd import pgd
 from advgame.data import load_split
-from advgame.defenses.game import play
+from advgame.defenses.game import exploitability_probe, play
 from advgame.defenses.loading import load_defender
 from advgame.defenses.validation import FOOLING, GAME
 from advgame.evaluation.stats import cell
@@ -36,7 +36,8 @@ def body(ctx, a):
     attacker = game_attacker(g.attacker_arch, x.shape[1:], p.attacker, model, x, y, eta, g.lr_attacker,
                              g.seed, dev)
     val = load_split(a.data, "val")
-    hist = play("minimax", model, attacker, x, y, g, eta, dev, log=ctx.log, val=val)
+    probe = exploitability_probe(x, y, val, g.attacker_arch, p.attacker, eta, dev)
+    hist = play("minimax", model, attacker, x, y, g, eta, dev, log=ctx.log, val=val, probe=probe)
     path = a.out
     meta = base["meta"]
     save_checkpoint(model, classifier_meta(meta["arch"], x.shape, meta["classes"], defender=name,

@@ -13,11 +13,14 @@ from advgame import UserError
 from advgame.artifacts import load_checkpoint, save_checkpoint, save_torch
 from advgame.config import GameParams
 from advgame.defenses.game import (
+    curve_rows,
     defender_objective,
+    exploitability_probe,
     game_value,
     maximin_attacker_objective,
     minimax_defender_objective,
     play,
+    probe_epochs,
     sq_grad_norm,
 )
 from advgame.defenses.loading import load_defender
@@ -207,6 +210,71 @@ def test_loss_above_max_loss_stops_the_game():
                                            lr_attacker=1e-12), ETA)
 
 
+def test_the_probe_runs_at_evenly_spaced_epochs_ending_at_the_last():
+    assert probe_epochs(5) == [1, 2, 3, 4, 5]
+    assert probe_epochs(20) == [4, 8, 12, 16, 20]
+    assert probe_epochs(12) == [3, 5, 8, 10, 12]
+    assert probe_epochs(3) == [1, 2, 3]
+    assert probe_epochs(7, points=2) == [4, 7]
+
+
+def test_the_curve_rows_fill_the_epochs_the_probe_skipped():
+    rows = curve_rows([{"val": 0.5}, {"val": 0.4, "exploitability": 0.1}])
+    assert rows == [{"epoch": 1, "val": 0.5, "exploitability": ""},
+                    {"epoch": 2, "val": 0.4, "exploitability": 0.1}]
+
+
+def test_the_probe_measures_the_game_without_changing_it():
+    """A probe that draws from and reseeds the global random stream and leaves both players in
+    eval mode: with a dropout defender (the global stream matters), the game with it ends with the
+    same players as the game without it, and the probed epochs alone carry its metrics."""
+    def players():
+        g, h = tiny_players()
+        return nn.Sequential(nn.Dropout(0.3), *g), h
+
+    def probe(defender, attacker):
+        torch.rand(100)
+        torch.manual_seed(123)
+        return {"exploitability": float(defender.training) + float(attacker.training)}
+
+    x, y = tiny_data(n=16)
+    cfg = GameParams(epochs=8, batch=8)
+    runs = []
+    for p in (None, probe):
+        torch.manual_seed(5)
+        g, h = players()
+        runs.append((g, h, play("minimax", g, h, x, y, cfg, ETA, probe=p)))
+    (g0, h0, hist0), (g1, h1, hist1) = runs
+    for a, b in zip([*g0.parameters(), *h0.parameters()], [*g1.parameters(), *h1.parameters()]):
+        assert torch.equal(a, b)
+    assert [e + 1 for e, r in enumerate(hist1) if "exploitability" in r] == probe_epochs(8) == [2, 4, 5, 7, 8]
+    assert all(r["exploitability"] == 0.0 for r in hist1 if "exploitability" in r)  # probed in eval mode
+    assert not any("exploitability" in r for r in hist0)
+
+
+class _Still(nn.Module):
+    """An attacker that does nothing: h = 0, so z = x with the tanh form."""
+    param = "tanh"
+
+    def forward(self, x):
+        return torch.zeros_like(x)
+
+
+def test_the_probe_is_a_fresh_attackers_validation_error_minus_the_co_trained_ones(trained_smallcnn, tiny_mnist):
+    from advgame.config import AttackerParams
+    from advgame.training import error_rate
+
+    m, xv, yv = trained_smallcnn
+    x, y, _, _ = tiny_mnist
+    cfg = AttackerParams(hidden=32, epochs=2, batch=32, warmup_epochs=1)
+    probe = exploitability_probe(x[:200], y[:200], (xv[:100], yv[:100]), "mlp", cfg, 0.3)
+    out = probe(m, _Still())
+    # the attacker that does nothing fools exactly the clean errors; a fresh one fools more
+    assert out["probe_cotrained_error"] == error_rate(m, xv[:100], yv[:100])
+    assert out["exploitability"] == out["probe_fresh_error"] - out["probe_cotrained_error"] > 0.1
+    assert 1 <= out["probe_attacker_epochs"] <= 2
+
+
 # ---------------------------------------------------------------- the stage scripts
 
 def _stage(name):
@@ -263,6 +331,8 @@ def test_game_stage_saves_both_players(workdir):
     assert {"clean_error", "own_attnet_error"} <= set(rep)
     record = rep["training"]["alt"]  # the game has no early stop: every epoch ran, at the cap
     assert record["epochs"] == 1 and record["capped"] and len(record["curve"]) == 1
+    curve = Path("reports/game/alt.csv").read_text().splitlines()
+    assert "exploitability" in curve[0].split(",") and len(curve) == 2  # the probe at the last epoch
 
 
 def test_game_stage_saves_nothing_when_it_diverges(workdir):

@@ -167,8 +167,24 @@ def test_the_games_exploitability_is_a_fresh_attackers_error_minus_the_co_traine
     assert abs(g["exploitability"]["conv"] - 0.11) < 1e-9 and g["same_images"]
     assert g["setting"] == {"k": p.game.k, "lr": 0.001, "lr_attacker": 0.001, "epochs": p.game.epochs,
                             "attacker_arch": "mlp", "population": False, "gamma": p.game.gamma}
+    assert g["curve"] == []  # this study's game ran no probe
     assert "| `minimax` | 0.040 (mlp, n = 1000) | 0.100 (+0.060) | 0.150 (+0.110) |" in md
     assert "Largest exploitability: +0.110 (`minimax`); the game did not reach an equilibrium" in md
+
+
+def test_the_games_probe_curve_reaches_results_json_the_report_and_a_figure(tmp_path):
+    p = make_study(tmp_path, {**PARAMS, "game": {"epochs": 3}}, models=False)
+    (tmp_path / "reports/game").mkdir(parents=True)
+    (tmp_path / "reports/game/minimax.csv").write_text(
+        "epoch,defender_loss,attacker_objective,probe_fresh_error,probe_cotrained_error,exploitability\n"
+        "1,1.0,0.5,,,\n2,0.8,0.6,0.5,0.1,0.4\n3,0.7,0.6,0.3,0.1,0.2\n")
+    out = report.build_report(p, tmp_path, examples=False)
+    res = json.loads((tmp_path / "reports/results.json").read_text())
+    assert res["game"]["minimax"]["curve"] == [
+        {"epoch": 2, "fresh": 0.5, "cotrained": 0.1, "exploitability": 0.4},
+        {"epoch": 3, "fresh": 0.3, "cotrained": 0.1, "exploitability": 0.2}]
+    assert "- `minimax`: 2: +0.400, 3: +0.200" in out["report"].read_text()
+    assert "exploitability.png" in {f.name for f in out["figures"]}
 
 
 def test_the_report_says_whether_minimax_is_no_worse_than_alt_and_maximin_against_fresh_attackers():

@@ -14,8 +14,13 @@ defender, who also keeps a clean-loss weight c:
 
 In minimax the penalty stands in for the attacker's best response (max_v f ~ f + step *
 ||grad_v f||^2 after one ascent step), so it multiplies the adversarial term, not the clean one.
+
+`exploitability_probe` measures how far the game is from an equilibrium while it runs: a fresh
+attacker trained against the frozen defender, its validation error minus the co-trained one's.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -23,8 +28,9 @@ from torch import nn
 
 from advgame import UserError
 from advgame.attacks.attnet import attnet, attnet_example
+from advgame.attacks.attnet_training import train_attacker
 from advgame.attacks.core import LossFn, ce_loss
-from advgame.config import GameParams
+from advgame.config import AttackerParams, GameParams
 from advgame.training import (
     LogFn,
     check_finite,
@@ -36,6 +42,8 @@ from advgame.training import (
 )
 
 MODES = ("alt", "minimax", "maximin")
+PROBES = 5  # the exploitability probe's points in a game: evenly spaced, the last at its end
+ProbeFn = Callable[[nn.Module, nn.Module], dict]
 
 
 # ---------------------------------------------------------------- objectives (one per role)
@@ -86,13 +94,15 @@ def maximin_attacker_objective(model, attacker, x, y, eta: float, gamma: float) 
 def play(mode: str, defender: nn.Module, attacker: nn.Module, x: torch.Tensor, y: torch.Tensor,
          cfg: GameParams, eta: float, device="cpu", log: LogFn | None = None,
          xt: torch.Tensor | None = None, yt: torch.Tensor | None = None,
-         val: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[dict]:
+         val: tuple[torch.Tensor, torch.Tensor] | None = None, probe: ProbeFn | None = None) -> list[dict]:
     """Train both players in place for cfg.epochs of `mode` (alt, minimax, maximin). Per epoch it
     logs both curves (defender loss, attacker objective), given a test split the clean and
     own-attacker test errors (monitoring), and given the validation split `val`, the game's
     criterion: clean_weight * clean error + (1 - clean_weight) * error against the co-trained
     attacker. The game has no early stop: its own attacker moves, so the criterion is a curve, not
-    a stop rule (every epoch runs; the exploitability is what judges the game's end).
+    a stop rule (every epoch runs; the exploitability is what judges the game's end). Given a
+    `probe` (exploitability_probe), the epochs of `probe_epochs` add its metrics; it runs on its
+    own random stream, so the game is the same with or without it.
     NaN/inf or a loss above cfg.max_loss raises TrainingDiverged."""
     if mode not in MODES:
         raise UserError(f"game mode: unknown '{mode}'; allowed values: {', '.join(MODES)}")
@@ -130,12 +140,49 @@ def play(mode: str, defender: nn.Module, attacker: nn.Module, x: torch.Tensor, y
             defender.eval()
             attacker.eval()
             metrics["val"] = mixed_error(defender, xv, yv, attnet(attacker, xv, eta), 1 - cfg.clean_weight)
+        if probe is not None and epoch + 1 in probe_epochs(cfg.epochs):
+            with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+                metrics.update(probe(defender.eval(), attacker.eval()))
         history.append(metrics)
         if log is not None:
             log(metrics, epoch)
     defender.eval()
     attacker.eval()
     return history
+
+
+def probe_epochs(epochs: int, points: int = PROBES) -> list[int]:
+    """The game epochs (1-based) after which the exploitability probe runs: `points` of them,
+    evenly spaced, the last one the game's end (every epoch of a game of at most `points`)."""
+    return sorted({-(-i * epochs // points) for i in range(1, points + 1)} - {0})
+
+
+def curve_rows(history: list[dict]) -> list[dict]:
+    """The game's per-epoch rows for its curve CSV: every row has every column (the probe's are
+    empty at the epochs it skipped), epoch first."""
+    keys = list(dict.fromkeys(k for h in history for k in h))
+    return [{"epoch": e + 1, **{k: h.get(k, "") for k in keys}} for e, h in enumerate(history)]
+
+
+def exploitability_probe(x: torch.Tensor, y: torch.Tensor, val: tuple[torch.Tensor, torch.Tensor],
+                         arch: str, cfg: AttackerParams, eta: float, device="cpu",
+                         attack_loss: LossFn = ce_loss) -> ProbeFn:
+    """probe(defender, attacker) -> the game's distance from an equilibrium at this point: a fresh
+    attacker of `arch` trained on (x, y) against the frozen defender exactly as AttNet-curr is
+    (train_attacker: warm start, early stop on `val`), then on the validation images its error
+    (`probe_fresh_error`), the co-trained attacker's (`probe_cotrained_error`) and their
+    difference (`exploitability`: 0 when the co-trained attacker is a best response)."""
+    xv, yv = val[0].to(device), val[1].to(device)
+
+    def probe(defender: nn.Module, attacker: nn.Module) -> dict:
+        fresh, hist = train_attacker(defender, attack_loss, x, y, arch, cfg, eta, x.shape[1:], device,
+                                     val=val)
+        f = error_rate(defender, attnet(fresh.eval(), xv, eta), yv)
+        c = error_rate(defender, attnet(attacker, xv, eta), yv)
+        return {"probe_fresh_error": f, "probe_cotrained_error": c, "exploitability": f - c,
+                "probe_attacker_epochs": len(hist)}
+
+    return probe
 
 
 def _objectives(mode: str, defender: nn.Module, attacker: nn.Module, cfg: GameParams, eta: float,

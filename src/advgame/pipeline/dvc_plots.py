@@ -30,6 +30,12 @@ def plots(p: config.Params, st: dict) -> list:
             "x": "epoch", "y": {f"reports/game/{m}.csv": ["defender_loss", "attacker_objective"] for m in games},
             "template": "linear", "title": "Game solvers: defender loss and attacker objective per epoch",
             "x_label": "epoch", "y_label": "loss"}})
+        out.append({"game_exploitability": {
+            "x": "epoch",
+            "y": {f"reports/game/{m}.csv": ["exploitability", "probe_fresh_error", "probe_cotrained_error"]
+                  for m in games},
+            "template": "linear", "title": "Game: exploitability probe per epoch (validation split)",
+            "x_label": "epoch", "y_label": "error"}})
     if "minimax" in st:
         out.append(line("gamma_sweep", PLOT_DATA["gamma_sweep"], "gamma",
                         ["clean", "pgd-curr", f"attnet-curr:{p.game.attacker_arch}"],

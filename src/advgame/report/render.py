@@ -38,6 +38,7 @@ from advgame.report.sections import (
 )
 from advgame.report.leaderboard import study_leaderboard
 from advgame.report.strength import plot_strength, strength_section
+from advgame.report.exploitability import plot_exploitability
 from advgame.report.exploitability import section as game_exploitability
 from advgame.report.study import Study, load_study, results_json
 from advgame.report.training import plot_training, write_curves
@@ -294,6 +295,8 @@ def build_report(p: config.Params, root: str | Path = ".", device: str | torch.d
         game_report.plot_sweep(s.sweep, p.game.attacker_arch, fig_dir / "gamma_sweep.png", plt, save))
     fig("Convergence of the game solvers: defender loss and attacker objective per epoch",
         "convergence.png", game_report.plot_convergence(s.histories, fig_dir / "convergence.png", plt, save))
+    fig("Exploitability during the game: the probe's fresh attacker against the co-trained one (validation)",
+        "exploitability.png", plot_exploitability(s.game, fig_dir / "exploitability.png", plt, save))
     fig("Validation curves of every trained model (the best epoch kept, the cap's stops marked)", "training.png",
         plot_training(s.training, fig_dir / "training.png", plt, save))
     fig("Attack strength: pgd-adaptive's error against PGD steps, per number of guided starts",

@@ -165,12 +165,14 @@ def load_study(p: config.Params, root: str | Path = ".", device: str = "cpu") ->
                                                        root / names.stage_report("round-1"))
                  if f.exists() and load_json(f).get("n_test")), None)
     cm_n = cm_n or (matrix or {}).get("n_test")
+    histories = game_report.load_histories(root)
     return Study(p, defenders, missing, curve, matrix, meta, ", ".join(devs) or device,
-                 game_report.table5_cells(root), sweep, game_report.load_histories(root), root,
+                 game_report.table5_cells(root), sweep, histories, root,
                  ablations, paired.SeedTable(None if stale else seeds_obj),
                  cm_n or meta.get("test", {}).get("shape", [None])[0], hosts=hosts(envs),
                  strength=load_strength(root), training=load_training(p, root, _stage_reports(root), ablations),
-                 seeds_stale=stale, game=load_game(p, root, defenders, meta.get("test", {}).get("shape", [None])[0]))
+                 seeds_stale=stale,
+                 game=load_game(p, root, defenders, meta.get("test", {}).get("shape", [None])[0], histories))
 
 
 def stale_seeds(obj: dict | None, defenders: dict) -> list[str]:
