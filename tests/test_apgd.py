@@ -57,6 +57,27 @@ def test_batch_size_does_not_change_the_result(trained_smallcnn, name, monkeypat
     assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("name", ["apgd-ce", "apgd-t", "square"])
+def test_an_image_gets_the_same_draws_in_any_subset_of_the_evaluated_set(trained_smallcnn, name, monkeypatch):
+    # the cascade attacks a subset of the images (what the attacks before left unfooled): with
+    # `index` an image's random starts and squares are its own, so it gets the same result as in
+    # a run on every image; without it they follow its position in x, and the results differ
+    import advgame.attacks.square
+
+    monkeypatch.setattr(advgame.attacks.square, "inference_copy", lambda model, example: None)
+    m, x, y = trained_smallcnn
+    x, y = x[:40], y[:40]
+    full = ATTACKS[name](m, x, y, 0.1, seed=5, index=torch.arange(40), total=40)
+    sub = torch.tensor([3, 7, 8, 20, 21, 33, 39])
+    part = ATTACKS[name](m, x[sub], y[sub], 0.1, seed=5, index=sub, total=40)
+    assert torch.equal(part, full[sub])
+    assert torch.equal(full, ATTACKS[name](m, x, y, 0.1, seed=5))  # the whole set: x's own draws
+    unkeyed = ATTACKS[name](m, x[sub], y[sub], 0.1, seed=5)
+    assert not torch.equal(unkeyed, full[sub])
+    with pytest.raises(ValueError, match="outside"):
+        ATTACKS[name](m, x[sub], y[sub], 0.1, seed=5, index=sub, total=30)
+
+
 def test_squares_traced_copy_agrees_with_the_model_at_every_batch_size(trained_smallcnn):
     # the premise of Square's tie rule (a gain below 1e-4 is a tie): the traced copy, traced on
     # one batch, gives the model's logits to well within 1e-4 at other batch sizes too

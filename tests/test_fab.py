@@ -129,6 +129,18 @@ def test_batch_size_does_not_change_the_result(trained_smallcnn):
     assert torch.equal((a != x).flatten(1).any(1), (b != x).flatten(1).any(1))
 
 
+def test_restarts_draw_per_image_of_the_evaluated_set(trained_smallcnn):
+    # a later restart's random start is the image's own (attacks/keyed.py): attacking a subset
+    # gives each of its images what the run on every image gave it
+    m, x, y = trained_smallcnn
+    x, y = x[:20], y[:20]
+    full = fab_t(m, x, y, 0.1, iters=5, targets=2, restarts=2, seed=3, index=torch.arange(20), total=20)
+    sub = torch.tensor([1, 4, 5, 11, 19])
+    part = fab_t(m, x[sub], y[sub], 0.1, iters=5, targets=2, restarts=2, seed=3, index=sub, total=20)
+    torch.testing.assert_close(part, full[sub], rtol=0, atol=1e-4)
+    assert torch.equal((part != x[sub]).flatten(1).any(1), (full[sub] != x[sub]).flatten(1).any(1))
+
+
 def test_a_detector_that_rejects_everything_leaves_nothing_fooled(trained_smallcnn):
     m, x, y = trained_smallcnn
     x, y = x[:20], y[:20]

@@ -11,7 +11,8 @@ the Difference-of-Logits-Ratio (`dlr`, needs >= 3 classes) and its targeted form
 Like every iterative attack here (attacks.py), an example counts as fooled at the first
 evaluated iterate that fools the defender (`success`, default: misclassified), that iterate
 is kept (else the highest-loss one), and fooled examples leave the batch (early stop). Random
-starts are drawn for all of x from one generator, so results do not depend on `batch`.
+starts are drawn per image (attacks/keyed.py), so results depend neither on `batch` nor, given
+`index`, on which other images of the evaluated set are attacked with an image.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import math
 import torch
 from torch import nn
 
+from advgame.attacks import keyed
 from advgame.attacks.adaptive import loss_for
 from advgame.attacks.core import (
     LossFn,
@@ -95,10 +97,12 @@ def _run(model, x, y, x0, eta, iters, loss, success, early_stop, target=None, rh
 def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, iters: int = 100,
          loss: str | LossFn = "ce", restarts: int = 1, seed: int = 0, batch: int = 1000,
          success: SuccessFn | None = None, early_stop: bool = True,
-         target: torch.Tensor | None = None) -> torch.Tensor:
+         target: torch.Tensor | None = None, index: torch.Tensor | None = None,
+         total: int | None = None) -> torch.Tensor:
     """APGD with `loss` in ("ce", "dlr", "dlr-t" with `target`) or a per-example LossFn
     `(model, x, y)` (e.g. a detector-aware cross-entropy). Restarts run only on examples not
-    yet fooled; over restarts an example keeps its fooled iterate, else its highest-loss one."""
+    yet fooled; over restarts an example keeps its fooled iterate, else its highest-loss one.
+    `index`: x's rows in an evaluated set of `total` images, which keys the random starts."""
     lossfn = LOGIT_LOSSES[loss] if isinstance(loss, str) else loss
     if isinstance(loss, str) and loss in ("dlr", "dlr-t"):
         need = 3 if loss == "dlr" else 4
@@ -108,12 +112,13 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, iters: 
         if classes < need:
             raise ValueError(f"APGD with {loss} loss needs >= {need} classes, the model has {classes}")
     gen = torch.Generator().manual_seed(seed)
+    index, total = keyed.rows(len(x), index, total)
     best = x.clone()
     fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     best_loss = torch.full((len(x),), -math.inf, device=x.device)
     with eval_mode(model):
         for _ in range(restarts):
-            noise = torch.empty(x.shape).uniform_(-eta, eta, generator=gen).to(x.device)
+            noise = keyed.uniform(x.shape[1:], -eta, eta, gen, index, total).to(x.device)
             todo = (~fooled).nonzero().flatten()
             for s in batch_slices(len(todo), batch):
                 i = todo[s]
@@ -127,10 +132,12 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, iters: 
 
 def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, iters: int = 100,
            targets: int = 3, seed: int = 0, batch: int = 1000, success: SuccessFn | None = None,
-           early_stop: bool = True, loss: str | LossFn = "dlr-t", restarts: int = 1) -> torch.Tensor:
+           early_stop: bool = True, loss: str | LossFn = "dlr-t", restarts: int = 1,
+           index: torch.Tensor | None = None, total: int | None = None) -> torch.Tensor:
     """APGD-T: targeted DLR against each of the `targets` most likely other classes of the clean
     input in turn (`restarts` runs each), each run only on the examples not fooled yet. `loss` may replace the targeted
-    DLR by one taking `target` (e.g. adaptive.joint_loss(defender, "dlr-t"))."""
+    DLR by one taking `target` (e.g. adaptive.joint_loss(defender, "dlr-t")); `index`, `total` as in apgd."""
+    index, total = keyed.rows(len(x), index, total)
     with torch.no_grad(), eval_mode(model):
         logits = torch.cat([model(x[s]) for s in batch_slices(len(x), batch)])
     order = logits.sort(1, descending=True).indices
@@ -144,7 +151,7 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, iters
         cand = order[todo]
         t = torch.where((cand[:, :k + 1] == y[todo, None]).any(1), cand[:, k + 1], cand[:, k])
         xa = apgd(model, x[todo], y[todo], eta, iters, loss, restarts, seed + k, batch, success,
-                  early_stop, target=t)
+                  early_stop, target=t, index=index[todo.cpu()], total=total)
         f = _fooled(model, xa, y[todo], success, batch)
         best[todo[f]] = xa[f]
         if k == 0:
@@ -163,19 +170,22 @@ def _fooled(model, xa, y, success, batch):
 def run_ce(c: Call) -> torch.Tensor:
     """APGD-CE with the evaluation's iterations and restarts (detector-aware with a detector)."""
     p, d = c.plan, c.defender
+    index, total = keyed.of_call(c)
     return apgd(d.model, c.x, c.y, c.eta, p.apgd_iters, loss_for(d, "ce"), p.apgd_restarts, c.seed, p.batch,
-                success_of(d))
+                success_of(d), index=index, total=total)
 
 
 def run_dlr(c: Call) -> torch.Tensor:
     """APGD-DLR (untargeted)."""
     p, d = c.plan, c.defender
+    index, total = keyed.of_call(c)
     return apgd(d.model, c.x, c.y, c.eta, p.apgd_iters, loss_for(d, "dlr"), p.apgd_restarts, c.seed, p.batch,
-                success_of(d))
+                success_of(d), index=index, total=total)
 
 
 def run_t(c: Call) -> torch.Tensor:
     """APGD-T: targeted DLR over the top `apgd_targets` classes, `apgd_restarts` runs each."""
     p, d = c.plan, c.defender
+    index, total = keyed.of_call(c)
     return apgd_t(d.model, c.x, c.y, c.eta, p.apgd_iters, p.apgd_targets, c.seed, p.batch, success_of(d),
-                  loss=loss_for(d, "dlr-t"), restarts=p.apgd_restarts)
+                  loss=loss_for(d, "dlr-t"), restarts=p.apgd_restarts, index=index, total=total)

@@ -16,8 +16,8 @@ recorded if it is the closest to x found so far, and then pulled back towards x 
 An example counts as fooled when the closest point found fools the defender (`success`, default:
 misclassified) within eta of x; it gets that point, an example not fooled gets x back (like
 AutoAttack). Examples fooled by x itself are not attacked. With restarts > 1, later restarts
-start at a random point at L-inf distance eta / 2 from x, drawn for all of x from one generator
-(they do not depend on `batch`; FAB's steps follow the gradients' values, so a batched forward's
+start at a random point at L-inf distance eta / 2 from x, drawn per image (attacks/keyed.py:
+they depend neither on `batch` nor, given `index`, on the other images attacked; FAB's steps follow the gradients' values, so a batched forward's
 float rounding may move a point by ~1e-5).
 
 A defender with a detector (MagNet): FAB follows the gradients of the defender's end-to-end model
@@ -31,6 +31,7 @@ import math
 import torch
 from torch import nn
 
+from advgame.attacks import keyed
 from advgame.attacks.core import SuccessFn
 from advgame.attacks.target import Call, success_of
 from advgame.models import batch_slices, eval_mode
@@ -126,13 +127,15 @@ def _kth_other(order: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
 def fab_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, iters: int = 100,
           targets: int = 9, restarts: int = 1, seed: int = 0, batch: int = 1000,
           success: SuccessFn | None = None, alpha_max: float = 0.1, overshoot: float = 1.05,
-          beta: float = 0.9) -> torch.Tensor:
+          beta: float = 0.9, index: torch.Tensor | None = None, total: int | None = None) -> torch.Tensor:
     """FAB-T against the `targets` most likely other classes in turn (as many as the model has),
     `restarts` runs each, every run only on the examples not fooled within eta yet. Returns per
-    example the closest fooling point found if it lies within eta of x, else x."""
+    example the closest fooling point found if it lies within eta of x, else x. `index`: x's
+    rows in an evaluated set of `total` images, which keys the later restarts' random starts."""
     if not len(x):
         return x.clone()
     gen = torch.Generator().manual_seed(seed)
+    index, total = keyed.rows(len(x), index, total)
     with eval_mode(model):
         with torch.no_grad():
             order = torch.cat([model(x[s]) for s in batch_slices(len(x), batch)]).sort(1, descending=True).indices
@@ -142,7 +145,7 @@ def fab_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, iters:
         fooled = torch.cat([_fools(model, x[s], y[s], success) for s in batch_slices(len(x), batch)])
         for k in range(min(targets, order.shape[1] - 1)):
             for r in range(restarts):
-                noise = torch.empty(x.shape).uniform_(-1, 1, generator=gen).to(x.device) if r else None
+                noise = keyed.uniform(x.shape[1:], -1, 1, gen, index, total).to(x.device) if r else None
                 todo = (~fooled).nonzero().flatten()
                 for s in batch_slices(len(todo), batch):
                     i = todo[s]
@@ -162,5 +165,6 @@ def fab_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eta: float, iters:
 def run_fab_t(c: Call) -> torch.Tensor:
     """FAB-T with the evaluation's `fab_iters`, `fab_targets` and `fab_restarts` (per target)."""
     p, d = c.plan, c.defender
+    index, total = keyed.of_call(c)
     return fab_t(d.model, c.x, c.y, c.eta, p.fab_iters, p.fab_targets, getattr(p, "fab_restarts", 1), seed=c.seed,
-                 batch=p.batch, success=success_of(d))
+                 batch=p.batch, success=success_of(d), index=index, total=total)

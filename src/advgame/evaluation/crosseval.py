@@ -117,6 +117,14 @@ def _applies(a: attack_table.Attack, defender: Defender, plan: Plan, eta: float)
 
 
 @dataclass
+class ImageCall(Call):
+    """A Call that knows its images' rows in the evaluated set (`pool`): the random draws of
+    APGD, FAB and Square are keyed by them (attacks/keyed.py), so an image meets the same starts
+    and squares in the cascade, on what the attacks before left, as in a flat run on every image."""
+    index: torch.Tensor | None = None
+
+
+@dataclass
 class _Runs:
     """The state of one defender's evaluation across etas: what each carrying attack found at
     the last eta it ran, the last eta's worst case, times, which attacks ran where, the cascade's
@@ -182,8 +190,8 @@ class _Runs:
 
     def call(self, a: attack_table.Attack, idx, eta: float, seed: int, member=None, plan: Plan | None = None):
         """x_adv of x[idx] by the table's entry `a` (one member of a family)."""
-        return a.runner()(Call(self.defender, self.x[idx], self.y[idx], eta, plan or self.plan, seed, member,
-                               (self.x, self.y)))
+        return a.runner()(ImageCall(self.defender, self.x[idx], self.y[idx], eta, plan or self.plan, seed, member,
+                                    (self.x, self.y), index=idx))
 
     def table_attack(self, a: attack_table.Attack, eta: float, member=None) -> list[torch.Tensor]:
         """One entry of the attack table (one member of a family) at one eta, on every image."""
