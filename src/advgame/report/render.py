@@ -38,11 +38,9 @@ from advgame.report.sections import (
 )
 from advgame.report.leaderboard import study_leaderboard
 from advgame.report.strength import plot_strength, strength_section
-from advgame.report.exploitability import plot_exploitability
-from advgame.report.exploitability import section as game_exploitability
+from advgame.report.exploitability import plot_exploitability, section as game_exploitability
 from advgame.report.study import Study, load_study, results_json
-from advgame.report.training import plot_training, write_curves
-from advgame.report.training import section as training_section
+from advgame.report.training import plot_training, section as training_section, write_curves
 from advgame.report.tables import (
     PAPER_K,
     _eta_sort,
