@@ -12,13 +12,8 @@ def pytest_collection_modifyitems(config, items):
     whole files in collection order (`--dist loadfile --no-loadscope-reorder`), so the longest
     file starts at once on its own worker while the others share the unit tests, instead of
     starting last and running alone at the end (the longest first: the classic schedule for
-    jobs of known length on a few workers). test_e2e_reruns.py goes last: it copies the tiny
-    project test_e2e.py builds (tests/e2e_project.py), so the worker that takes it has the unit
-    tests to run while the build runs, and then does not wait for it. Within each group the
-    order is pytest's."""
+    jobs of known length on a few workers). Within each group the order is pytest's."""
     def rank(item) -> int:
-        if item.path.name == "test_e2e_reruns.py":
-            return 3
         if item.get_closest_marker("e2e") is None:
             return 2
         return 0 if item.path.name == "test_e2e.py" else 1
