@@ -73,6 +73,13 @@ def test_the_table_adds_floor_body_wall_and_overhead():
     assert st["wall_s"] == pytest.approx(11.6 + 4.5 + 2.0)
     assert st["efficiency"] == pytest.approx(6.0 / 18.1, abs=1e-3)
     assert st["median_overhead_s"] == pytest.approx(1.6)  # a 1.6 (its own start-up), b 2.5, c 1.0
+    # the overhead's parts: before the process (DVC, the stage before closing), start-up, closing
+    assert (b["before_s"], b["startup_s"], b["closing_s"]) == pytest.approx((1.4, 1.0, 0.1))
+    assert (a["before_s"], a["startup_s"], a["closing_s"]) == pytest.approx((0.0, 1.5, 0.1))
+    for r in (a, b, c):
+        assert r["before_s"] + r["startup_s"] + r["closing_s"] == pytest.approx(r["overhead_s"])
+    assert (st["median_before_s"], st["median_startup_s"], st["median_closing_s"]) == pytest.approx((0.0, 1.0, 0.1))
+    assert "1.40 / 1.00 / 0.10" in cost.markdown(t)
     assert "| **study** |" in cost.markdown(t)
 
 

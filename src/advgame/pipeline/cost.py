@@ -13,7 +13,11 @@ forward+backward. Then, per stage:
   between stages: hashing, the lock, the run cache) to this stage's end, so the Python start-up
   and the imports are in it; a stage that ran alone (more than GAP_S after any other) counts
   from its own process start;
-- overhead_s = wall_s - body_s; efficiency = floor_s / body_s.
+- overhead_s = wall_s - body_s, in three parts: before_s (from that earlier end to this process's
+  start: the earlier stage's closing of its run, the interpreter's teardown and DVC's work between
+  the two), startup_s (process start to the body: Python, the imports, the params check) and
+  closing_s (the body's end to the outputs written);
+- efficiency = floor_s / body_s.
 
 The study row sums them and its efficiency is floor / wall. Seconds differ between runs of the
 same inputs, so this lives in reports/cost.json, beside the timings, where git does not look
@@ -127,8 +131,8 @@ def floor_seconds(passes: dict[str, dict], rates_: dict[str, dict]) -> float | N
     return total
 
 
-def walls(timing: dict[str, dict]) -> dict[str, float]:
-    """Each stage's wall seconds (the module's docstring), from the clocks in its timing file."""
+def starts(timing: dict[str, dict]) -> dict[str, float]:
+    """Where each stage's wall time starts (the module's docstring), from the clocks in its timing file."""
     ends = sorted((t["clock"]["ended"], s) for s, t in timing.items() if "clock" in t)
     out = {}
     for s, t in timing.items():
@@ -136,14 +140,27 @@ def walls(timing: dict[str, dict]) -> dict[str, float]:
             continue
         c = t["clock"]
         before = [e for e, _ in ends if e <= c["process"]]
-        start = before[-1] if before and c["process"] - before[-1] <= GAP_S else c["process"]
-        out[s] = c["ended"] - start
+        out[s] = before[-1] if before and c["process"] - before[-1] <= GAP_S else c["process"]
     return out
+
+
+def walls(timing: dict[str, dict]) -> dict[str, float]:
+    """Each stage's wall seconds (the module's docstring), from the clocks in its timing file."""
+    return {s: timing[s]["clock"]["ended"] - start for s, start in starts(timing).items()}
+
+
+def _parts(c: dict, start: float) -> dict[str, float | None]:
+    """A stage's overhead split: before_s, startup_s, closing_s (None where the clock lacks a mark)."""
+    if "work" not in c:
+        return {"before_s": None, "startup_s": None, "closing_s": None}
+    return {"before_s": round(c["process"] - start, 2), "startup_s": round(c["work"] - c["process"], 2),
+            "closing_s": round(c["ended"] - c["done"], 2)}
 
 
 def table(timing: dict[str, dict], rates_: dict[str, dict]) -> dict:
     """The cost entry: per stage passes, floor_s, body_s, wall_s, overhead_s, efficiency; `study`."""
-    wall = walls(timing)
+    begin = starts(timing)
+    wall = {s: timing[s]["clock"]["ended"] - b for s, b in begin.items()}
     stages = {}
     for s, t in timing.items():
         passes = t.get("passes", {})
@@ -155,6 +172,7 @@ def table(timing: dict[str, dict], rates_: dict[str, dict]) -> dict:
                      "floor_s": None if fl is None else round(fl, 2), "body_s": body,
                      "wall_s": round(wall[s], 2) if s in wall else None,
                      "overhead_s": round(wall[s] - body, 2) if s in wall else None,
+                     **(_parts(c, begin[s]) if s in begin else _parts({}, 0.0)),
                      "efficiency": round(fl / body, 3) if fl is not None and body > 0 else None}
     rows = list(stages.values())
 
@@ -163,8 +181,9 @@ def table(timing: dict[str, dict], rates_: dict[str, dict]) -> dict:
         return round(sum(vals), 2) if vals else None
 
     study = {k: total(k) for k in ("passes", "bwd_passes", "floor_s", "body_s", "wall_s", "overhead_s")}
-    overheads = [r["overhead_s"] for r in rows if r["overhead_s"] is not None]
-    study["median_overhead_s"] = round(statistics.median(overheads), 2) if overheads else None
+    for k in ("overhead_s", "before_s", "startup_s", "closing_s"):
+        vals = [r[k] for r in rows if r[k] is not None]
+        study[f"median_{k}"] = round(statistics.median(vals), 2) if vals else None
     study["efficiency"] = (round(study["floor_s"] / study["wall_s"], 3)
                            if study["floor_s"] is not None and study["wall_s"] else None)
     study["body_efficiency"] = (round(study["floor_s"] / study["body_s"], 3)
@@ -176,19 +195,27 @@ def _fmt(v, spec: str = ".1f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _split(r: dict, prefix: str = "") -> str:
+    """The overhead's parts: before the process / its start-up / its closing."""
+    return " / ".join(_fmt(r.get(f"{prefix}{k}"), ".2f") for k in ("before_s", "startup_s", "closing_s"))
+
+
 def markdown(cost: dict) -> str:
     rows = [[s, f"{r['passes']:,}", _fmt(r["floor_s"]), _fmt(r["body_s"]), _fmt(r["wall_s"]),
-             _fmt(r["overhead_s"]), _fmt(r["efficiency"], ".2f")] for s, r in cost["stages"].items()]
+             _fmt(r["overhead_s"]), _split(r), _fmt(r["efficiency"], ".2f")] for s, r in cost["stages"].items()]
     st = cost["study"]
     rows.append(["**study**", f"{st['passes'] or 0:,}", _fmt(st["floor_s"]), _fmt(st["body_s"]), _fmt(st["wall_s"]),
-                 _fmt(st["overhead_s"]), f"{_fmt(st['efficiency'], '.2f')} of wall, "
+                 _fmt(st["overhead_s"]), "medians " + _split(st, "median_"), f"{_fmt(st['efficiency'], '.2f')} of wall, "
                  f"{_fmt(st['body_efficiency'], '.2f')} of bodies"])
     rates_ = [[n, "x".join(map(str, r["shape"])), f"{r['fwd']['per_s']:,.0f} (batch {r['fwd']['batch']})",
                f"{r['fwdbwd']['per_s']:,.0f} (batch {r['fwdbwd']['batch']})"] for n, r in cost["floor"].items()]
     return ("Cost against this host's floor (passes: images through a network, forward; floor: passes at the "
-            f"best rate below; efficiency: floor / body). Median overhead per stage: "
+            "best rate below; efficiency: floor / body; overhead: wall - body, split into the time before the "
+            "stage's process started (the stage before it closing and exiting, DVC between them), its start-up "
+            "(Python, imports, params check) and its closing (outputs written)). Median overhead per stage: "
             f"{_fmt(st['median_overhead_s'], '.2f')} s.\n\n"
-            + md_table(["stage", "passes", "floor s", "body s", "wall s", "overhead s", "efficiency"], rows)
+            + md_table(["stage", "passes", "floor s", "body s", "wall s", "overhead s",
+                        "before / start-up / closing s", "efficiency"], rows)
             + f"\n\nBest rates on this host ({cost['threads']} threads), images/s:\n\n"
             + md_table(["network", "input", "forward", "forward+backward"], rates_))
 
