@@ -11,10 +11,12 @@ worst-case error:
   the attacks' draws are keyed by image (attacks/keyed.py), so it fools every image `flat` fools
   (the last line counts any it misses);
 - with `--standard`, also the cascade at AutoAttack's standard budget (9 target classes for
-  APGD-T and FAB-T, Square at 5,000 queries): what the standard version would cost here.
+  APGD-T and FAB-T, Square at 5,000 queries): what the standard version would cost here;
+- with `--restarts R`, also the cascade with R random starts for APGD-CE and APGD-T (each on the
+  images the starts before left unfooled): what more restarts cost and find here.
 
     .venv/bin/python bench/bench_cascade.py [--defenders pgd-at,minimax] [--n 0] [--threads 2]
-        [--standard]
+        [--standard] [--restarts R]
 
 The defenders are the study's trained models (models/<name>.pt, after `make study`); where one
 is missing, a SmallCNN trained here stands in (bench_strength.defender: `pgd-at` fine-tuned with
@@ -59,6 +61,7 @@ def main():
     ap.add_argument("--n", type=int, default=0, help="first n test images (0 = all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--standard", action="store_true", help="also the cascade at AutoAttack's standard budget")
+    ap.add_argument("--restarts", type=int, default=0, help="also the cascade with this many APGD restarts")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     p = config.load("params.yaml")
@@ -68,6 +71,8 @@ def main():
              "cascade": base}
     if a.standard:
         modes["cascade, standard"] = replace(base, apgd_targets=9, fab_targets=9, square_queries=5000)
+    if a.restarts:
+        modes[f"cascade, {a.restarts} restarts"] = replace(base, apgd_restarts=a.restarts)
     key = config.eta_key(p.attack.eta)
     print(f"strong set {base.strong_attacks}, APGD {base.apgd_iters} it, APGD-T {base.apgd_targets} targets, "
           f"FAB-T {base.fab_targets} x {base.fab_iters} it, Square {base.square_queries} queries; eta {key}; "
