@@ -297,3 +297,12 @@ def test_every_stage_that_trains_or_evaluates_can_come_back_from_dvcs_run_cache(
     trains = [n for n in st if n in ("prepare", "baseline", "alt", "minimax", "magnet", "pgd-at")
               or n.startswith(("round-", "attackers-", "sweep-", "table5-"))]
     assert trains and not set(trains) & rerun
+
+
+def test_the_paper_scale_profile_evaluates_at_autoattacks_standard():
+    # configs/paper-mnist.yaml is the profile for a GPU box: its cascade is AutoAttack's standard
+    # one at AutoAttack's budgets (Croce & Hein 2020), whatever the CPU default affords
+    e = config.parse(yaml.safe_load((ROOT / "configs/paper-mnist.yaml").read_text())).eval
+    assert e.strong_attacks == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert (e.apgd_targets, e.fab_targets) == (9, 9) and e.square_queries >= 5000
+    assert e.apgd_iters >= 100 and e.fab_iters >= 100 and e.apgd_restarts >= 1 and e.n_main == 0
