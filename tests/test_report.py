@@ -472,4 +472,6 @@ def test_the_cascade_table_shows_each_attack_and_the_saturation_rerun():
     assert "| `pgd-at` | 0.200 | 0.230 (+30 of 800) | 0.240 (+10 of 770) | +1 of 76 (first 100): +0.010 |" in md
     assert "`weak`" not in md.split("Images only one attack")[0]  # no cascade ran: no row
     assert "| defender | pgd-curr | apgd-ce | square |" in md and "fgsm-curr" not in md.split("Images only")[1]
+    e = s.params.eval  # the budget as params set it, random starts included
+    assert f"APGD {e.apgd_iters} iterations from {e.apgd_restarts} random start(s)" in md
     assert cascade_section(_study(weak={"worst-case": {"0.3": 0.9}})) == []

@@ -57,9 +57,10 @@ def cascade_section(s: Study) -> list[str]:
             "each attack of the cascade attacks only the images nothing before it fooled (for MagNet: "
             "misclassified and not rejected). A cell is the error *after* that attack, everything before "
             "it included (in the main table too), with the new images it fooled of those it attacked. "
-            f"Budget: APGD {e.apgd_iters} iterations, APGD-T {e.apgd_targets} target classes, FAB-T "
-            f"{e.fab_targets} target class(es) of {e.fab_iters} iterations, Square {e.square_queries} "
-            "queries, one restart each; AutoAttack's standard version runs 9 target classes for APGD-T "
+            f"Budget: APGD {e.apgd_iters} iterations from {e.apgd_restarts} random start(s) (APGD-T: "
+            f"per target class), APGD-T {e.apgd_targets} target classes, FAB-T {e.fab_targets} target "
+            f"class(es) of {e.fab_iters} iterations, Square {e.square_queries} queries, FAB-T and Square "
+            "one run each; AutoAttack's standard version runs one APGD start, 9 target classes for APGD-T "
             "and FAB-T and 5,000 Square queries (the cost of each: `make bench`). The last column is the "
             f"saturation check: the cascade again at twice the iterations and restarts on the first "
             f"{e.saturation_n} images, and how much it adds to worst-case (saturated: <= {TOLERANCE}).", "",
