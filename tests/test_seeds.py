@@ -320,3 +320,78 @@ def test_rebase_drops_the_other_seeds_of_a_defender_whose_evaluation_changed(mon
     obj = seeds.rebase(config.parse({}), "reports/seeds.json", drop_attacks=("square",))
     assert obj["defenders"]["a"]["pgd-curr"]["0.3"]["per_seed"] == [0.9, 0.6]
     assert "square" not in obj["defenders"]["a"]  # it leaves the file until `make seeds` measures it again
+
+
+def test_a_paper_scope_seed_runs_the_papers_defenders_table5_and_ablations_only(tmp_path):
+    dvc_yaml = tmp_path / "dvc.yaml"
+    p = config.load(Path(__file__).resolve().parents[1] / "params.yaml")
+    dvc_yaml.write_text(pipeline.render(p))
+    ours = seeds.paper_defenders(p)
+    assert ours == ["baseline", f"adv-fgsm-{p.catmouse.rounds}", "fgsm-at", "sens-fgsm", "alt", "minimax", "maximin"]
+    got = seeds.targets(str(dvc_yaml), defenders=ours)
+    assert {f"eval-{d}" for d in ours} <= set(got) and {"table5-minimax", "table5-alt", "ablation-smooth"} <= set(got)
+    assert not {"eval-pgd-at", "eval-trades", "eval-magnet", "headline"} & set(got)
+    assert {"table5-minimax"} <= set(seeds.targets(str(dvc_yaml)))  # every seed measures Table 5's etas
+
+
+def _lock(seed_of: dict[str, int], code="c1"):
+    return {"stages": {s: {"params": {"params.yaml": {"run.seed": r}, "codehash.json": {"evaluate.hash": code}}}
+                       for s, r in seed_of.items()}}
+
+
+def test_a_seed_counts_only_for_the_stages_its_experiment_ran():
+    lock = _lock({"eval-a": 3, "eval-b": 0, "table5-a": 3})  # eval-b: the baseline commit's entry
+    assert seeds.seed_stages(lock, 3, ["eval-a", "eval-b", "table5-a", "eval-c"]) == ["eval-a", "table5-a"]
+    assert seeds.seed_stages(lock, 0, ["eval-a", "eval-b"]) == ["eval-b"]
+
+
+def test_collect_takes_each_seed_where_it_ran_and_keeps_recorded_seeds_of_this_code(monkeypatch, tmp_path):
+    import json
+
+    import yaml
+    monkeypatch.chdir(tmp_path)
+    ev = lambda e, eta="0.3": {"results": {"fgsm-curr": {eta: {"error": e}}}}  # noqa: E731
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"eval-a": {}, "eval-b": {}, "table5-a": {}}}))
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(_lock({"eval-a": 0, "eval-b": 0, "table5-a": 0})))
+    ours = {"reports/eval/a.json": ev(0.5), "reports/eval/b.json": ev(0.9), "reports/table5/a.json": ev(0.7, "0.4")}
+    for f, obj in ours.items():
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text(json.dumps(obj))
+    exps = {  # seed 1: every defender; seed 3: the paper scope, defender a only
+        1: {"dvc.lock": _lock({"eval-a": 1, "eval-b": 1, "table5-a": 1}), "params.yaml": {"run": {"seed": 1}},
+            "reports/eval/a.json": ev(0.6), "reports/eval/b.json": ev(0.8), "reports/table5/a.json": ev(0.6, "0.4")},
+        3: {"dvc.lock": _lock({"eval-a": 3, "eval-b": 0, "table5-a": 3}), "params.yaml": {"run": {"seed": 3}},
+            "reports/eval/a.json": ev(0.4), "reports/eval/b.json": ev(0.9), "reports/table5/a.json": ev(0.5, "0.4")}}
+    refs = {s: f"refs/exps/ab/cd/seed-{s}" for s in exps}
+
+    def git(*a, ok=False):
+        if a[0] != "show":
+            return "abcdef1234"
+        ref, f = a[1].split(":", 1)
+        obj = exps[int(ref.rsplit("-", 1)[1])][f]
+        return json.dumps(obj) if f.endswith(".json") else yaml.safe_dump(obj)
+
+    def exp_ref(s):
+        if s not in refs:
+            raise UserError(f"no experiment seed-{s}")
+        return refs[s]
+    monkeypatch.setattr(seeds, "_git", git)
+    monkeypatch.setattr(seeds, "exp_ref", exp_ref)
+    obj = seeds.collect(config.parse({}), [1, 3])
+    a, b = obj["defenders"]["a"]["fgsm-curr"], obj["defenders"]["b"]["fgsm-curr"]
+    assert a["0.3"]["per_seed"] == [0.5, 0.6, 0.4] and a["0.3"]["seeds"] == [0, 1, 3]
+    assert a["0.4"]["per_seed"] == [0.7, 0.6, 0.5]  # Table 5's further eta, across seeds too
+    assert b["0.3"]["per_seed"] == [0.9, 0.8] and b["0.3"]["seeds"] == [0, 1]  # seed 3's b is seed 0's
+    assert set(obj["code"]["3"]) == {"eval-a", "table5-a"}
+    table = paired.SeedTable(obj)
+    assert table.per_seed("b", "fgsm-curr", "0.3") == [0.9, 0.8]
+    assert table.agreement("a", "fgsm-curr", "b", "fgsm-curr", "0.3", a_lower=True) == (2, 1)  # seeds 0, 1
+    # a clone without the experiments keeps them from the file while their code is this code
+    refs.clear()
+    again = seeds.collect(config.parse({}), [])
+    assert again["defenders"] == obj["defenders"] and "[kept" in again["sources"]["3"]
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(_lock({"eval-a": 0, "eval-b": 0, "table5-a": 0}, code="c2")))
+    (tmp_path / "reports/seeds.json").write_text(json.dumps(obj))
+    assert seeds.collect(config.parse({}), [])["seeds"] == [0]  # other code now: both left out
+    with pytest.raises(UserError, match="no experiment seed-1"):
+        seeds.collect(config.parse({}), [1])  # a seed asked for must be there

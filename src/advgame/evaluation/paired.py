@@ -144,18 +144,27 @@ class SeedTable:
         self.obj = obj or {}
         self.n = max(1, len(self.obj.get("seeds", [])))
 
+    def by_seed(self, d: str, attack: str, eta: str) -> dict[int, float] | None:
+        """seed -> error of a cell, over the seeds that measured it (the cell's `seeds`; a file
+        from before those: every seed of the file); None when only the main run has it."""
+        c = self.obj.get("defenders", {}).get(d, {}).get(attack, {}).get(eta, {})
+        v, seeds = c.get("per_seed"), c.get("seeds", self.obj.get("seeds", []))
+        ok = isinstance(v, list) and len(v) == len(seeds) and (len(v) > 1 or self.n == 1)
+        return dict(zip(seeds, v)) if ok else None
+
     def per_seed(self, d: str, attack: str, eta: str) -> list[float] | None:
-        v = self.obj.get("defenders", {}).get(d, {}).get(attack, {}).get(eta, {}).get("per_seed")
-        return v if isinstance(v, list) and len(v) == self.n else None
+        got = self.by_seed(d, attack, eta)
+        return list(got.values()) if got else None
 
     def agreement(self, a: str, a_attack: str, b: str, b_attack: str, eta: str,
                   a_lower: bool) -> tuple[int, int]:
-        """(seeds, other seeds whose difference has a's sign) - the main seed is counted by the
-        caller from its paired test."""
+        """(seeds both sides were measured at, other seeds whose difference has a's sign) - the
+        main seed is counted by the caller from its paired test."""
         if self.n == 1:
             return 1, 0
-        pa, pb = self.per_seed(a, a_attack, eta), self.per_seed(b, b_attack, eta)
+        pa, pb = self.by_seed(a, a_attack, eta), self.by_seed(b, b_attack, eta)
         if pa is None or pb is None:
             return self.n, 0
-        same = sum((x < y) == a_lower and x != y for x, y in zip(pa, pb))
-        return self.n, max(0, same - 1)  # minus the main seed, which is among them
+        common = [s for s in pa if s in pb]
+        same = sum((pa[s] < pb[s]) == a_lower and pa[s] != pb[s] for s in common)
+        return len(common), max(0, same - 1)  # minus the main seed, which is among them

@@ -1,27 +1,32 @@
 """Training-seed variance (docs/protocol.md, "Seeds and determinism"): the study's trained stages rerun for other training
 seeds as DVC experiments, and the headline cells of every seed collected into names.SEEDS.
 
-    make seeds                                   # = python -m advgame.pipeline.seeds run --seeds 1 2
+    make seeds                                   # seeds 1 2 of every defender, seeds 3 4 of the paper's
+    python -m advgame.pipeline.seeds run --seeds 3 4 --scope paper   # the paper's defenders only
     python -m advgame.pipeline.seeds collect --seeds 1 2  # collect only (the experiments have run)
     python -m advgame.pipeline.seeds rebase      # the main run replaced, other seeds kept (see rebase)
     dvc exp show --only-changed                  # the seed experiments side by side
 
 Experiment `seed-<s>` is `dvc exp run --queue -S run.seed=<s>`: `run.seed` seeds the global
 generators (weight init, dropout) and is added to each training section's own `seed` (data order,
-the training attacks' random starts, attacker training; config.derive_seeds), targeting every `eval-<defender>` stage, the Sens-FGSM
-ablations (`ablation-*`: Q2's controls, judged across seeds like the defenders) and the
-`headline` stage, so DVC reruns exactly the trained stages, the attackers, the evaluations, the
-ablations and the headline metrics and plot data (each experiment's own, for `dvc exp show` and
-`dvc plots diff`), and nothing else (no sweeps, Table 5 or report). `data.seed` (the train/test split) and `eval.seeds` (the attacks'
-random starts) stay fixed: every seed is judged on the same test images by the same attacks, so
-the spread across seeds is training randomness only. Why experiments and not seed-indexed stages:
-the default `dvc repro` stays one seed (59 stages, not ~170), each seed's MLflow runs carry the
+the training attacks' random starts, attacker training; config.derive_seeds), targeting every
+`eval-<defender>` and `table5-<defender>` stage, the Sens-FGSM ablations (`ablation-*`: Q2's
+controls, judged across seeds like the defenders) and the `headline` stage, so DVC reruns exactly
+the trained stages, the attackers, the evaluations, Table 5's further etas, the ablations and the
+headline metrics and plot data, and nothing else (no sweeps or report). `--scope paper` targets
+the paper's defenders (PAPER_DEFENDERS: its Table 5 rows and the cat-and-mouse game) and the
+ablations only, without the headline stage (it reads every evaluation): about 85 min a seed on a
+2-core AVX2 host instead of about 3.5 h. `data.seed` (the train/test split) and `eval.seeds` (the
+attacks' random starts) stay fixed: every seed is judged on the same test images by the same
+attacks, so the spread across seeds is training randomness only. Why experiments and not
+seed-indexed stages: the default `dvc repro` stays one seed, each seed's MLflow runs carry the
 experiment's name in the main store, and `dvc exp show` compares the seeds like any other change.
 
-The main run (the workspace's `reports/eval`) is the first seed of the file. A seed experiment is
-used only if every evaluation in it ran the workspace's code (its script's code hash in its
-dvc.lock equals the workspace's; in a lock from before codehash.json, the md5 of each source
-file); otherwise `collect` stops and says which to rerun. An
+The main run (the workspace's results) is the first seed of the file. A seed counts for the
+stages that ran at its run.seed (seed_stages), and only if each ran the workspace's code (its
+script's code hash in the experiment's dvc.lock equals the workspace's); otherwise `collect`
+stops and says which to rerun. The file records each seed's code per stage, so a clone without
+the experiments (git refs DVC keeps locally) keeps a seed whose code is still this code. An
 experiment whose evaluations ran this code but that lacks a target added since is refreshed
 (`refresh`: its params, lock and results checked out over the workspace's code, where only the
 missing stages run), not retrained.
@@ -30,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -39,8 +43,9 @@ from pathlib import Path
 import yaml
 
 from advgame import UserError, config
-from advgame.names import SEEDS, ablation_path, eval_path
+from advgame.names import SEEDS, ablation_path, eval_path, final_defenders, round_model, table5_path
 from advgame.pipeline import codehash
+from advgame.pipeline.seedstats import cells, read_cells, summarise  # noqa: F401  (seeds.cells, seeds.summarise)
 
 OUT = SEEDS
 
@@ -60,20 +65,45 @@ def eval_stages(dvc_yaml: str = "dvc.yaml") -> list[str]:
     return [s for s in stages if s.startswith("eval-")]
 
 
+# the paper's defenders (its Table 5 rows, the cat-and-mouse game of its Fig. 1): `--scope paper`
+PAPER_DEFENDERS = ("baseline", "catmouse", "fgsm-at", "sens-fgsm", "alt", "minimax", "maximin")
+KINDS = {"eval-": eval_path, "table5-": table5_path, "ablation-": ablation_path}
+
+
+def paper_defenders(p: config.Params) -> list[str]:
+    """The paper's defenders among this study's final defenders (catmouse: its last round)."""
+    keep = set(PAPER_DEFENDERS) | ({round_model(p.catmouse.rounds)} if p.catmouse.rounds > 0 else set())
+    return [d for d in final_defenders(p) if d in keep]
+
+
 def measured(dvc_yaml: str = "dvc.yaml") -> dict[str, tuple[str, str]]:
-    """stage -> (name in seeds.json, results file): the evaluations and the ablations."""
+    """stage -> (name in seeds.json, results file): the evaluations, Table 5's further etas (a
+    defender's cells beside its evaluation's) and the ablations."""
     stages = yaml.safe_load(Path(dvc_yaml).read_text())["stages"]
-    out = {s: (s[len("eval-"):], eval_path(s[len("eval-"):])) for s in stages if s.startswith("eval-")}
-    out.update({s: (s[len("ablation-"):], ablation_path(s[len("ablation-"):]))
-                for s in stages if s.startswith("ablation-")})
-    return out
+    return {s: (s[len(k):], path(s[len(k):])) for k, path in KINDS.items() for s in stages if s.startswith(k)}
 
 
-def targets(dvc_yaml: str = "dvc.yaml") -> list[str]:
-    """What a seed experiment reproduces: the evaluations and ablations (DVC runs what they
-    need) and the headline stage (the experiment's own metrics and plot data)."""
+def targets(dvc_yaml: str = "dvc.yaml", defenders: list[str] | None = None) -> list[str]:
+    """What a seed experiment reproduces: the evaluations, Table 5 stages and ablations (DVC runs
+    what they need) and the headline stage (the experiment's own metrics and plot data).
+    `defenders`: only those defenders' evaluations and Table 5 stages, and the ablations (Sens-FGSM's
+    controls); no headline stage, which reads every evaluation."""
     stages = yaml.safe_load(Path(dvc_yaml).read_text())["stages"]
+    if defenders is not None:
+        return [s for s, (d, _) in measured(dvc_yaml).items() if s.startswith("ablation-") or d in defenders]
     return [*measured(dvc_yaml), *(["headline"] if "headline" in stages else [])]
+
+
+def seed_stages(lock: dict, seed: int, stages: list[str]) -> list[str]:
+    """The stages of `stages` that a dvc.lock says ran at training seed `seed` (their `run.seed`
+    param): a stage an experiment did not target keeps its baseline commit's entry, of another
+    seed. A lock entry without run.seed (none of today's measured stages) counts as run."""
+    out = []
+    for s in stages:
+        entry = lock["stages"].get(s)
+        if entry is not None and entry.get("params", {}).get("params.yaml", {}).get("run.seed", seed) == seed:
+            out.append(s)
+    return out
 
 
 def queue_command(p: config.Params, seed: int, targets: list[str]) -> list[str]:
@@ -126,7 +156,8 @@ def _code_md5(lock: dict, stage: str) -> dict[str, str]:
     return code | {d["path"]: d.get("md5") for d in entry.get("deps", []) if d["path"].startswith(("src/", "stages/"))}
 
 
-def check_same_code(ref: str, seed: int, stages: list[str]) -> None:
+def check_same_code(ref: str, seed: int, stages: list[str]) -> dict:
+    """Refuse an experiment whose `stages` ran other code than the workspace's; its dvc.lock."""
     theirs = yaml.safe_load(_git("show", f"{ref}:dvc.lock"))
     ours = yaml.safe_load(Path("dvc.lock").read_text())
     stale = [s for s in stages if _code_md5(theirs, s) != _code_md5(ours, s)]
@@ -136,58 +167,76 @@ def check_same_code(ref: str, seed: int, stages: list[str]) -> None:
     params = yaml.safe_load(_git("show", f"{ref}:params.yaml"))
     if params["run"]["seed"] != seed:
         raise UserError(f"{ref} has run.seed {params['run']['seed']}, not {seed}")
-
-
-def cells(ev: dict, eta: str) -> dict[str, dict[str, float]]:
-    """attack -> eta -> error of one evaluation: clean (eta "0") and every attack at `eta`."""
-    out = {}
-    for attack, by_eta in ev["results"].items():
-        for k in ("0", eta):
-            if isinstance(by_eta.get(k), dict) and by_eta[k].get("error") is not None:
-                out.setdefault(attack, {})[k] = by_eta[k]["error"]
-    return out
-
-
-def summarise(per_seed: list[dict], seeds: list[int]) -> dict:
-    """docs/results.md's shape: defender -> attack -> eta -> {mean, sd, min, max, per_seed}; a cell that
-    a seed lacks is left out (it would not be comparable)."""
-    out: dict = {}
-    for d in per_seed[0]:
-        for attack, by_eta in per_seed[0][d].items():
-            for eta in by_eta:
-                vals = [run.get(d, {}).get(attack, {}).get(eta) for run in per_seed]
-                if any(v is None for v in vals):
-                    continue
-                out.setdefault(d, {}).setdefault(attack, {})[eta] = {
-                    "mean": round(statistics.fmean(vals), 4),
-                    "sd": round(statistics.stdev(vals), 4) if len(vals) > 1 else 0.0,
-                    "min": min(vals), "max": max(vals), "per_seed": vals}
-    return {"seeds": seeds, "defenders": out}
+    return theirs
 
 
 def collect(p: config.Params, seeds: list[int], out: str = OUT) -> dict:
+    """The main run's cells and those of each seed in `seeds` (its experiment must exist and have
+    run this code), and of the other seeds already in `out` that still qualify: an experiment of
+    this code, or, where this clone lacks the experiment (DVC keeps them in local git refs), the
+    code `out` recorded for it equal to this code. A seed counts for the stages it ran
+    (seed_stages): a `--scope paper` experiment for the paper's defenders only."""
     eta = config.eta_key(p.attack.eta)
     files = measured()
-    stages = list(files)
-    runs, sources = [workspace_cells(p)], {str(p.run.seed): "workspace"}
-    for s in seeds:
-        ref = exp_ref(s)
-        check_same_code(ref, s, stages)
-        runs.append({d: cells(json.loads(_git("show", f"{ref}:{f}")), eta) for d, f in files.values()})
-        sources[str(s)] = f"{ref} ({_git('rev-parse', ref).strip()[:10]})"
-    obj = {**summarise(runs, [p.run.seed, *seeds]), "eta": eta, "sources": sources,
+    ours = yaml.safe_load(Path("dvc.lock").read_text())
+    old = json.loads(Path(out).read_text()) if Path(out).exists() else {}
+    earlier = [int(s) for s in old.get("seeds", [])[1:] if int(s) not in seeds and int(s) != p.run.seed]
+    runs, used = [workspace_cells(p)], [p.run.seed]
+    sources, code = {str(p.run.seed): "workspace"}, {}
+    for s in [*seeds, *earlier]:
+        got = _seed_cells(s, files, eta, ours, old)
+        if isinstance(got, str):
+            if s in seeds:
+                raise UserError(got)
+            print(f"seeds: seed {s} of {out} left out: {got}")
+            continue
+        runs.append(got[0])
+        sources[str(s)], code[str(s)] = got[1], got[2]
+        used.append(s)
+    obj = {**summarise(runs, used), "eta": eta, "sources": sources, "code": code,
            "training_seed_keys": training_seed_keys(p),
            "note": "per_seed[0] is the main run (the workspace); the others are the seed "
-                   "experiments, same split and attack seeds"}
+                   "experiments, same split and attack seeds; a cell's `seeds` are those that measured it"}
     Path(out).write_text(json.dumps(obj, indent=1) + "\n")
     print(f"wrote {out}: {len(obj['defenders'])} defenders x seeds {obj['seeds']}")
     return obj
 
 
+def _seed_cells(s: int, files: dict, eta: str, ours: dict, old: dict) -> tuple[dict, str, dict] | str:
+    """(cells, source, code per stage) of seed `s`, or why it cannot count."""
+    try:
+        ref = exp_ref(s)
+    except UserError:
+        ref = None
+    if ref is not None:
+        theirs = yaml.safe_load(_git("show", f"{ref}:dvc.lock"))
+        ran = seed_stages(theirs, s, list(files))
+        if not ran:
+            return f"experiment {exp_name(s)} ran none of the measured stages at run.seed {s}"
+        check_same_code(ref, s, ran)
+        cells_ = read_cells(files, ran, eta, lambda f: json.loads(_git("show", f"{ref}:{f}")))
+        return cells_, f"{ref} ({_git('rev-parse', ref).strip()[:10]})", {st: _code_md5(theirs, st) for st in ran}
+    kept = old.get("code", {}).get(str(s))
+    if not kept:
+        return (f"no experiment {exp_name(s)} here and no code recorded for it: run `make seeds` "
+                f"(or `python -m advgame.pipeline.seeds run --seeds {s}`)")
+    stale = [st for st in kept if st not in files or kept[st] != _code_md5(ours, st)]
+    if stale:
+        return f"it ran other code than this in {', '.join(stale)}"
+    names = {files[st][0] for st in kept}
+    cells_: dict = {}
+    for d, by_attack in old.get("defenders", {}).items():
+        for attack, by_eta in by_attack.items():
+            for k, c in by_eta.items():
+                if d in names and s in c.get("seeds", []):
+                    cells_.setdefault(d, {}).setdefault(attack, {})[k] = c["per_seed"][c["seeds"].index(s)]
+    return cells_, old["sources"][str(s)].split(" [kept")[0] + " [kept: its experiment is not in this clone]", kept
+
+
 def workspace_cells(p: config.Params) -> dict:
-    """defender -> attack -> eta -> error of the workspace's evaluations and ablations."""
-    eta = config.eta_key(p.attack.eta)
-    return {d: cells(json.loads(Path(f).read_text()), eta) for d, f in measured().values()}
+    """defender -> attack -> eta -> error of the workspace's evaluations, Table 5 stages and ablations."""
+    files = measured()
+    return read_cells(files, list(files), config.eta_key(p.attack.eta), lambda f: json.loads(Path(f).read_text()))
 
 
 def rebase(p: config.Params, out: str = OUT, drop: tuple[str, ...] = (), drop_attacks: tuple[str, ...] = ()) -> dict:
@@ -213,14 +262,14 @@ def rebase(p: config.Params, out: str = OUT, drop: tuple[str, ...] = (), drop_at
             if attack in drop_attacks:
                 continue
             for eta, c in by_eta.items():
-                for i, v in enumerate(c["per_seed"][1:], 1):
-                    runs[i].setdefault(d, {}).setdefault(attack, {})[eta] = v
+                for s, v in zip(c.get("seeds", seeds)[1:], c["per_seed"][1:]):
+                    runs[seeds.index(s)].setdefault(d, {}).setdefault(attack, {})[eta] = v
     head = _git("rev-parse", "--short", "HEAD").strip()
     sources = {str(p.run.seed): "workspace"}
     for s in seeds[1:]:
         was = old["sources"].get(str(s), "?").split(" [kept")[0]
         sources[str(s)] = f"{was} [kept from {out} by `seeds rebase` at {head}: an earlier code and host]"
-    obj = {**summarise(runs, seeds), "eta": old["eta"], "sources": sources,
+    obj = {**summarise(runs, seeds), "eta": old["eta"], "sources": sources, **({"code": old["code"]} if "code" in old else {}),
            "training_seed_keys": training_seed_keys(p), "note": old["note"]}
     Path(out).write_text(json.dumps(obj, indent=1) + "\n")
     print(f"rebased {out}: seed {p.run.seed} from the workspace, seeds {seeds[1:]} kept")
@@ -231,10 +280,10 @@ def _done(seed: int, stages: list[str]) -> bool:
     """Whether experiment seed-<s> exists and its target stages (all of them) ran the
     workspace's code; a target the experiment lacks counts as not done."""
     try:
-        check_same_code(exp_ref(seed), seed, stages)
+        lock = check_same_code(exp_ref(seed), seed, stages)
     except UserError:
         return False
-    return True
+    return seed_stages(lock, seed, stages) == list(stages)  # a stage it did not target: another seed's
 
 
 STATE = ("params.yaml", "dvc.lock", "reports")  # what an experiment is, besides the code and DVC's cache
@@ -271,14 +320,17 @@ def refresh(seeds: list[int], stages: list[str]) -> None:
         _sh("dvc", "exp", "remove", old)
 
 
-def run(p: config.Params, seeds: list[int], poll: float = 120.0, force: bool = False) -> None:
+def run(p: config.Params, seeds: list[int], poll: float = 120.0, force: bool = False, scope: str = "all") -> None:
+    """Queue and run the seed experiments that have not run this code (`scope` "paper": the paper's
+    defenders only, about a third of the time), then collect."""
     if p.run.seed in seeds:
         raise UserError(f"seed {p.run.seed} is the main run's (run.seed); choose other seeds")
-    stages = targets()
+    stages = targets() if scope == "all" else targets(defenders=paper_defenders(p))
     todo = seeds if force else [s for s in seeds if not _done(s, stages)]
     for s in sorted(set(seeds) - set(todo)):
         print(f"seeds: {exp_name(s)} already ran this code; kept (--force reruns it)")
-    partial = [] if force else [s for s in todo if _done(s, eval_stages())]
+    evals = [s for s in stages if s in eval_stages()]
+    partial = [] if force else [s for s in todo if _done(s, evals)]
     if partial:
         refresh(partial, stages)
         todo = [s for s in todo if s not in partial]
@@ -311,6 +363,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("action", choices=["run", "collect", "rebase", "show", "commits"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--force", action="store_true", help="rerun seeds whose experiment already ran this code")
+    ap.add_argument("--scope", choices=["all", "paper"], default="all", help="run: every defender, or the "
+                    "paper's (its Table 5 and cat-and-mouse defenders) and the ablations only")
     ap.add_argument("--drop", nargs="*", default=[], help="rebase: defenders whose evaluation changed since the "
                     "kept seeds ran (their other seeds are dropped, not compared)")
     ap.add_argument("--drop-attacks", nargs="*", default=[], help="rebase: attacks whose cells changed for every "
@@ -323,13 +377,13 @@ def main(argv: list[str] | None = None) -> None:
         p = config.load()
         if a.action == "show":
             for s in a.seeds:
-                print(" ".join(queue_command(p, s, targets())))
+                print(" ".join(queue_command(p, s, targets() if a.scope == "all" else targets(defenders=paper_defenders(p)))))
         elif a.action == "collect":
             collect(p, a.seeds)
         elif a.action == "rebase":
             rebase(p, drop=tuple(a.drop), drop_attacks=tuple(a.drop_attacks))
         else:
-            run(p, a.seeds, force=a.force)
+            run(p, a.seeds, force=a.force, scope=a.scope)
     except UserError as e:
         print(f"error [seeds]: {e}", file=sys.stderr)
         raise SystemExit(2) from None

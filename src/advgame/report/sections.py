@@ -233,15 +233,18 @@ def seeds_section(s: Study) -> str:
             if v is None:
                 row.append("n/a")
                 continue
-            row.append(f"{fmt(main)}; {v['mean']:.3f}±{v['sd']:.3f} [{v['min']:.3f}–{v['max']:.3f}]")
+            k = len(v.get("per_seed", []))
+            row.append(f"{fmt(main)}; {v['mean']:.3f}±{v['sd']:.3f} [{v['min']:.3f}–{v['max']:.3f}]"
+                       + (f" ({k} seeds)" if k < s.seeds.n else ""))
             if main and main.get("ci95") and v["max"] - v["min"] > main["ci95"][1] - main["ci95"][0]:
                 wider.append(f"`{d}` {c}")
         body.append(row)
     lines = [f"Training seeds {obj['seeds']} (the first is the main run above; `make seeds` ran the others "
              "as DVC experiments with every training seed changed and the same test images and attack "
              f"seeds). Each cell: the main run's error (95% interval over test images); then mean±sd "
-             f"[min–max] over the {s.seeds.n} seeds, at eta {s.eta} ({s.subset()}). Every cell of every "
-             f"attack is in `{names.SEEDS}`.", "", md_table(["defender", *cols], body), ""]
+             f"[min–max] over the seeds that measured it ({s.seeds.n}, or as marked: `--scope paper` seeds "
+             f"cover the paper's defenders only), at eta {s.eta} ({s.subset()}). Every cell of every "
+             f"attack, Table 5's further etas included, is in `{names.SEEDS}`.", "", md_table(["defender", *cols], body), ""]
     lines.append("Cells where the spread across seeds is wider than the main run's 95% interval (the "
                  "single-seed interval understates the uncertainty there): "
                  + (", ".join(wider) if wider else "none") + ". The answers below call a difference "

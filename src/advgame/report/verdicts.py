@@ -47,12 +47,13 @@ def _entry(claim, paper, ours, verdict, why, ci95=None, *, kind="magnitude", rul
             "rule": rule, "margin": margin, "scope": scope, "seeds": seeds, "why": why}
 
 
-def scope(s: Study) -> str:
-    """Where a verdict holds: dataset, classifier, cat-and-mouse rounds K, attacker network."""
+def scope(s: Study, seeds: int | None = None) -> str:
+    """Where a verdict holds: dataset, classifier, cat-and-mouse rounds K, attacker network, and
+    the training seeds it rests on (`seeds`; else every seed of names.SEEDS)."""
     p = s.params
     return (f"{s.meta.get('dataset', p.data.dataset)}, classifier {config.classifier_arch(p)}, "
             f"K = {p.catmouse.rounds} cat-and-mouse rounds, AttNet {p.table5.arch}, "
-            f"{s.seeds.n if s.seeds else 1} training seed(s)")
+            f"{seeds or (s.seeds.n if s.seeds else 1)} training seed(s)")
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,7 @@ def table5_verdicts(s: Study) -> list[dict]:
                        f" minus the paper's {paper:.3f}: {dlo:+.3f} to {dhi:+.3f} against +-{margin} "
                        f"({PAPER_NAMES[d]}, {label} as `{name}`, eta {eta})")
                 out.append(_entry(claim, paper, round(m, 4), verdict, why, [dlo, dhi], rule=rule, margin=margin,
-                                  scope=where, seeds=len(vals)))
+                                  scope=scope(s, len(vals)), seeds=len(vals)))
     return out
 
 
