@@ -375,12 +375,17 @@ def test_q1_ranks_a_difference_only_when_every_seed_holds_it():
     assert "not really different from the one above: `trades` 0.400 vs `magnet` 0.420" in lines[2]
     # a main-seed difference that another training seed reverses is a tie too, and the mean is quoted
     defs["magnet"] = obj("magnet", {"worst-case": at(0.60)})
-    per = {"pgd-at": [0.20, 0.21, 0.19], "trades": [0.40, 0.70, 0.41], "magnet": [0.60, 0.50, 0.61],
+    per = {"pgd-at": [0.20, 0.21, 0.19], "trades": [0.40, 0.42, 0.41], "magnet": [0.60, 0.38, 0.61],
            "sens-fgsm": [0.99, 0.99, 0.99]}
     seeds = {"seeds": [0, 1, 2], "defenders": {d: {"worst-case": {"0.3": {"per_seed": v}}} for d, v in per.items()}}
     lines = [l for l in answers.q1(study(defs, seeds=seeds)).splitlines() if l[:1].isdigit()]
-    assert lines[2].startswith("2. `magnet` worst-case 0.600 (mean over 3 training seeds 0.570)")
-    assert "2 of 3 training seeds agree" in lines[2]
+    assert lines[1].startswith("2. `trades`")  # -0.21 at every seed: real across the seeds
+    assert lines[2].startswith("2. `magnet` worst-case 0.600 (mean over 3 training seeds 0.530)")
+    assert "2 of 3 training seeds agree" in lines[2] and "across 3 training seeds: mean difference -0.120" in lines[2]
+    # a difference of the same sign at every seed but a wide spread is not real across 3 seeds either
+    seeds["defenders"]["trades"]["worst-case"]["0.3"]["per_seed"] = [0.40, 0.70, 0.41]
+    lines = [l for l in answers.q1(study(defs, seeds=seeds)).splitlines() if l[:1].isdigit()]
+    assert lines[1].startswith("1. `trades`") and "3 of 3 training seeds agree" in lines[1]
     single = [l for l in answers.q1(study(defs)).splitlines() if l[:1].isdigit()]
     assert single[2].startswith("3. `magnet`") and "not really different" not in single[2]
 
@@ -440,3 +445,22 @@ def test_q2_decomposition_and_masking_signature():
     assert "it falls from eta 0.1 -> 0.3" in sig and "**Evidence for masking**" in sig
     assert "The advantage decomposed" in answers.q2(s)
     assert controls.q2_decomposition(study(base_defs()), "adv-fgsm-4") == []  # no ablation: no table
+
+
+def test_the_paired_test_across_seeds_is_a_paired_t_test_plus_the_images_error():
+    a, b = {0: 0.5, 1: 0.6, 2: 0.7, 3: 0.55}, {0: 0.3, 1: 0.3, 2: 0.35, 3: 0.4, 9: 0.1}  # seed 9: b only
+    m, p, k = paired.seed_test(a, b)  # no image error: the paired t-test over the 4 common seeds
+    ref = stats.ttest_rel([a[s] for s in range(4)], [b[s] for s in range(4)])
+    assert k == 4 and m == pytest.approx(0.25) and p == pytest.approx(ref.pvalue)
+    # the same difference at every seed: only the images' paired error is left (a z-test)
+    n, a_only, b_only = 200, 30, 10
+    m, p, k = paired.seed_test({0: 0.4, 1: 0.5}, {0: 0.3, 1: 0.4}, n, a_only, b_only)
+    var = ((a_only + b_only) / n - ((a_only - b_only) / n) ** 2) / n
+    assert p == pytest.approx(2 * stats.norm.sf(0.1 / math.sqrt(var)))
+    # both variances: Welch-Satterthwaite between the two (k - 1 < df < infinity)
+    d, img = [0.1, 0.2, 0.15], var
+    m, p, k = paired.seed_test({0: 0.6, 1: 0.7, 2: 0.65}, {0: 0.5, 1: 0.5, 2: 0.5}, n, a_only, b_only)
+    sv = statistics.variance(d) / 3
+    df = (sv + img) ** 2 / (sv ** 2 / 2)
+    assert 2 < df and p == pytest.approx(2 * stats.t.sf(0.15 / math.sqrt(sv + img), df))
+    assert paired.seed_test({0: 0.5}, {0: 0.3, 1: 0.2}) is None  # one common seed: no test across seeds

@@ -7,9 +7,12 @@ McNemar's exact test asks whether those discordant images split evenly.
 """
 from __future__ import annotations
 
+import math
+import statistics
 from dataclasses import dataclass
 
 from scipy.stats import binomtest
+from scipy.stats import t as student_t
 
 from advgame import masks
 
@@ -21,6 +24,28 @@ def mcnemar(b: int, c: int) -> float:
     b + c at 1/2 (scipy's `binomtest`); 1 when there is no discordant pair."""
     n = b + c
     return 1.0 if n == 0 else float(binomtest(b, n, 0.5).pvalue)
+
+
+def seed_test(da: dict[int, float], db: dict[int, float], n: int | None = None, a_only: int = 0,
+              b_only: int = 0) -> tuple[float, float, int] | None:
+    """The paired test across training seeds: (mean of a - b over the seeds both were measured at,
+    two-sided p, seeds), None under 2 seeds. As for a verdict's seed-level interval, two variances
+    add: the seeds' spread of the difference, var / k, and the test images' sampling error of a
+    paired difference, ((b + c) / n - ((b - c) / n)^2) / n from the main seed's discordant
+    images (b, c), which more seeds do not shrink (every seed sees the same images); Welch-
+    Satterthwaite degrees of freedom (k - 1 from the seeds, infinite from the images)."""
+    common = [s for s in da if s in db]
+    if len(common) < 2:
+        return None
+    d = [da[s] - db[s] for s in common]
+    k, m = len(d), statistics.fmean(d)
+    seed_var = statistics.variance(d) / k
+    image_var = max((a_only + b_only) / n - ((a_only - b_only) / n) ** 2, 0.0) / n if n else 0.0
+    var = seed_var + image_var
+    if var == 0:
+        return m, (1.0 if m == 0 else 0.0), k
+    df = var * var / (seed_var * seed_var / (k - 1)) if seed_var > 0 else math.inf
+    return m, float(2 * student_t.sf(abs(m) / math.sqrt(var), df)), k
 
 
 def mask(obj: dict | None, attack: str, eta: str) -> list[bool] | None:
@@ -54,15 +79,25 @@ class Paired:
     seeds_agree: int = 1  # seeds whose difference has the same sign and p < ALPHA
     why_unpaired: str = ""
     unmeasured: tuple[str, ...] = ()  # sides with no numbers at the other training seeds
-    p_holm: float | None = None   # p after Holm's correction within its family (None: not corrected)
+    p_holm: float | None = None   # p_test after Holm's correction within its family (None: not corrected)
     family: int = 1               # the number of tests in that family
+    p_seeds: float | None = None  # the paired test across training seeds (seed_test), where >= 2 seeds measured both
+    diff_seeds: float | None = None  # its mean difference a - b over those seeds
+
+    @property
+    def p_test(self) -> float | None:
+        """The test that decides: across training seeds where both sides have several, else
+        McNemar's at the main seed."""
+        return self.p_seeds if self.p_seeds is not None else self.p
 
     @property
     def real(self) -> bool:
-        """Called a difference only when the paired test holds (after Holm's correction within its
-        family, where one was applied) at every training seed."""
-        p = self.p if self.p_holm is None else self.p_holm
-        return p is not None and p < ALPHA and self.seeds_agree == self.seeds
+        """Called a difference when the deciding test (p_test, after Holm's correction within its
+        family where one was applied) has p < ALPHA; with one seed, McNemar's at the main seed."""
+        p = self.p_test if self.p_holm is None else self.p_holm
+        if self.p is None or p is None:
+            return False
+        return p < ALPHA and (self.p_seeds is not None or self.seeds_agree == self.seeds)
 
     @property
     def direction(self) -> str:
@@ -76,8 +111,11 @@ class Paired:
         if self.p is None:
             return f"{head} (no paired test: {self.why_unpaired})"
         holm = "" if self.p_holm is None else f", Holm-adjusted {fmt_p(self.p_holm)} over {self.family} tests"
-        return (f"{head} (McNemar p = {fmt_p(self.p)}{holm} on the same {self.n} images, {self.a_only} vs "
-                f"{self.b_only} discordant; {self.seeds_agree} of {self.seeds} training seed"
+        across = ("" if self.p_seeds is None else
+                  f"across {self.seeds} training seeds: mean difference {self.diff_seeds:+.3f}, p = "
+                  f"{fmt_p(self.p_seeds)}{holm}; at the main seed: ")
+        return (f"{head} ({across}McNemar p = {fmt_p(self.p)}{'' if across else holm} on the same {self.n} images, "
+                f"{self.a_only} vs {self.b_only} discordant; {self.seeds_agree} of {self.seeds} training seed"
                 f"{'s' * (self.seeds != 1)} agree"
                 + (f"; {', '.join(f'`{u}`' for u in self.unmeasured)} not run at the other training seeds"
                    if self.unmeasured else "") + ")")
@@ -126,6 +164,10 @@ def compare(a_obj: dict | None, a_attack: str, b_obj: dict | None, b_attack: str
         out.seeds, extra = seeds.agreement(a_name, a_attack, b_name, b_attack, key,
                                            out.ea < out.eb)
         out.seeds_agree = (1 if out.p is not None and out.p < ALPHA else 0) + extra
+        da, db = seeds.by_seed(a_name, a_attack, key), seeds.by_seed(b_name, b_attack, key)
+        got = seed_test(da, db, out.n, out.a_only or 0, out.b_only or 0) if da and db and out.p is not None else None
+        if got is not None:
+            out.diff_seeds, out.p_seeds, _ = round(got[0], 4), got[1], got[2]
         if seeds.n > 1:
             out.unmeasured = tuple(dict.fromkeys(
                 n for n, att in ((a_name, a_attack), (b_name, b_attack))

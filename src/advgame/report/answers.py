@@ -1,6 +1,7 @@
 """The answers to the reviewer's four questions. Every sentence that states a finding comes from a
-rule over the numbers and quotes them; a difference is called real only when McNemar's exact
-test on the same test images gives p < 0.05 at every training seed (paired.py). No sentence
+rule over the numbers and quotes them; a difference is called real only when the paired test
+across training seeds (one seed: McNemar's exact test on the same test images) gives p < 0.05
+after Holm's correction within the question (paired.py). No sentence
 explains a finding unless an experiment of the pipeline tests the explanation (Q2's ablations).
 """
 from __future__ import annotations
@@ -289,7 +290,7 @@ def q4(s: Study) -> str:
                 tally["untested" if pr.p is None else pr.direction] += 1
             cells += [fmt(s.get(b, a), False), "n/a" if pr is None else "not tested (no per-image outcomes)" if pr.p is None else
                       f"{ {'lower': 'minimax lower', 'higher': 'minimax higher', 'same': 'no real difference'}[pr.direction]}"
-                      f", p = {fmt_p(pr.p)}, {pr.seeds_agree}/{pr.seeds} seeds"]
+                      f", p = {fmt_p(pr.p_test)}, {pr.seeds_agree}/{pr.seeds} seeds"]
         body.append([a, *cells])
     header = ["attack", "minimax"] + [x for b in base for x in (b, f"minimax vs {b}")]
     key = "worst-case" if s.get("minimax", "worst-case") else "pgd-curr"
@@ -332,7 +333,7 @@ def _against_every_defense(s: Study, key: str) -> list[str]:
     for d in others:
         pr = s.pair("minimax", key, d)
         how = ("not tested (no per-image outcomes)" if pr is None or pr.p is None else
-               f"{words[pr.direction]} (p = {fmt_p(pr.p)}"
+               f"{words[pr.direction]} (p = {fmt_p(pr.p_test)}"
                + (f", Holm {fmt_p(pr.p_holm)}" if pr.p_holm is not None else "") + f", {pr.seeds_agree}/{pr.seeds} seeds"
                + (f"; {', '.join(f'`{u}`' for u in pr.unmeasured)} not run at the other training seeds"
                   if pr.unmeasured else "") + ")")

@@ -248,5 +248,6 @@ def seeds_section(s: Study) -> str:
     lines.append("Cells where the spread across seeds is wider than the main run's 95% interval (the "
                  "single-seed interval understates the uncertainty there): "
                  + (", ".join(wider) if wider else "none") + ". The answers below call a difference "
-                 "real only when its sign holds for every seed.")
+                 "real by the paired test across the seeds that measured both sides (docs/protocol.md, "
+                 "section 9).")
     return "\n".join(lines)

@@ -77,7 +77,7 @@ class Study:
         key = (a, attack_a, b, attack_b, eta or self.eta)
         if pr is not None and pr.p is not None:
             if self._tests is not None:
-                self._tests[key] = pr.p
+                self._tests[key] = pr.p_test
             if key in self._holm:
                 pr.p_holm, pr.family = self._holm[key], len(self._holm)
         return pr

@@ -251,9 +251,10 @@ def shape_verdicts(s: Study) -> list[dict]:
                   f"{'settles' if c['settled'] else 'does not settle'}: {facts}")]
 
 
-PAIR_RULE = (f"McNemar's exact test on the same images at the main training seed (p < {ALPHA}) "
-             "and the same sign at every other training seed; reproduced in the paper's direction, not "
-             "reproduced otherwise")
+PAIR_RULE = (f"the paired test across the training seeds that measured both sides (mean difference over the "
+             f"seeds, the seeds' spread and the images' paired sampling error, t with Welch-Satterthwaite df; "
+             f"p < {ALPHA}); with one seed, McNemar's exact test on the same images; reproduced in the paper's "
+             "direction, not reproduced otherwise")
 
 
 def _pair_verdict(s: Study, claim, paper, pr, want: str, what: str) -> dict:
@@ -263,8 +264,7 @@ def _pair_verdict(s: Study, claim, paper, pr, want: str, what: str) -> dict:
     if pr.p is None:
         return _entry(claim, paper, pr.ea, NA, f"{what}: {pr.text()}", **kw)
     ok = pr.direction == want
-    return _entry(claim, paper, pr.ea, REPRO if ok else NOT, f"{what}: {pr.text()}; real only at p < {ALPHA} "
-                  "on every training seed", **kw)
+    return _entry(claim, paper, pr.ea, REPRO if ok else NOT, f"{what}: {pr.text()}; real only at p < {ALPHA}", **kw)
 
 
 def claim_verdicts(s: Study) -> list[dict]:
