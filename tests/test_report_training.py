@@ -81,6 +81,12 @@ def test_a_seed_table_collected_on_an_earlier_run_is_not_used():
     other = {"defenders": {"alt": {"pgd-curr": {"0.3": {"per_seed": [0.4, 0.25, 0.3]}}},
                            "sens-off": {"pgd-curr": {"0.3": {"per_seed": [0.9]}}}}}  # no cell here: skipped
     assert stale_seeds(other, defenders) == ["`alt` pgd-curr at 0.3"]
+    # a cell at Table 5's further etas is the table5 stage's (an attacker trained at that eta),
+    # not the evaluation's eta sweep (the main eta's attacker): it is checked against that
+    defenders["alt"]["results"]["attnet-curr:mlp"] = {"0.4": {**cell, "error": 0.7}}
+    table5 = {"alt": {"attnet-curr:mlp": {"0.4": {**cell, "error": 0.85}}}}
+    seeds_ = {"defenders": {"alt": {"attnet-curr:mlp": {"0.4": {"per_seed": [0.85, 0.8]}}}}}
+    assert stale_seeds(seeds_, defenders, table5) == [] and stale_seeds(seeds_, defenders) != []
 
 
 def test_every_attacker_network_is_grouped_with_the_attackers():

@@ -160,14 +160,15 @@ def load_study(p: config.Params, root: str | Path = ".", device: str = "cpu") ->
     ablations = {a: load_json(f) for a in abl if (f := root / names.run_path(names.ablation_path(a))).exists()}
     seeds_f = root / names.SEEDS
     seeds_obj = load_json(seeds_f) if seeds_f.exists() else None
-    stale = stale_seeds(seeds_obj, defenders)
+    table5 = game_report.table5_cells(root)
+    stale = stale_seeds(seeds_obj, defenders, table5)
     cm_n = next((load_json(f).get("n_test") for f in (root / names.stage_report("catmouse"),
                                                        root / names.stage_report("round-1"))
                  if f.exists() and load_json(f).get("n_test")), None)
     cm_n = cm_n or (matrix or {}).get("n_test")
     histories = game_report.load_histories(root)
     return Study(p, defenders, missing, curve, matrix, meta, ", ".join(devs) or device,
-                 game_report.table5_cells(root), sweep, histories, root,
+                 table5, sweep, histories, root,
                  ablations, paired.SeedTable(None if stale else seeds_obj),
                  cm_n or meta.get("test", {}).get("shape", [None])[0], hosts=hosts(envs),
                  strength=load_strength(root), training=load_training(p, root, _stage_reports(root), ablations),
@@ -175,15 +176,16 @@ def load_study(p: config.Params, root: str | Path = ".", device: str = "cpu") ->
                  game=load_game(p, root, defenders, meta.get("test", {}).get("shape", [None])[0], histories))
 
 
-def stale_seeds(obj: dict | None, defenders: dict) -> list[str]:
+def stale_seeds(obj: dict | None, defenders: dict, table5: dict | None = None) -> list[str]:
     """The cells where names.SEEDS's first seed (the main run it was collected with) differs from
-    this run's evaluation: the file was made before the models were retrained (`make seeds`
+    this run's evaluation (or, for a cell of Table 5's further etas, its table5 stage, which the
+    file holds there): the file was made before the models were retrained (`make seeds`
     again), and its other seeds ran older code, so no answer may rest on it."""
     out = []
     for d, by_attack in (obj or {}).get("defenders", {}).items():
         for attack, by_eta in by_attack.items():
             for eta, v in by_eta.items():
-                c = entry(defenders, d, attack, eta)
+                c = (table5 or {}).get(d, {}).get(attack, {}).get(eta) or entry(defenders, d, attack, eta)
                 if c is not None and v.get("per_seed") and abs(v["per_seed"][0] - c["error"]) > 5e-4:
                     out.append(f"`{d}` {attack} at {eta}")
     return out
