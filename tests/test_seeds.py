@@ -2,6 +2,7 @@
 changes, the statistics of reports/seeds.json, and the guard against experiments of other code."""
 from __future__ import annotations
 
+import os
 import statistics
 from pathlib import Path
 
@@ -170,8 +171,10 @@ def test_a_seed_that_already_ran_this_code_is_kept(monkeypatch):
     monkeypatch.setattr(seeds, "_done", lambda s, stages: s == 1)
     monkeypatch.setattr(seeds, "collect", lambda p, s: collected.append(list(s)))
 
-    def sh(*cmd, ok=False):
+    def sh(*cmd, ok=False, env=None):
         calls.append(cmd)
+        if cmd[1:3] == ("queue", "start"):  # the worker imports each experiment's own code
+            assert env["PYTHONPATH"].split(os.pathsep)[0] == "src"
         out = "seed-1  Success\nseed-2  Success\n" if cmd[1:3] == ("queue", "status") else ""
         return type("R", (), {"stdout": out})()
 
@@ -185,7 +188,7 @@ def test_a_seed_that_already_ran_this_code_is_kept(monkeypatch):
 
 
 def _fake_sh(calls, fail=()):
-    def sh(*cmd, ok=False):
+    def sh(*cmd, ok=False, env=None):
         calls.append(cmd)
         if cmd[:3] in fail and not ok:
             raise UserError("failed")

@@ -18,23 +18,22 @@ the paper's defenders (PAPER_DEFENDERS: its Table 5 rows and the cat-and-mouse g
 ablations only, without the headline stage (it reads every evaluation): about 85 min a seed on a
 2-core AVX2 host instead of about 3.5 h. `data.seed` (the train/test split) and `eval.seeds` (the
 attacks' random starts) stay fixed: every seed is judged on the same test images by the same
-attacks, so the spread across seeds is training randomness only. Why experiments and not
-seed-indexed stages: the default `dvc repro` stays one seed, each seed's MLflow runs carry the
-experiment's name in the main store, and `dvc exp show` compares the seeds like any other change.
+attacks, so the spread across seeds is training randomness only. Experiments, not seed-indexed
+stages: `dvc repro` stays one seed, and the MLflow runs carry the experiment's name.
 
 The main run (the workspace's results) is the first seed of the file. A seed counts for the
 stages that ran at its run.seed (seed_stages), and only if each ran the workspace's code (its
 script's code hash in the experiment's dvc.lock equals the workspace's); otherwise `collect`
 stops and says which to rerun. The file records each seed's code per stage, so a clone without
 the experiments (git refs DVC keeps locally) keeps a seed whose code is still this code. An
-experiment whose evaluations ran this code but that lacks a target added since is refreshed
-(`refresh`: its params, lock and results checked out over the workspace's code, where only the
-missing stages run), not retrained.
+experiment whose evaluations ran this code but lacks a target added since is refreshed
+(`refresh`: only the missing stages run), not retrained.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -118,12 +117,19 @@ def _git(*args: str, ok: bool = False) -> str:
     return r.stdout if r.returncode == 0 else ""
 
 
-def _sh(*cmd: str, ok: bool = False) -> subprocess.CompletedProcess:
+def _sh(*cmd: str, ok: bool = False, env: dict | None = None) -> subprocess.CompletedProcess:
     print("+ " + " ".join(cmd), flush=True)
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0 and not ok:
         raise UserError(f"{' '.join(cmd[:3])} failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
     return r
+
+
+def own_code_env() -> dict[str, str]:
+    """The queue worker's environment: a relative `src` first on PYTHONPATH, so each stage of a
+    queued experiment imports its own copy's code, not the workspace's (the editable install):
+    code edited in the workspace during the hours a seed runs must not leak into it."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(["src", *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
 def exp_ref(seed: int) -> str:
@@ -340,7 +346,7 @@ def run(p: config.Params, seeds: list[int], poll: float = 120.0, force: bool = F
     for s in todo:
         _sh("dvc", "exp", "remove", exp_name(s), ok=True)
         _sh(*queue_command(p, s, stages))
-    _sh("dvc", "queue", "start", "-j", "1")
+    _sh("dvc", "queue", "start", "-j", "1", env=own_code_env())
     t0 = time.monotonic()
     while True:
         status = _sh("dvc", "queue", "status").stdout
