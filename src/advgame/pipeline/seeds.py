@@ -146,8 +146,7 @@ def exp_ref(seed: int) -> str:
 
 def commits_back(minimum: int = 3) -> int:
     """How many commits `dvc exp show -n` must list to reach every seed experiment: from HEAD to
-    the oldest seed experiment's baseline commit (an experiment sits on the commit it ran from,
-    which falls behind as later commits land), at least `minimum`."""
+    the oldest one's baseline commit (the commit it ran from), at least `minimum`."""
     lines = _git("for-each-ref", "--format=%(refname)", "refs/exps").split()
     bases = {"".join(r.split("/")[2:4]) for r in lines if r.rsplit("/", 1)[-1].startswith("seed-")}
     counts = [int(n) + 1 for b in bases if (n := _git("rev-list", "--count", f"{b}..HEAD", ok=True).strip())]
@@ -220,7 +219,7 @@ def _seed_cells(s: int, files: dict, eta: str, ours: dict, old: dict) -> tuple[d
         if not ran:
             return f"experiment {exp_name(s)} ran none of the measured stages at run.seed {s}"
         check_same_code(ref, s, ran)
-        cells_ = read_cells(files, ran, eta, lambda f: json.loads(_git("show", f"{ref}:{f}")))
+        cells_ = read_cells(files, ran, eta, lambda f: json.loads(_read_at(ref, f)))
         return cells_, f"{ref} ({_git('rev-parse', ref).strip()[:10]})", {st: _code_md5(theirs, st) for st in ran}
     kept = old.get("code", {}).get(str(s))
     if not kept:
@@ -239,6 +238,17 @@ def _seed_cells(s: int, files: dict, eta: str, ours: dict, old: dict) -> tuple[d
     return cells_, old["sources"][str(s)].split(" [kept")[0] + " [kept: its experiment is not in this clone]", kept
 
 
+def _read_at(ref: str, path: str) -> str:
+    """A results file as an experiment left it: from git (the published copies), else from DVC's
+    cache through the experiment's dvc.lock (the outputs git does not hold, as Table 5's)."""
+    text = _git("show", f"{ref}:{path}", ok=True)
+    if text:
+        return text
+    import dvc.api
+
+    return dvc.api.read(path, rev=ref)
+
+
 def workspace_cells(p: config.Params) -> dict:
     """defender -> attack -> eta -> error of the workspace's evaluations, Table 5 stages and ablations."""
     files = measured()
@@ -247,15 +257,9 @@ def workspace_cells(p: config.Params) -> dict:
 
 def rebase(p: config.Params, out: str = OUT, drop: tuple[str, ...] = (), drop_attacks: tuple[str, ...] = ()) -> dict:
     """The main run's column of `out` replaced by the workspace's results, every other seed kept
-    from `out` as it is, its source marked as such. For a workspace rerun whose seed experiments
-    are not in this clone (DVC keeps experiments in local git refs that a clone does not get) and
-    cannot be rerun now: the other seeds then come from the code and host that made them, which
-    their `sources` entry says; `make seeds` replaces them. `drop`: defenders (or ablations)
-    whose evaluation the code has changed since (another attack, not another seed): their kept
-    columns are dropped, so they leave the file until `make seeds` measures them again.
-    `drop_attacks`: attacks whose cells the code has changed for every defender (another
-    attack or another meaning: the cascade's cells count everything before them); their kept
-    seeds are dropped the same way."""
+    as it is, its source marked as from an earlier code and host (`make seeds` replaces them).
+    `drop`: defenders or ablations, `drop_attacks`: attacks, whose cells the code has changed
+    since (another attack, not another seed): their kept seeds leave the file."""
     old = json.loads(Path(out).read_text())
     seeds = old["seeds"]
     if not seeds or seeds[0] != p.run.seed:
@@ -296,13 +300,10 @@ STATE = ("params.yaml", "dvc.lock", "reports")  # what an experiment is, besides
 
 
 def refresh(seeds: list[int], stages: list[str]) -> None:
-    """Experiments whose evaluations ran the workspace's code but that lack a later target (the
-    headline stage or the ablations, added after they ran): each one's params, dvc.lock and
-    results are checked out over the workspace's code (and its models from DVC's cache), where
-    its evaluations are up to date, and `dvc exp run` there runs only what it lacks (minutes, not
-    the ~70 min of a new experiment, also where this machine's DVC run cache lacks the
-    experiment's runs, as in a clone). The old experiment is kept under another
-    name until the new one exists; the workspace is put back to HEAD afterwards."""
+    """Experiments whose evaluations ran the workspace's code but that lack a target added later:
+    each one's params, dvc.lock and results checked out over the workspace's code, where `dvc exp
+    run` runs only what it lacks (minutes, even without this machine's run cache). The old
+    experiment keeps another name until the new one exists; the workspace goes back to HEAD."""
     if _git("status", "--porcelain", "--untracked-files=no").strip():
         raise UserError("the workspace has uncommitted changes: commit them first (refreshing a seed "
                         "experiment checks its results out into the workspace)")
