@@ -364,14 +364,16 @@ def test_collect_takes_each_seed_where_it_ran_and_keeps_recorded_seeds_of_this_c
         1: {"dvc.lock": _lock({"eval-a": 1, "eval-b": 1, "table5-a": 1}), "params.yaml": {"run": {"seed": 1}},
             "reports/eval/a.json": ev(0.6), "reports/eval/b.json": ev(0.8), "reports/table5/a.json": ev(0.6, "0.4")},
         3: {"dvc.lock": _lock({"eval-a": 3, "eval-b": 0, "table5-a": 3}), "params.yaml": {"run": {"seed": 3}},
-            "reports/eval/a.json": ev(0.4), "reports/eval/b.json": ev(0.9), "reports/table5/a.json": ev(0.5, "0.4")}}
+            "reports/eval/a.json": ev(0.5), "reports/runs/eval/a.json": ev(0.4),  # the published copy: seed 0's
+            "reports/eval/b.json": ev(0.9), "reports/table5/a.json": ev(0.5, "0.4")}}
+    exps[3]["dvc.lock"]["stages"]["eval-a"]["outs"] = [{"path": "reports/runs/eval/a.json"}]  # the stage's own
     refs = {s: f"refs/exps/ab/cd/seed-{s}" for s in exps}
 
     def git(*a, ok=False):
         if a[0] != "show":
             return "abcdef1234"
         ref, f = a[1].split(":", 1)
-        if f.startswith("reports/table5/"):  # a DVC output, not in git
+        if f.startswith(("reports/table5/", "reports/runs/")):  # DVC outputs, not in git
             return ""
         obj = exps[int(ref.rsplit("-", 1)[1])][f]
         return json.dumps(obj) if f.endswith(".json") else yaml.safe_dump(obj)

@@ -42,7 +42,7 @@ from pathlib import Path
 import yaml
 
 from advgame import UserError, config
-from advgame.names import SEEDS, ablation_path, eval_path, final_defenders, round_model, table5_path
+from advgame.names import SEEDS, ablation_path, eval_path, final_defenders, round_model, run_path, table5_path
 from advgame.pipeline import codehash
 from advgame.pipeline.seedstats import cells, read_cells, summarise  # noqa: F401  (seeds.cells, seeds.summarise)
 
@@ -186,8 +186,7 @@ def collect(p: config.Params, seeds: list[int], out: str = OUT) -> dict:
     ours = yaml.safe_load(Path("dvc.lock").read_text())
     old = json.loads(Path(out).read_text()) if Path(out).exists() else {}
     earlier = [int(s) for s in old.get("seeds", [])[1:] if int(s) not in seeds and int(s) != p.run.seed]
-    runs, used = [workspace_cells(p)], [p.run.seed]
-    sources, code = {str(p.run.seed): "workspace"}, {}
+    runs, used, sources, code = [workspace_cells(p)], [p.run.seed], {str(p.run.seed): "workspace"}, {}
     for s in [*seeds, *earlier]:
         got = _seed_cells(s, files, eta, ours, old)
         if isinstance(got, str):
@@ -219,7 +218,9 @@ def _seed_cells(s: int, files: dict, eta: str, ours: dict, old: dict) -> tuple[d
         if not ran:
             return f"experiment {exp_name(s)} ran none of the measured stages at run.seed {s}"
         check_same_code(ref, s, ran)
-        cells_ = read_cells(files, ran, eta, lambda f: json.loads(_read_at(ref, f)))
+        outs = {o["path"] for e in theirs["stages"].values() for o in e.get("outs", [])}  # the stage's own, not
+        at = lambda f: run_path(f) if run_path(f) in outs else f  # noqa: E731  the headline's published copy
+        cells_ = read_cells(files, ran, eta, lambda f: json.loads(_read_at(ref, at(f))))
         return cells_, f"{ref} ({_git('rev-parse', ref).strip()[:10]})", {st: _code_md5(theirs, st) for st in ran}
     kept = old.get("code", {}).get(str(s))
     if not kept:
@@ -239,8 +240,7 @@ def _seed_cells(s: int, files: dict, eta: str, ours: dict, old: dict) -> tuple[d
 
 
 def _read_at(ref: str, path: str) -> str:
-    """A results file as an experiment left it: from git (the published copies), else from DVC's
-    cache through the experiment's dvc.lock (the outputs git does not hold, as Table 5's)."""
+    """A results file as an experiment left it: from git, else from DVC's cache (dvc.lock's outputs)."""
     text = _git("show", f"{ref}:{path}", ok=True)
     if text:
         return text
