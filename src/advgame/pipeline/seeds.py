@@ -15,7 +15,7 @@ controls, judged across seeds like the defenders) and the `headline` stage, so D
 the trained stages, the attackers, the evaluations, Table 5's further etas, the ablations and the
 headline metrics and plot data, and nothing else (no sweeps or report). `--scope paper` targets
 the paper's defenders (PAPER_DEFENDERS: its Table 5 rows and the cat-and-mouse game) and the
-ablations only, without the headline stage (it reads every evaluation): about 85 min a seed on a
+ablations only, without the headline stage (it reads every evaluation): about 100 min a seed on a
 2-core AVX2 host instead of about 3.5 h. `data.seed` (the train/test split) and `eval.seeds` (the
 attacks' random starts) stay fixed: every seed is judged on the same test images by the same
 attacks, so the spread across seeds is training randomness only. Experiments, not seed-indexed
