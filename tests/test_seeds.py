@@ -227,8 +227,9 @@ def test_an_experiment_lacking_only_a_later_stage_is_refreshed_not_retrained(mon
 def test_a_side_without_other_seeds_is_named_not_counted_as_disagreeing():
     runs = [{"minimax": {"worst-case": {"0.3": w}}} for w in (0.50, 0.52)]  # alt: main seed only
     pr = _study(seeds.summarise(runs, [0, 1])).pair("minimax", "worst-case", "alt")
-    assert not pr.real and pr.unmeasured == ("alt",)
-    assert "`alt` not run at the other training seeds" in pr.text()
+    # judged on the seeds both sides have: the main seed alone, whose paired test decides
+    assert pr.real and (pr.seeds, pr.seeds_agree) == (1, 1) and pr.unmeasured == ("alt",)
+    assert "`alt` not run at the other training seeds" in pr.text() and pr.p_seeds is None
 
 
 def test_collect_reads_every_seeds_evaluations_and_ablations(monkeypatch, tmp_path):

@@ -205,8 +205,8 @@ class SeedTable:
         if self.n == 1:
             return 1, 0
         pa, pb = self.by_seed(a, a_attack, eta), self.by_seed(b, b_attack, eta)
-        if pa is None or pb is None:
-            return self.n, 0
+        if pa is None or pb is None:  # a side run at the main seed only (a `--scope paper` seed's
+            return 1, 0               # field defenders, an ablation): the main seed's test decides
         common = [s for s in pa if s in pb]
         same = sum((pa[s] < pb[s]) == a_lower and pa[s] != pb[s] for s in common)
         return len(common), max(0, same - 1)  # minus the main seed, which is among them
