@@ -23,9 +23,11 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
+# `advgame warm`: dvc repro with every stage started from a fork server that has torch and MLflow
+# imported (the same outputs, byte for byte; about 5 s less per stage on 2 cores)
 study: $(STAMP)
 	@$(ADVGAME) pipeline --check 2>/dev/null || $(ADVGAME) pipeline
-	dvc repro
+	$(ADVGAME) warm -- dvc repro
 	@$(ADVGAME) summary
 
 # one pytest worker per core (at most 4), each test file on one worker: the end-to-end file keeps

@@ -43,7 +43,18 @@ def ran(out: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def warm_server():
+    """The fork server `make study` starts its stages from (advgame warm): the tests below run
+    their pipeline warm, and test_a_stage_rerun_gives_identical_bytes reruns stages cold."""
+    from advgame.pipeline import warm
+
+    with warm.server(python=sys.executable) as w:
+        assert w is not None
+        yield w
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, warm_server):
     d = tmp_path_factory.mktemp("proj")
     for sub in ("stages", "src"):
         shutil.copytree(ROOT / sub, d / sub, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
@@ -52,10 +63,10 @@ def project(tmp_path_factory):
     from advgame import config
 
     (d / "params.yaml").write_text(yaml.safe_dump(config.parse(TINY).model_dump(), sort_keys=False))
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "ADVGAME_TRACKING": "on",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{d}/mlflow.db", "PYTHONPATH": str(d / "src"),
-           "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env = warm_server.env({**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "ADVGAME_TRACKING": "on",
+                           "MLFLOW_TRACKING_URI": f"sqlite:///{d}/mlflow.db", "PYTHONPATH": str(d / "src"),
+                           "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
     sh("git", "init", "-q", cwd=d, env=env)
     sh("dvc", "init", "-q", cwd=d, env=env)
     sh(sys.executable, "-m", "advgame.pipeline", cwd=d, env=env)
@@ -208,7 +219,12 @@ def test_adding_a_round_reruns_only_that_round_and_its_readers(project):
 def test_a_stage_rerun_gives_identical_bytes(project):
     import hashlib
 
+    from advgame.pipeline import forkserver
+
     d, env, _ = project
+    # rerun cold, in fresh interpreters: the warm runs' outputs are what a cold run makes
+    env = {k: v for k, v in env.items() if k not in (forkserver.SOCKET_ENV, forkserver.PYTHON_ENV)}
+    env["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
     files = ("models/baseline.pt", "reports/runs/eval/baseline.json", "reports/transfer.json")
 
     def digest():

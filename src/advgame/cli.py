@@ -6,6 +6,7 @@
     advgame summary                   the headline numbers after `make study` (python -m advgame.pipeline.summary)
     advgame evaluate MODEL [...]      your own model against the study's attacks (evaluation/own_model.py)
     advgame verify [--repro ...]      does a rerun agree with the committed results? (pipeline/verify.py)
+    advgame warm [-- CMD ...]         CMD (default: dvc repro) with warm stage start-ups (pipeline/warm.py)
 
 Each subcommand hands the rest of the command line to that tool's own `main(argv)`, so
 `advgame <command> --help` is the tool's help. The top of the package's layers: it imports
@@ -27,6 +28,7 @@ COMMANDS = {
     "summary": "print the study's headline numbers (= python -m advgame.pipeline.summary)",
     "evaluate": "evaluate your own model (a checkpoint or TorchScript file) against the study's attacks",
     "verify": "judge a rerun's headline numbers against the committed ones, within their seed-level spread",
+    "warm": "run a command (default: dvc repro) with its stages started from a fork server (torch, MLflow loaded)",
 }
 
 
@@ -60,6 +62,12 @@ def _summary(argv: list[str]) -> int:
 
 def _verify(argv: list[str]) -> int:
     from advgame.pipeline.verify import main
+
+    return main(argv)
+
+
+def _warm(argv: list[str]) -> int:
+    from advgame.pipeline.warm import main
 
     return main(argv)
 
@@ -131,7 +139,7 @@ def report(a: argparse.Namespace) -> None:
 
 
 RUN = {"pipeline": _pipeline, "seeds": _seeds, "server": _server, "summary": _summary, "evaluate": _evaluate,
-       "verify": _verify}
+       "verify": _verify, "warm": _warm}
 
 
 def parser() -> argparse.ArgumentParser:
