@@ -1,4 +1,5 @@
 import os
+import sys
 
 import pytest
 import torch
@@ -74,3 +75,15 @@ def tiny_magnet(trained_smallcnn):
     clf, xt, yt = trained_smallcnn
     d = magnet.build_defender("magnet", copy.deepcopy(clf), ae, t, 1000.0)
     return d, xt[:100], yt[:100]
+
+
+@pytest.fixture(scope="session")
+def warm_server():
+    """A fork server (`advgame warm`, as `make study` runs its stages) for the pipelines the
+    end-to-end tests run: one per pytest worker, started once (about 10 s); each test puts it in
+    its commands' environment with `warm_server.env(env)`."""
+    from advgame.pipeline import warm
+
+    with warm.server(python=sys.executable) as w:
+        assert w is not None, "the fork server did not start"
+        yield w

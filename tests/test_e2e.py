@@ -43,18 +43,9 @@ def ran(out: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def warm_server():
-    """The fork server `make study` starts its stages from (advgame warm): the tests below run
-    their pipeline warm, and test_a_stage_rerun_gives_identical_bytes reruns stages cold."""
-    from advgame.pipeline import warm
-
-    with warm.server(python=sys.executable) as w:
-        assert w is not None
-        yield w
-
-
-@pytest.fixture(scope="module")
 def project(tmp_path_factory, warm_server):
+    """The tiny pipeline built warm (conftest.warm_server); test_a_stage_rerun_gives_identical_bytes
+    reruns stages cold against it."""
     d = tmp_path_factory.mktemp("proj")
     for sub in ("stages", "src"):
         shutil.copytree(ROOT / sub, d / sub, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))

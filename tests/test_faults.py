@@ -297,16 +297,16 @@ def ran(out: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, warm_server):
     """The tiny pipeline's first stages run (check-params, prepare) and committed, with the
     committed study's results under reports/ as the previous results that must survive."""
     d = tmp_path_factory.mktemp("faults")
     for sub in ("stages", "src"):
         shutil.copytree(ROOT / sub, d / sub, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     (d / "params.yaml").write_text(yaml.safe_dump(config.parse(TINY).model_dump(), sort_keys=False))
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "ADVGAME_TRACKING": "off",
-           "PYTHONPATH": str(d / "src"), "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t",
-           "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env = warm_server.env({**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "ADVGAME_TRACKING": "off",
+                           "PYTHONPATH": str(d / "src"), "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t",
+                           "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
     sh("git", "init", "-q", cwd=d, env=env)
     sh("dvc", "init", "-q", cwd=d, env=env)
     sh(sys.executable, "-m", "advgame.pipeline", cwd=d, env=env)

@@ -56,7 +56,7 @@ def sh(*cmd, cwd, env, ok=True):
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def project(tmp_path_factory, warm_server):
     d = tmp_path_factory.mktemp("proj")
     (d / "stages").mkdir()
     for s in ("prepare.py", "baseline.py"):
@@ -67,9 +67,10 @@ def project(tmp_path_factory):
     (d / "params.yaml").write_text(yaml.safe_dump(config.parse(TINY).model_dump(), sort_keys=False))
     (d / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
     (d / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n")
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "ADVGAME_TRACKING": "on",
-           "PYTHONPATH": str(ROOT / "src"), "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t",
-           "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    # the stages start warm (conftest.warm_server), the queued experiments' too, in their copies
+    env = warm_server.env({**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "ADVGAME_TRACKING": "on",
+                           "PYTHONPATH": str(ROOT / "src"), "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t",
+                           "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
     env.pop("MLFLOW_TRACKING_URI", None)  # the default store: <workspace>/mlflow.db
     env.pop("ADVGAME_PIPELINE_ID", None)
     sh("git", "init", "-q", cwd=d, env=env)

@@ -33,11 +33,9 @@ sys.exit(int(code) if code.isdigit() else code)
 '''
 
 
-@pytest.fixture(scope="module")
-def server():
-    with warm.server(python=sys.executable) as w:
-        assert w is not None, "the fork server did not start"
-        yield w
+@pytest.fixture()
+def server(warm_server):
+    return warm_server
 
 
 @pytest.fixture()
