@@ -84,8 +84,21 @@ def main() -> None:
               "not in these)")
         a, b = digests(Path(tmp) / "cold"), digests(Path(tmp) / "warm")
         same = [f for f in a if b.get(f) == a[f]]
-        print(f"outputs byte-identical cold and warm: {len(same)} of {len(a)} files"
-              + ("" if len(same) == len(a) == len(b) else f"; differ: {sorted(set(a) ^ set(b) | set(a) - set(same))[:8]}"))
+        print(f"outputs byte-identical cold and warm: {len(same)} of {len(a)} files")
+        for f in sorted(set(a) ^ set(b) | set(a) - set(same)):
+            print(f"  differs: {f} {differing_keys(Path(tmp), f)}")
+
+
+def differing_keys(tmp: Path, f: str) -> str:
+    """For a JSON file, the top-level keys that differ (results.json names its repository's commit,
+    and the two repositories' commits differ); else ''."""
+    import json
+
+    try:
+        a, b = (json.loads((tmp / side / f).read_text()) for side in ("cold", "warm"))
+    except (OSError, ValueError):
+        return ""
+    return "(keys: " + ", ".join(k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)) + ")"
 
 
 if __name__ == "__main__":

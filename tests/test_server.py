@@ -38,7 +38,7 @@ def server(tmp_path_factory):
     assert srv.proc.poll() is not None
 
 
-def test_stages_log_into_the_postgres_server(server, tmp_path_factory):
+def test_stages_log_into_the_postgres_server(server, tmp_path_factory, warm_server):
     import mlflow
 
     srv, folder = server
@@ -50,9 +50,10 @@ def test_stages_log_into_the_postgres_server(server, tmp_path_factory):
     env = {**os.environ, "ADVGAME_TRACKING": "on", "MLFLOW_TRACKING_URI": srv.url,
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), *sys.path[1:]]),
            "ADVGAME_PIPELINE_ID": "server-e2e"}
-    for cmd in (["stages/prepare.py", "--out", "data/prepared"],
+    for cmd in (["stages/prepare.py", "--out", "data/prepared"],  # started warm, as `make study` starts them
                 ["stages/baseline.py", "--data", "data/prepared", "--out", "models/baseline.pt"]):
-        r = subprocess.run([sys.executable, *cmd], cwd=d, env=env, capture_output=True, text=True, timeout=600)
+        r = subprocess.run(["python", *cmd], cwd=d, env=warm_server.env(env), capture_output=True, text=True,
+                           timeout=600)
         assert r.returncode == 0, r.stderr[-3000:]
     # the report stage's registration (its eval JSON written here: the eval stage is not the point)
     cell = lambda e: {"error": e, "ci95": [0, 1], "n": 10}  # noqa: E731

@@ -162,3 +162,17 @@ def test_a_warm_stage_belongs_to_the_dvc_run_above_it(server, tmp_path):
                        env=env, capture_output=True, text=True, timeout=120)
     (w, warm_id), (c, cold_id) = (line.split() for line in r.stdout.splitlines())
     assert (w, c) == ("True", "False") and warm_id == cold_id and warm_id.startswith("dvc-")
+
+
+def test_the_server_refuses_what_a_fresh_interpreter_would_import_differently(monkeypatch):
+    env = {"PATH": "/bin", "OMP_NUM_THREADS": "2"}
+    req = {"python": os.path.abspath(sys.executable), "env": {**env, "X": "anything", "PYTHONPATH": "src"}}
+    added = {"TORCHINDUCTOR_CACHE_DIR": "/tmp/t"}  # what torch's import set in the server
+    assert forkserver.incompatible(req, env, added) == ""
+    assert forkserver.incompatible({**req, "env": {**req["env"], **added}}, env, added) == ""
+    assert forkserver.incompatible({**req, "env": {**req["env"], "TORCHINDUCTOR_CACHE_DIR": "/x"}}, env, added)
+    assert forkserver.incompatible({**req, "env": {**req["env"], "OMP_NUM_THREADS": "1"}}, env, added)
+    assert forkserver.incompatible({**req, "env": {**req["env"], "PYTHONHASHSEED": "0"}}, env, added)
+    assert forkserver.incompatible({**req, "python": "/usr/bin/python3"}, env, added) == "another interpreter"
+    monkeypatch.setattr(forkserver, "cuda_device", lambda: True)
+    assert "CUDA" in forkserver.incompatible(req, env, added)

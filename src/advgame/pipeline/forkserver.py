@@ -148,15 +148,27 @@ def preload() -> list[str]:
     return [p for p in sys.path if os.path.abspath(p or ".") not in own]
 
 
-def incompatible(req: dict, env: dict) -> str:
-    """Why this server cannot run the request as a fresh interpreter would ('' if it can)."""
+def cuda_device() -> bool:
+    """Whether this machine has an NVIDIA device: a fork cannot use CUDA once its parent touched
+    it, and the preloaded imports may have asked how many devices there are."""
+    import glob
+
+    return bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def incompatible(req: dict, env: dict, added: dict | None = None) -> str:
+    """Why this server cannot run the request as a fresh interpreter would ('' if it can). `env`:
+    the server's environment before its imports; `added`: what those imports set in it (a
+    request that has the same value, as from a process that imported torch too, is served)."""
     if req.get("python") != os.path.abspath(sys.executable):  # a venv's python: its own site-packages
         return "another interpreter"
+    added = added or {}
     for k in set(env) | set(req["env"]):
-        if k != "PYTHONPATH" and k.startswith(IMPORT_TIME) and env.get(k) != req["env"].get(k):
+        v = req["env"].get(k)
+        if k != "PYTHONPATH" and k.startswith(IMPORT_TIME) and env.get(k) != v and not (k in added and added[k] == v):
             return f"{k} differs"
-    if any(m == "advgame" or m.startswith("advgame.") for m in sys.modules):
-        return "the project's code is loaded"
+    if cuda_device():
+        return "a CUDA device (the stages start cold there)"
     return ""
 
 
@@ -186,6 +198,8 @@ def serve(path: str) -> None:
         sys.path.pop(0)  # this script's folder holds the pipeline's modules: never import from it
     env = dict(os.environ)
     base = preload()
+    if any(m == "advgame" or m.startswith("advgame.") for m in sys.modules):  # (the client then runs cold)
+        sys.exit("forkserver: a preloaded module imported the project's code; each stage must import its own")
     added = {k: v for k, v in os.environ.items() if k not in env}  # set by an import (torch's cache folders)
     listener = socket.socket(KIND, socket.SOCK_STREAM)
     listener.bind(path)
@@ -199,7 +213,7 @@ def serve(path: str) -> None:
         except (OSError, ValueError):
             conn.close()
             continue
-        why = incompatible(req, env) or ("" if len(fds) == 3 else "no descriptors")
+        why = incompatible(req, env, added) or ("" if len(fds) == 3 else "no descriptors")
         if why:
             _send(conn, {"fallback": why})
         elif os.fork() == 0:
