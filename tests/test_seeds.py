@@ -2,6 +2,7 @@
 changes, the statistics of reports/seeds.json, and the guard against experiments of other code."""
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 from pathlib import Path
@@ -170,11 +171,14 @@ def test_a_seed_that_already_ran_this_code_is_kept(monkeypatch):
     monkeypatch.setattr(seeds, "eval_stages", lambda: ["eval-a"])
     monkeypatch.setattr(seeds, "_done", lambda s, stages: s == 1)
     monkeypatch.setattr(seeds, "collect", lambda p, s: collected.append(list(s)))
+    fork_server = seeds.warm.Warm("/warm/bin", "/warm/s", "/venv/python", 0.0)
+    monkeypatch.setattr(seeds.warm, "server", lambda: contextlib.nullcontext(fork_server))
 
     def sh(*cmd, ok=False, env=None):
         calls.append(cmd)
-        if cmd[1:3] == ("queue", "start"):  # the worker imports each experiment's own code
+        if cmd[1:3] == ("queue", "start"):  # the worker imports each experiment's own code, warm
             assert env["PYTHONPATH"].split(os.pathsep)[0] == "src"
+            assert env["PATH"].startswith("/warm/bin") and env["ADVGAME_WARM"] == "/warm/s"
         out = "seed-1  Success\nseed-2  Success\n" if cmd[1:3] == ("queue", "status") else ""
         return type("R", (), {"stdout": out})()
 

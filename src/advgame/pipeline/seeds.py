@@ -13,10 +13,9 @@ the training attacks' random starts, attacker training; config.derive_seeds), ta
 `eval-<defender>` and `table5-<defender>` stage, the Sens-FGSM ablations (`ablation-*`: Q2's
 controls, judged across seeds like the defenders) and the `headline` stage, so DVC reruns exactly
 the trained stages, the attackers, the evaluations, Table 5's further etas, the ablations and the
-headline metrics and plot data, and nothing else (no sweeps or report). `--scope paper` targets
-the paper's defenders (PAPER_DEFENDERS: its Table 5 rows and the cat-and-mouse game) and the
-ablations only, without the headline stage (it reads every evaluation): about 100 min a seed on a
-2-core AVX2 host instead of about 3.5 h. `data.seed` (the train/test split) and `eval.seeds` (the
+headline metrics and plot data, and nothing else (no sweeps or report). `--scope paper`: the
+paper's defenders (PAPER_DEFENDERS) and the ablations only, without the headline stage (it reads
+every evaluation): about 100 min a seed on a 2-core AVX2 host instead of about 3.5 h. `data.seed` (the train/test split) and `eval.seeds` (the
 attacks' random starts) stay fixed: every seed is judged on the same test images by the same
 attacks, so the spread across seeds is training randomness only. Experiments, not seed-indexed
 stages: `dvc repro` stays one seed, and the MLflow runs carry the experiment's name.
@@ -43,7 +42,7 @@ import yaml
 
 from advgame import UserError, config
 from advgame.names import SEEDS, ablation_path, eval_path, final_defenders, round_model, run_path, table5_path
-from advgame.pipeline import codehash
+from advgame.pipeline import codehash, warm
 from advgame.pipeline.seedstats import cells, read_cells, summarise  # noqa: F401  (seeds.cells, seeds.summarise)
 
 OUT = SEEDS
@@ -347,16 +346,17 @@ def run(p: config.Params, seeds: list[int], poll: float = 120.0, force: bool = F
     for s in todo:
         _sh("dvc", "exp", "remove", exp_name(s), ok=True)
         _sh(*queue_command(p, s, stages))
-    _sh("dvc", "queue", "start", "-j", "1", env=own_code_env())
-    t0 = time.monotonic()
-    while True:
-        status = _sh("dvc", "queue", "status").stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        waiting = ", ".join(exp_name(s) for s in todo)
-        print(f"seeds: {time.monotonic() - t0:.0f}s elapsed, waiting for {waiting}", flush=True)
-        time.sleep(poll)
-    _sh("dvc", "queue", "stop", ok=True)
+    with warm.server() as w:  # the stages start warm (`advgame warm`), each in its experiment's copy of the code
+        _sh("dvc", "queue", "start", "-j", "1", env=w.env(own_code_env()) if w else own_code_env())
+        t0 = time.monotonic()
+        while True:
+            status = _sh("dvc", "queue", "status").stdout
+            if "Queued" not in status and "Running" not in status:
+                break
+            waiting = ", ".join(exp_name(s) for s in todo)
+            print(f"seeds: {time.monotonic() - t0:.0f}s elapsed, waiting for {waiting}", flush=True)
+            time.sleep(poll)
+        _sh("dvc", "queue", "stop", ok=True)
     failed = [exp_name(s) for s in todo if not any(exp_name(s) in line and "Success" in line
                                                        for line in status.splitlines())]
     if failed:
