@@ -4,6 +4,7 @@ sys.path, tracebacks, signals), and whatever the server cannot run exactly runs 
 comparison is warm against cold on the same script; that the fork is warm is checked by the
 preloaded torch, which a cold interpreter has not imported."""
 import ast
+import contextlib
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from advgame import cli
 from advgame.pipeline import forkserver, warm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,11 +144,12 @@ def test_the_server_preloads_what_the_stages_import():
     assert not any(m.split(".")[0] == "advgame" for m in forkserver.PRELOAD)  # the project's code: never
 
 
-def test_advgame_warm_runs_the_command_and_passes_its_status(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "advgame.cli", "warm", "--", "sh", "-c",
-                        "python -c 'import sys; sys.exit(7)'; echo \"$ADVGAME_WARM\"; exit 4"],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 4 and "fork server" in r.stdout and r.stdout.strip().splitlines()[-1].endswith("/s")
+def test_advgame_warm_runs_the_command_and_passes_its_status(warm_server, monkeypatch, capfd):
+    monkeypatch.setattr(warm, "server", lambda: contextlib.nullcontext(warm_server))  # this worker's server
+    cmd = "python -c 'import sys; sys.exit(7)'; echo status $? \"$ADVGAME_WARM\"; exit 4"
+    assert cli.main(["warm", "--", "sh", "-c", cmd]) == 4
+    out = capfd.readouterr().out
+    assert "fork server" in out and f"status 7 {warm_server.socket}" in out
 
 
 def test_a_warm_stage_belongs_to_the_dvc_run_above_it(server, tmp_path):
