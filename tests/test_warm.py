@@ -179,3 +179,15 @@ def test_the_server_refuses_what_a_fresh_interpreter_would_import_differently(mo
     assert forkserver.incompatible({**req, "python": "/usr/bin/python3"}, env, added) == "another interpreter"
     monkeypatch.setattr(forkserver, "cuda_device", lambda: True)
     assert "CUDA" in forkserver.incompatible(req, env, added)
+
+
+def test_a_broken_request_leaves_the_server_serving(server, folder):
+    import socket
+
+    for junk in (b"", b"xy", (100).to_bytes(8, "big") + b"{}"):  # nothing, too short, cut short
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(server.socket)
+        s.sendall(junk)
+        s.close()
+    w, c = both(server, ["s.py"], folder)
+    assert w.stdout.startswith("warm: True") and w.returncode == c.returncode == 0

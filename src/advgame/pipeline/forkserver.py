@@ -173,17 +173,24 @@ def incompatible(req: dict, env: dict, added: dict | None = None) -> str:
 
 
 def _recv(conn: socket.socket) -> tuple[dict, list[int]]:
+    """A request: 8 bytes of length, its JSON, and the client's descriptors 0-2 (closed again
+    where the request is cut short)."""
     data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
-    if len(data) < 8:
-        raise ValueError("short request")
-    n = int.from_bytes(data[:8], "big")
-    data = data[8:]
-    while len(data) < n:
-        more = conn.recv(n - len(data))
-        if not more:
-            raise ValueError("truncated request")
-        data += more
-    return json.loads(data), list(fds)
+    try:
+        n = int.from_bytes(data[:8], "big") if len(data) >= 8 else -1
+        data = data[8:]
+        while 0 <= n and len(data) < n:
+            more = conn.recv(n - len(data))
+            if not more:
+                break
+            data += more
+        if n < 0 or len(data) != n:
+            raise ValueError("a request cut short")
+        return json.loads(data), list(fds)
+    except (OSError, ValueError):
+        for fd in fds:
+            os.close(fd)
+        raise
 
 
 def _send(conn: socket.socket, obj: dict) -> None:
