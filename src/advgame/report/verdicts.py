@@ -253,8 +253,9 @@ def shape_verdicts(s: Study) -> list[dict]:
 
 PAIR_RULE = (f"the paired test across the training seeds that measured both sides (mean difference over the "
              f"seeds, the seeds' spread and the images' paired sampling error, t with Welch-Satterthwaite df; "
-             f"p < {ALPHA}); with one seed, McNemar's exact test on the same images; reproduced in the paper's "
-             "direction, not reproduced otherwise")
+             f"p < {ALPHA}); with one seed, McNemar's exact test on the same images; reproduced when the "
+             "difference is real in the paper's direction, not reproduced when it is real in the other, "
+             "inconclusive when the test does not decide")
 
 
 def _pair_verdict(s: Study, claim, paper, pr, want: str, what: str) -> dict:
@@ -263,8 +264,9 @@ def _pair_verdict(s: Study, claim, paper, pr, want: str, what: str) -> dict:
         return _entry(claim, paper, None, NA, f"no numbers for {what} in this run", **kw)
     if pr.p is None:
         return _entry(claim, paper, pr.ea, NA, f"{what}: {pr.text()}", **kw)
-    ok = pr.direction == want
-    return _entry(claim, paper, pr.ea, REPRO if ok else NOT, f"{what}: {pr.text()}; real only at p < {ALPHA}", **kw)
+    # no real difference is no evidence against the claim: inconclusive, as for a magnitude
+    verdict = REPRO if pr.direction == want else INCONCLUSIVE if pr.direction == "same" else NOT
+    return _entry(claim, paper, pr.ea, verdict, f"{what}: {pr.text()}; real only at p < {ALPHA}", **kw)
 
 
 def claim_verdicts(s: Study) -> list[dict]:
