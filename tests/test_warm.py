@@ -191,3 +191,19 @@ def test_a_broken_request_leaves_the_server_serving(server, folder):
         s.close()
     w, c = both(server, ["s.py"], folder)
     assert w.stdout.startswith("warm: True") and w.returncode == c.returncode == 0
+
+
+def test_the_server_ends_with_the_command_that_started_it(tmp_path):
+    # `advgame warm` killed outright (no clean-up of its own): its server must not outlive it
+    starter = (f"import os, subprocess, sys, time\n"
+               f"p = subprocess.Popen([sys.executable, {str(forkserver.__file__)!r}, 'serve', {str(tmp_path / 's')!r},"
+               f" str(os.getpid())], start_new_session=True)\nprint(p.pid, flush=True)\ntime.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", starter], stdout=subprocess.PIPE, text=True)
+    pid = int(parent.stdout.readline())
+    parent.kill()  # while the server still imports
+    parent.wait()
+    for _ in range(3000):  # its imports (about 10 s on an idle 2-core host), then a second at most
+        if not alive(pid):
+            break
+        time.sleep(0.1)
+    assert not alive(pid) and not (tmp_path / "s").exists()

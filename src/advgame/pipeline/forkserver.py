@@ -6,7 +6,7 @@ MLflow (2-3 s), torch._dynamo (1.5 s, imported by the first optimizer), MLflow's
 packages (2.7 s in every stage that logs a model), then the interpreter's teardown. This server
 imports those third-party modules once and forks a process per stage that already has them:
 
-    python forkserver.py serve SOCKET     # imports, then answers on a unix socket
+    python forkserver.py serve SOCKET PID # imports, then answers on a unix socket while PID lives
     python -S forkserver.py client ARGS   # the client: what a `python` on PATH runs (warm.py's shim)
 
 The client sends its argv, working folder and environment, with its stdin, stdout and stderr
@@ -200,7 +200,8 @@ def _send(conn: socket.socket, obj: dict) -> None:
         pass
 
 
-def serve(path: str) -> None:
+def serve(path: str, parent: int) -> None:
+    """Serve on `path` while process `parent` (the `advgame warm` that started it) lives."""
     if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
         sys.path.pop(0)  # this script's folder holds the pipeline's modules: never import from it
     env = dict(os.environ)
@@ -213,6 +214,12 @@ def serve(path: str) -> None:
     listener.listen(16)
     print("ready", flush=True)
     while True:
+        if not select.select([listener], [], [], 1.0)[0]:
+            if os.getppid() != parent:  # `advgame warm` is gone without stopping it (kill): so is its server
+                os.unlink(path)
+                return
+            _reap()
+            continue
         conn, _ = listener.accept()
         _reap()
         try:
@@ -385,9 +392,9 @@ def _flush() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["serve"]:
-        serve(sys.argv[2])
+    if sys.argv[1:2] == ["serve"]:  # serve SOCKET PARENT_PID
+        serve(sys.argv[2], int(sys.argv[3]))
     elif sys.argv[1:2] == ["client"]:
         client(sys.argv[2:])
     else:
-        sys.exit("usage: forkserver.py serve SOCKET | client ARGS...")
+        sys.exit("usage: forkserver.py serve SOCKET PARENT_PID | client ARGS...")

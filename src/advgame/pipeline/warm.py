@@ -73,7 +73,7 @@ def server(env: dict[str, str] | None = None, python: str | None = None, timeout
     real = os.path.abspath(python or shutil.which("python", path=env.get("PATH")) or sys.executable)
     tmp = Path(tempfile.mkdtemp(prefix="advgame-warm-"))
     t0 = time.monotonic()
-    proc = subprocess.Popen([real, str(SERVER), "serve", str(tmp / "s")], stdout=subprocess.PIPE, text=True,
+    proc = subprocess.Popen([real, str(SERVER), "serve", str(tmp / "s"), str(os.getpid())], stdout=subprocess.PIPE, text=True,
                             env=env, start_new_session=True)
     try:
         if _ready(proc, timeout):
