@@ -11,22 +11,21 @@ Experiment `seed-<s>` is `dvc exp run --queue -S run.seed=<s>`: `run.seed` seeds
 generators (weight init, dropout) and is added to each training section's own `seed` (data order,
 the training attacks' random starts, attacker training; config.derive_seeds), targeting every
 `eval-<defender>` and `table5-<defender>` stage, the Sens-FGSM ablations (`ablation-*`: Q2's
-controls, judged across seeds like the defenders) and the `headline` stage, so DVC reruns exactly
-the trained stages, the attackers, the evaluations, Table 5's further etas, the ablations and the
-headline metrics and plot data, and nothing else (no sweeps or report). `--scope paper`: the
-paper's defenders (PAPER_DEFENDERS) and the ablations only, without the headline stage (it reads
-every evaluation): about 100 min a seed on a 2-core AVX2 host instead of about 3.5 h. `data.seed` (the train/test split) and `eval.seeds` (the
-attacks' random starts) stay fixed: every seed is judged on the same test images by the same
-attacks, so the spread across seeds is training randomness only. Experiments, not seed-indexed
-stages: `dvc repro` stays one seed, and the MLflow runs carry the experiment's name.
+controls) and the `headline` stage: DVC reruns exactly the trained stages, the attackers, the
+evaluations, Table 5's further etas, the ablations and the headline metrics, nothing else.
+`--scope paper`: the paper's defenders (PAPER_DEFENDERS) and the ablations only, no headline stage
+(it reads every evaluation): about 100 min a seed on a 2-core AVX2 host instead of about 3.5 h.
+`data.seed` (the split) and `eval.seeds` (the attacks' random starts) stay fixed: every seed is
+judged on the same test images by the same attacks, so the spread is training randomness only.
 
 The main run (the workspace's results) is the first seed of the file. A seed counts for the
 stages that ran at its run.seed (seed_stages), and only if each ran the workspace's code (its
 script's code hash in the experiment's dvc.lock equals the workspace's); otherwise `collect`
 stops and says which to rerun. The file records each seed's code per stage, so a clone without
-the experiments (git refs DVC keeps locally) keeps a seed whose code is still this code. An
-experiment whose evaluations ran this code but lacks a target added since is refreshed
-(`refresh`: only the missing stages run), not retrained.
+the experiments (git refs DVC keeps locally) keeps the stages whose code is still this code, and
+`run` leaves them out of the seed's experiment (still_to_run): a seed's paper-scope stages from
+one clone and its other defenders from another add up. An experiment whose evaluations ran this
+code but lacks a target added since is refreshed (`refresh`: only the missing stages run).
 """
 from __future__ import annotations
 
@@ -41,9 +40,11 @@ from pathlib import Path
 import yaml
 
 from advgame import UserError, config
-from advgame.names import SEEDS, ablation_path, eval_path, final_defenders, round_model, run_path, table5_path
+from advgame.names import SEEDS, run_path
 from advgame.pipeline import codehash, warm
-from advgame.pipeline.seedstats import cells, read_cells, summarise  # noqa: F401  (seeds.cells, seeds.summarise)
+from advgame.pipeline.seedscope import (PAPER_DEFENDERS, eval_stages, measured,  # noqa: F401  (seeds.PAPER_DEFENDERS)
+                                        paper_defenders, seed_stages, targets)
+from advgame.pipeline.seedstats import cells, kept, other_seeds, read_cells, summarise  # noqa: F401  (seeds.cells, seeds.summarise)
 
 OUT = SEEDS
 
@@ -56,52 +57,6 @@ def training_seed_keys(p: config.Params) -> list[str]:
 
 def exp_name(seed: int) -> str:
     return f"seed-{seed}"
-
-
-def eval_stages(dvc_yaml: str = "dvc.yaml") -> list[str]:
-    stages = yaml.safe_load(Path(dvc_yaml).read_text())["stages"]
-    return [s for s in stages if s.startswith("eval-")]
-
-
-# the paper's defenders (its Table 5 rows, the cat-and-mouse game of its Fig. 1): `--scope paper`
-PAPER_DEFENDERS = ("baseline", "catmouse", "fgsm-at", "sens-fgsm", "alt", "minimax", "maximin")
-KINDS = {"eval-": eval_path, "table5-": table5_path, "ablation-": ablation_path}
-
-
-def paper_defenders(p: config.Params) -> list[str]:
-    """The paper's defenders among this study's final defenders (catmouse: its last round)."""
-    keep = set(PAPER_DEFENDERS) | ({round_model(p.catmouse.rounds)} if p.catmouse.rounds > 0 else set())
-    return [d for d in final_defenders(p) if d in keep]
-
-
-def measured(dvc_yaml: str = "dvc.yaml") -> dict[str, tuple[str, str]]:
-    """stage -> (name in seeds.json, results file): the evaluations, Table 5's further etas (a
-    defender's cells beside its evaluation's) and the ablations."""
-    stages = yaml.safe_load(Path(dvc_yaml).read_text())["stages"]
-    return {s: (s[len(k):], path(s[len(k):])) for k, path in KINDS.items() for s in stages if s.startswith(k)}
-
-
-def targets(dvc_yaml: str = "dvc.yaml", defenders: list[str] | None = None) -> list[str]:
-    """What a seed experiment reproduces: the evaluations, Table 5 stages and ablations (DVC runs
-    what they need) and the headline stage (the experiment's own metrics and plot data).
-    `defenders`: only those defenders' evaluations and Table 5 stages, and the ablations (Sens-FGSM's
-    controls); no headline stage, which reads every evaluation."""
-    stages = yaml.safe_load(Path(dvc_yaml).read_text())["stages"]
-    if defenders is not None:
-        return [s for s, (d, _) in measured(dvc_yaml).items() if s.startswith("ablation-") or d in defenders]
-    return [*measured(dvc_yaml), *(["headline"] if "headline" in stages else [])]
-
-
-def seed_stages(lock: dict, seed: int, stages: list[str]) -> list[str]:
-    """The stages of `stages` that a dvc.lock says ran at training seed `seed` (their `run.seed`
-    param): a stage an experiment did not target keeps its baseline commit's entry, of another
-    seed. A lock entry without run.seed (none of today's measured stages) counts as run."""
-    out = []
-    for s in stages:
-        entry = lock["stages"].get(s)
-        if entry is not None and entry.get("params", {}).get("params.yaml", {}).get("run.seed", seed) == seed:
-            out.append(s)
-    return out
 
 
 def queue_command(p: config.Params, seed: int, targets: list[str]) -> list[str]:
@@ -206,36 +161,39 @@ def collect(p: config.Params, seeds: list[int], out: str = OUT) -> dict:
 
 
 def _seed_cells(s: int, files: dict, eta: str, ours: dict, old: dict) -> tuple[dict, str, dict] | str:
-    """(cells, source, code per stage) of seed `s`, or why it cannot count."""
+    """(cells, source, code per stage) of seed `s`, or why it cannot count: its experiment's stages,
+    and the stages `old` recorded for it (an experiment of another scope or clone) that still run
+    this code and that the experiment did not run (seedstats.kept)."""
+    was, kept_code, left = kept(old, s, files, {st: _code_md5(ours, st) for st in files})
+    was_source = old.get("sources", {}).get(str(s), "?").split(" [kept")[0]
     try:
         ref = exp_ref(s)
     except UserError:
         ref = None
-    if ref is not None:
-        theirs = yaml.safe_load(_git("show", f"{ref}:dvc.lock"))
-        ran = seed_stages(theirs, s, list(files))
-        if not ran:
-            return f"experiment {exp_name(s)} ran none of the measured stages at run.seed {s}"
-        check_same_code(ref, s, ran)
-        outs = {o["path"] for e in theirs["stages"].values() for o in e.get("outs", [])}  # the stage's own, not
-        at = lambda f: run_path(f) if run_path(f) in outs else f  # noqa: E731  the headline's published copy
-        cells_ = read_cells(files, ran, eta, lambda f: json.loads(_read_at(ref, at(f))))
-        return cells_, f"{ref} ({_git('rev-parse', ref).strip()[:10]})", {st: _code_md5(theirs, st) for st in ran}
-    kept = old.get("code", {}).get(str(s))
-    if not kept:
-        return (f"no experiment {exp_name(s)} here and no code recorded for it: run `make seeds` "
-                f"(or `python -m advgame.pipeline.seeds run --seeds {s}`)")
-    stale = [st for st in kept if st not in files or kept[st] != _code_md5(ours, st)]
-    if stale:
-        return f"it ran other code than this in {', '.join(stale)}"
-    names = {files[st][0] for st in kept}
-    cells_: dict = {}
-    for d, by_attack in old.get("defenders", {}).items():
-        for attack, by_eta in by_attack.items():
-            for k, c in by_eta.items():
-                if d in names and s in c.get("seeds", []):
-                    cells_.setdefault(d, {}).setdefault(attack, {})[k] = c["per_seed"][c["seeds"].index(s)]
-    return cells_, old["sources"][str(s)].split(" [kept")[0] + " [kept: its experiment is not in this clone]", kept
+    if ref is None:
+        if not old.get("code", {}).get(str(s)):
+            return (f"no experiment {exp_name(s)} here and no code recorded for it: run `make seeds` "
+                    f"(or `python -m advgame.pipeline.seeds run --seeds {s}`)")
+        if not kept_code:
+            return f"it ran other code than this in {', '.join(left)}"
+        if left:
+            print(f"seeds: seed {s}'s {', '.join(left)} left out: other code than this")
+        return was, was_source + " [kept: its experiment is not in this clone]", kept_code
+    theirs = yaml.safe_load(_git("show", f"{ref}:dvc.lock"))
+    ran = seed_stages(theirs, s, list(files))
+    if not ran:
+        return f"experiment {exp_name(s)} ran none of the measured stages at run.seed {s}"
+    check_same_code(ref, s, ran)
+    outs = {o["path"] for e in theirs["stages"].values() for o in e.get("outs", [])}  # the stage's own, not
+    at = lambda f: run_path(f) if run_path(f) in outs else f  # noqa: E731  the headline's published copy
+    cells_ = read_cells(files, ran, eta, lambda f: json.loads(_read_at(ref, at(f))))
+    source = f"{ref} ({_git('rev-parse', ref).strip()[:10]})"
+    mine = {files[st][0] for st in ran}
+    extra = {st: c for st, c in kept_code.items() if files[st][0] not in mine}
+    if extra:  # e.g. a seed's paper-scope experiment, run in another clone, and its other defenders here
+        cells_ |= {d: v for d, v in was.items() if d not in mine}
+        source += f" + {len(extra)} stages kept from {was_source}"
+    return cells_, source, {st: _code_md5(theirs, st) for st in ran} | extra
 
 
 def _read_at(ref: str, path: str) -> str:
@@ -263,16 +221,7 @@ def rebase(p: config.Params, out: str = OUT, drop: tuple[str, ...] = (), drop_at
     seeds = old["seeds"]
     if not seeds or seeds[0] != p.run.seed:
         raise UserError(f"{out}: its first seed is {seeds[:1]}, not run.seed {p.run.seed}")
-    runs: list[dict] = [workspace_cells(p)] + [{} for _ in seeds[1:]]
-    for d, by_attack in old["defenders"].items():
-        if d in drop:
-            continue
-        for attack, by_eta in by_attack.items():
-            if attack in drop_attacks:
-                continue
-            for eta, c in by_eta.items():
-                for s, v in zip(c.get("seeds", seeds)[1:], c["per_seed"][1:]):
-                    runs[seeds.index(s)].setdefault(d, {}).setdefault(attack, {})[eta] = v
+    runs = [workspace_cells(p), *other_seeds(old, drop, drop_attacks)]
     head = _git("rev-parse", "--short", "HEAD").strip()
     sources = {str(p.run.seed): "workspace"}
     for s in seeds[1:]:
@@ -326,26 +275,41 @@ def refresh(seeds: list[int], stages: list[str]) -> None:
         _sh("dvc", "exp", "remove", old)
 
 
+def still_to_run(seed: int, stages: list[str], out: str = OUT) -> list[str]:
+    """`stages` less those `out` keeps for `seed` at this code (from an experiment of another scope
+    or clone, seedstats.kept): what its experiment must run. A seed's defenders thus add up across
+    clones; the headline stage (it reads every evaluation) goes too when any stage is kept."""
+    if not Path(out).exists():
+        return stages
+    files, ours = measured(), yaml.safe_load(Path("dvc.lock").read_text())
+    _, good, _ = kept(json.loads(Path(out).read_text()), seed, files, {st: _code_md5(ours, st) for st in files})
+    rest = [st for st in stages if st not in good]
+    if len(rest) < len(stages):
+        print(f"seeds: {exp_name(seed)}: {len(stages) - len(rest)} stages kept from {out} (this code)", flush=True)
+        rest = [st for st in rest if st != "headline"]
+    return rest
+
+
 def run(p: config.Params, seeds: list[int], poll: float = 120.0, force: bool = False, scope: str = "all") -> None:
     """Queue and run the seed experiments that have not run this code (`scope` "paper": the paper's
     defenders only, about a third of the time), then collect."""
     if p.run.seed in seeds:
         raise UserError(f"seed {p.run.seed} is the main run's (run.seed); choose other seeds")
     stages = targets() if scope == "all" else targets(defenders=paper_defenders(p))
-    todo = seeds if force else [s for s in seeds if not _done(s, stages)]
+    plan = {s: stages if force else still_to_run(s, stages) for s in seeds}
+    todo = [s for s in seeds if plan[s] and (force or not _done(s, plan[s]))]
     for s in sorted(set(seeds) - set(todo)):
         print(f"seeds: {exp_name(s)} already ran this code; kept (--force reruns it)")
-    evals = [s for s in stages if s in eval_stages()]
-    partial = [] if force else [s for s in todo if _done(s, evals)]
-    if partial:
-        refresh(partial, stages)
-        todo = [s for s in todo if s not in partial]
+    partial = [] if force else [s for s in todo if (ev := [st for st in plan[s] if st in eval_stages()]) and _done(s, ev)]
+    for s in partial:
+        refresh([s], plan[s])
+    todo = [s for s in todo if s not in partial]
     if not todo:
         collect(p, seeds)
         return
     for s in todo:
         _sh("dvc", "exp", "remove", exp_name(s), ok=True)
-        _sh(*queue_command(p, s, stages))
+        _sh(*queue_command(p, s, plan[s]))
     with warm.server() as w:  # the stages start warm (`advgame warm`), each in its experiment's copy of the code
         _sh("dvc", "queue", "start", "-j", "1", env=w.env(own_code_env()) if w else own_code_env())
         t0 = time.monotonic()
@@ -383,8 +347,10 @@ def main(argv: list[str] | None = None) -> None:
             return
         p = config.load()
         if a.action == "show":
-            for s in a.seeds:
-                print(" ".join(queue_command(p, s, targets() if a.scope == "all" else targets(defenders=paper_defenders(p)))))
+            stages = targets() if a.scope == "all" else targets(defenders=paper_defenders(p))
+            for s in a.seeds:  # what `run` would queue (the stages the file keeps left out)
+                rest = stages if a.force else still_to_run(s, stages)
+                print(" ".join(queue_command(p, s, rest)) if rest else f"{exp_name(s)}: nothing to run")
         elif a.action == "collect":
             collect(p, a.seeds)
         elif a.action == "rebase":

@@ -45,3 +45,36 @@ def summarise(per_seed: list[dict], seeds: list[int]) -> dict:
                     "sd": round(statistics.stdev(vals), 4) if len(vals) > 1 else 0.0,
                     "min": min(vals), "max": max(vals), "per_seed": vals, "seeds": [s for s, _ in got]}
     return {"seeds": seeds, "defenders": out}
+
+
+def kept(old: dict, seed: int, files: dict[str, tuple[str, str]], now: dict[str, dict]) -> tuple[dict, dict, list[str]]:
+    """What `old` (names.SEEDS as an earlier collect wrote it) holds of seed `seed` that still
+    counts: (cells, code per stage, stages left out). A stage counts while the code `old` recorded
+    for it is the code it runs now (`now`: stage -> code); a defender's cells count while every
+    stage of it that `old` recorded does (its evaluation's and its Table 5 stage's cells are one)."""
+    rec = old.get("code", {}).get(str(seed), {})
+    stale = {st for st in rec if st not in files or rec[st] != now.get(st)}
+    bad = {files[st][0] for st in stale if st in files}
+    good = {st: c for st, c in rec.items() if st not in stale and files[st][0] not in bad}
+    names = {files[st][0] for st in good}
+    out: dict = {}
+    for d, by_attack in old.get("defenders", {}).items():
+        for attack, by_eta in by_attack.items():
+            for k, c in by_eta.items():
+                if d in names and seed in c.get("seeds", []):
+                    out.setdefault(d, {}).setdefault(attack, {})[k] = c["per_seed"][c["seeds"].index(seed)]
+    return out, good, sorted(set(rec) - set(good))
+
+
+def other_seeds(old: dict, drop=(), drop_attacks=()) -> list[dict]:
+    """Each seed of `old` after the main run's, as defender -> attack -> eta -> error, without the
+    defenders in `drop` and the attacks in `drop_attacks`."""
+    seeds = old["seeds"]
+    runs: list[dict] = [{} for _ in seeds[1:]]
+    for d, by_attack in old["defenders"].items():
+        for attack, by_eta in by_attack.items():
+            for eta, c in by_eta.items():
+                for s, v in zip(c.get("seeds", seeds)[1:], c["per_seed"][1:]):
+                    if d not in drop and attack not in drop_attacks:
+                        runs[seeds.index(s) - 1].setdefault(d, {}).setdefault(attack, {})[eta] = v
+    return runs

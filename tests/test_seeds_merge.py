@@ -1,0 +1,86 @@
+"""A seed's stages add up across clones: what reports/seeds.json keeps of a seed (its stages whose
+code is still this code) is left out of the seed's next experiment and merged into what it collects."""
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from advgame import config
+from advgame.pipeline import seeds, seedstats
+
+FILES = {"eval-a": ("a", "reports/eval/a.json"), "table5-a": ("a", "reports/table5/a.json"),
+         "eval-b": ("b", "reports/eval/b.json")}
+
+
+def _lock(seed_of: dict[str, int], code: dict[str, str] | None = None):
+    return {"stages": {s: {"params": {"params.yaml": {"run.seed": r},
+                                      "codehash.json": {"evaluate.hash": (code or {}).get(s, "c1")}}}
+                       for s, r in seed_of.items()}}
+
+
+def _old(code1: dict[str, dict]) -> dict:
+    """seeds.json with seeds 0 and 1 of defenders a and b, seed 1's code as given."""
+    runs = [{"a": {"pgd": {"0.3": 0.5, "0.4": 0.7}}, "b": {"pgd": {"0.3": 0.9}}},
+            {"a": {"pgd": {"0.3": 0.6, "0.4": 0.8}}, "b": {"pgd": {"0.3": 0.95}}}]
+    return {**seedstats.summarise(runs, [0, 1]), "eta": "0.3", "sources": {"0": "workspace", "1": "refs/exps/x/seed-1 (ab)"},
+            "code": {"1": code1}}
+
+
+def test_kept_takes_a_defender_only_while_every_stage_of_it_runs_this_code():
+    now = {"eval-a": {"h": "1"}, "table5-a": {"h": "1"}, "eval-b": {"h": "1"}}
+    cells, good, left = seedstats.kept(_old(now), 1, FILES, now)
+    assert cells == {"a": {"pgd": {"0.3": 0.6, "0.4": 0.8}}, "b": {"pgd": {"0.3": 0.95}}} and good == now and left == []
+    changed = {**now, "table5-a": {"h": "2"}}  # a's Table 5 stage runs other code now: a's cells all go
+    cells, good, left = seedstats.kept(_old(now), 1, FILES, changed)
+    assert cells == {"b": {"pgd": {"0.3": 0.95}}} and set(good) == {"eval-b"} and left == ["eval-a", "table5-a"]
+    assert seedstats.kept(_old(now), 2, FILES, now) == ({}, {}, [])  # a seed the file lacks
+
+
+def _workspace(tmp_path, monkeypatch, code1):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {s: {} for s in [*FILES, "headline"]}}))
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(_lock({s: 0 for s in FILES})))
+    (tmp_path / "reports/eval").mkdir(parents=True)
+    (tmp_path / "reports/table5").mkdir(parents=True)
+    for f, obj in {"reports/eval/a.json": {"pgd": {"0.3": 0.5}}, "reports/table5/a.json": {"pgd": {"0.4": 0.7}},
+                   "reports/eval/b.json": {"pgd": {"0.3": 0.9}}}.items():
+        (tmp_path / f).write_text(json.dumps({"results": {k: {e: {"error": v} for e, v in by.items()}
+                                                          for k, by in obj.items()}}))
+    (tmp_path / "reports/seeds.json").write_text(json.dumps(_old(code1)))
+
+
+def test_a_seeds_next_experiment_runs_only_what_the_file_does_not_keep(tmp_path, monkeypatch):
+    ours = seeds._code_md5(_lock({"eval-a": 0}), "eval-a")
+    _workspace(tmp_path, monkeypatch, {"eval-a": ours, "table5-a": ours})  # seed 1: a's stages (paper scope)
+    every = ["eval-a", "table5-a", "eval-b", "headline"]
+    assert seeds.still_to_run(1, every) == ["eval-b"]  # no headline: it would rerun every evaluation
+    assert seeds.still_to_run(2, every) == every  # nothing kept of seed 2
+    assert seeds.still_to_run(1, ["eval-a", "table5-a"]) == []  # the paper scope of seed 1: done
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(_lock({s: 0 for s in FILES}, {"eval-a": "c2"})))
+    assert seeds.still_to_run(1, every) == every  # a's evaluation changed since: a runs again
+
+
+def test_collect_merges_an_experiment_with_the_stages_the_file_keeps_of_its_seed(tmp_path, monkeypatch):
+    ours = seeds._code_md5(_lock({"eval-a": 0}), "eval-a")
+    _workspace(tmp_path, monkeypatch, {"eval-a": ours, "table5-a": ours})
+    exp = {"dvc.lock": _lock({"eval-a": 0, "table5-a": 0, "eval-b": 1}), "params.yaml": {"run": {"seed": 1}},
+           "reports/eval/b.json": {"results": {"pgd": {"0.3": {"error": 0.85}}}}}  # seed 1's b, run here
+
+    def git(*a, ok=False):
+        if a[0] != "show":
+            return "fedcba9876"
+        obj = exp[a[1].split(":", 1)[1]]
+        return yaml.safe_dump(obj) if a[1].endswith((".lock", ".yaml")) else json.dumps(obj)
+    monkeypatch.setattr(seeds, "_git", git)
+    monkeypatch.setattr(seeds, "exp_ref", lambda s: "refs/exps/ef/gh/seed-1")
+    obj = seeds.collect(config.parse({}), [1])
+    assert obj["defenders"]["a"]["pgd"]["0.3"]["per_seed"] == [0.5, 0.6]  # kept from the file
+    assert obj["defenders"]["a"]["pgd"]["0.4"]["per_seed"] == [0.7, 0.8]
+    assert obj["defenders"]["b"]["pgd"]["0.3"]["per_seed"] == [0.9, 0.85]  # the new experiment's
+    assert set(obj["code"]["1"]) == {"eval-a", "table5-a", "eval-b"}
+    assert obj["sources"]["1"] == "refs/exps/ef/gh/seed-1 (fedcba9876) + 2 stages kept from refs/exps/x/seed-1 (ab)"
+    # collected again, the merged file keeps both parts while their code is this code
+    monkeypatch.setattr(seeds, "exp_ref", lambda s: (_ for _ in ()).throw(seeds.UserError("none")))
+    again = seeds.collect(config.parse({}), [])
+    assert again["defenders"] == obj["defenders"] and set(again["code"]["1"]) == set(obj["code"]["1"])
