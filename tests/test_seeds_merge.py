@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
 from advgame import config
@@ -84,3 +85,19 @@ def test_collect_merges_an_experiment_with_the_stages_the_file_keeps_of_its_seed
     monkeypatch.setattr(seeds, "exp_ref", lambda s: (_ for _ in ()).throw(seeds.UserError("none")))
     again = seeds.collect(config.parse({}), [])
     assert again["defenders"] == obj["defenders"] and set(again["code"]["1"]) == set(obj["code"]["1"])
+
+
+def test_a_command_that_leaves_a_process_behind_returns_with_its_output():
+    """`dvc queue start` leaves its worker running with the command's output open: `_sh` must
+    return when the command ends (the worker still alive), not when the worker does."""
+    import os
+    import signal
+    r = seeds._sh("sh", "-c", "sleep 60 & echo $!; echo err >&2")
+    pid = int(r.stdout.split()[0])
+    try:
+        os.kill(pid, 0)  # the process left behind is still running: _sh did not wait for it
+        assert r.returncode == 0 and r.stderr == "err\n"
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    with pytest.raises(seeds.UserError, match="boom"):
+        seeds._sh("sh", "-c", "echo boom >&2; exit 3")

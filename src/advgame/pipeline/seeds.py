@@ -34,6 +34,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -72,8 +73,13 @@ def _git(*args: str, ok: bool = False) -> str:
 
 
 def _sh(*cmd: str, ok: bool = False, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `cmd`, its output captured in files, not pipes: `dvc queue start` leaves a worker behind
+    that inherits them, and a pipe would hold this call until the worker ends (the whole queue)."""
     print("+ " + " ".join(cmd), flush=True)
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        code = subprocess.run(cmd, stdout=out, stderr=err, text=True, env=env).returncode
+        out.seek(0), err.seek(0)
+        r = subprocess.CompletedProcess(cmd, code, out.read(), err.read())
     if r.returncode != 0 and not ok:
         raise UserError(f"{' '.join(cmd[:3])} failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
     return r
