@@ -30,12 +30,24 @@ def _old(code1: dict[str, dict]) -> dict:
 
 def test_kept_takes_a_defender_only_while_every_stage_of_it_runs_this_code():
     now = {"eval-a": {"h": "1"}, "table5-a": {"h": "1"}, "eval-b": {"h": "1"}}
-    cells, good, left = seedstats.kept(_old(now), 1, FILES, now)
+    cells, good, left = seedstats.kept(seedstats.record(_old(now), 1), FILES, now)
     assert cells == {"a": {"pgd": {"0.3": 0.6, "0.4": 0.8}}, "b": {"pgd": {"0.3": 0.95}}} and good == now and left == []
     changed = {**now, "table5-a": {"h": "2"}}  # a's Table 5 stage runs other code now: a's cells all go
-    cells, good, left = seedstats.kept(_old(now), 1, FILES, changed)
+    cells, good, left = seedstats.kept(seedstats.record(_old(now), 1), FILES, changed)
     assert cells == {"b": {"pgd": {"0.3": 0.95}}} and set(good) == {"eval-b"} and left == ["eval-a", "table5-a"]
-    assert seedstats.kept(_old(now), 2, FILES, now) == ({}, {}, [])  # a seed the file lacks
+    assert seedstats.kept(seedstats.record(_old(now), 2), FILES, now) == ({}, {}, [])  # a seed the file lacks
+
+
+def test_a_banked_record_goes_over_the_files_defender_by_defender():
+    now = {"eval-a": {"h": "1"}, "table5-a": {"h": "1"}, "eval-b": {"h": "1"}}
+    old = seedstats.record(_old({"eval-a": now["eval-a"], "table5-a": now["table5-a"]}), 1)  # a's stages
+    banked = {"code": {"eval-b": {"h": "1"}}, "cells": {"b": {"pgd": {"0.3": 0.85}}}, "source": "refs/exps/y/seed-1 (cd)"}
+    rec = seedstats.union(old, banked, FILES)
+    assert set(rec["code"]) == set(now) and rec["cells"]["a"] == old["cells"]["a"] and rec["cells"]["b"] == banked["cells"]["b"]
+    assert rec["source"] == "refs/exps/y/seed-1 (cd) + refs/exps/x/seed-1 (ab)"
+    again = seedstats.union(rec, {**banked, "code": {"eval-a": {"h": "2"}}, "cells": {"a": {"pgd": {"0.3": 0.1}}}}, FILES)
+    assert again["cells"]["a"] == {"pgd": {"0.3": 0.1}} and "table5-a" not in again["code"]  # a, replaced whole
+    assert seedstats.union(seedstats.record({}, 1), banked, FILES) == banked
 
 
 def _workspace(tmp_path, monkeypatch, code1):
@@ -62,11 +74,10 @@ def test_a_seeds_next_experiment_runs_only_what_the_file_does_not_keep(tmp_path,
     assert seeds.still_to_run(1, every) == every  # a's evaluation changed since: a runs again
 
 
-def test_collect_merges_an_experiment_with_the_stages_the_file_keeps_of_its_seed(tmp_path, monkeypatch):
-    ours = seeds._code_md5(_lock({"eval-a": 0}), "eval-a")
-    _workspace(tmp_path, monkeypatch, {"eval-a": ours, "table5-a": ours})
+def _experiment_of_b(monkeypatch):
+    """Experiment seed-1 here: it ran defender b only (0.85), a's stages are the baseline commit's."""
     exp = {"dvc.lock": _lock({"eval-a": 0, "table5-a": 0, "eval-b": 1}), "params.yaml": {"run": {"seed": 1}},
-           "reports/eval/b.json": {"results": {"pgd": {"0.3": {"error": 0.85}}}}}  # seed 1's b, run here
+           "reports/eval/b.json": {"results": {"pgd": {"0.3": {"error": 0.85}}}}}
 
     def git(*a, ok=False):
         if a[0] != "show":
@@ -75,6 +86,12 @@ def test_collect_merges_an_experiment_with_the_stages_the_file_keeps_of_its_seed
         return yaml.safe_dump(obj) if a[1].endswith((".lock", ".yaml")) else json.dumps(obj)
     monkeypatch.setattr(seeds, "_git", git)
     monkeypatch.setattr(seeds, "exp_ref", lambda s: "refs/exps/ef/gh/seed-1")
+
+
+def test_collect_merges_an_experiment_with_the_stages_the_file_keeps_of_its_seed(tmp_path, monkeypatch):
+    ours = seeds._code_md5(_lock({"eval-a": 0}), "eval-a")
+    _workspace(tmp_path, monkeypatch, {"eval-a": ours, "table5-a": ours})
+    _experiment_of_b(monkeypatch)
     obj = seeds.collect(config.parse({}), [1])
     assert obj["defenders"]["a"]["pgd"]["0.3"]["per_seed"] == [0.5, 0.6]  # kept from the file
     assert obj["defenders"]["a"]["pgd"]["0.4"]["per_seed"] == [0.7, 0.8]
@@ -101,3 +118,33 @@ def test_a_command_that_leaves_a_process_behind_returns_with_its_output():
         os.kill(pid, signal.SIGKILL)
     with pytest.raises(seeds.UserError, match="boom"):
         seeds._sh("sh", "-c", "echo boom >&2; exit 3")
+
+
+def test_a_banked_seed_leaves_seeds_json_alone_and_collect_merges_it(tmp_path, monkeypatch):
+    ours = seeds._code_md5(_lock({"eval-a": 0}), "eval-a")
+    _workspace(tmp_path, monkeypatch, {"eval-a": ours, "table5-a": ours})  # seed 1: a's stages
+    before = (tmp_path / "reports/seeds.json").read_text()
+    _experiment_of_b(monkeypatch)
+    banked = seeds.bank(config.parse({}), [1])
+    assert (tmp_path / "reports/seeds.json").read_text() == before  # the report's input is untouched
+    assert set(banked["1"]["code"]) == {"eval-a", "table5-a", "eval-b"}
+    assert json.loads((tmp_path / seeds.BANK).read_text()) == banked
+    monkeypatch.setattr(seeds, "exp_ref", lambda s: (_ for _ in ()).throw(seeds.UserError("none")))
+    assert seeds.still_to_run(1, ["eval-a", "table5-a", "eval-b", "headline"]) == []  # nothing left to run
+    obj = seeds.collect(config.parse({}), [])  # a clone without the experiment: the bank and the file
+    assert obj["defenders"]["b"]["pgd"]["0.3"]["per_seed"] == [0.9, 0.85]
+    assert obj["defenders"]["a"]["pgd"]["0.3"]["per_seed"] == [0.5, 0.6] and obj["seeds"] == [0, 1]
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(_lock({s: 0 for s in FILES}, {"eval-b": "c2"})))
+    assert "b" not in seeds.collect(config.parse({}), [])["defenders"]  # b's code changed: its banked seed goes
+
+
+def test_run_with_bank_banks_instead_of_collecting(monkeypatch):
+    done = []
+    monkeypatch.setattr(seeds, "targets", lambda: ["eval-a"])
+    monkeypatch.setattr(seeds, "still_to_run", lambda s, stages: stages)
+    monkeypatch.setattr(seeds, "_done", lambda s, stages: True)
+    monkeypatch.setattr(seeds, "collect", lambda p, s: done.append(("collect", s)))
+    monkeypatch.setattr(seeds, "bank", lambda p, s: done.append(("bank", s)))
+    seeds.run(config.parse({}), [3], banked=True)
+    seeds.run(config.parse({}), [3])
+    assert done == [("bank", [3]), ("collect", [3])]

@@ -23,7 +23,7 @@ from advgame.names import DATA, RESULTS, RUNS
 
 COMMANDS = {
     "pipeline": "regenerate dvc.yaml from params.yaml (= python -m advgame.pipeline)",
-    "seeds": "training-seed experiments: run, collect, rebase, show, commits (= python -m advgame.pipeline.seeds)",
+    "seeds": "training-seed experiments: run, collect, bank, rebase, show, commits (= python -m advgame.pipeline.seeds)",
     "server": "a team's MLflow tracking server on PostgreSQL (= python -m advgame.pipeline.server)",
     "summary": "print the study's headline numbers (= python -m advgame.pipeline.summary)",
     "evaluate": "evaluate your own model (a checkpoint or TorchScript file) against the study's attacks",

@@ -4,6 +4,7 @@ seeds as DVC experiments, and the headline cells of every seed collected into na
     make seeds                                   # seeds 1 2 of every defender, seeds 3 4 of the paper's
     python -m advgame.pipeline.seeds run --seeds 3 4 --scope paper   # the paper's defenders only
     python -m advgame.pipeline.seeds collect --seeds 1 2  # collect only (the experiments have run)
+    python -m advgame.pipeline.seeds bank --seeds 3      # kept in BANK, not names.SEEDS (no report rerun)
     python -m advgame.pipeline.seeds rebase      # the main run replaced, other seeds kept (see rebase)
     dvc exp show --only-changed                  # the seed experiments side by side
 
@@ -45,7 +46,7 @@ from advgame.names import SEEDS, run_path
 from advgame.pipeline import codehash, warm
 from advgame.pipeline.seedscope import (PAPER_DEFENDERS, eval_stages, measured,  # noqa: F401  (seeds.PAPER_DEFENDERS)
                                         paper_defenders, seed_stages, targets)
-from advgame.pipeline.seedstats import cells, kept, other_seeds, read_cells, summarise  # noqa: F401  (seeds.cells, seeds.summarise)
+from advgame.pipeline.seedstats import cells, kept, load_json, other_seeds, read_cells, recorded, summarise  # noqa: F401  (seeds.cells, seeds.summarise)
 
 OUT = SEEDS
 
@@ -144,11 +145,11 @@ def collect(p: config.Params, seeds: list[int], out: str = OUT) -> dict:
     eta = config.eta_key(p.attack.eta)
     files = measured()
     ours = yaml.safe_load(Path("dvc.lock").read_text())
-    old = json.loads(Path(out).read_text()) if Path(out).exists() else {}
-    earlier = [int(s) for s in old.get("seeds", [])[1:] if int(s) not in seeds and int(s) != p.run.seed]
+    old, bank = load_json(out), load_json(BANK)
+    earlier = sorted({int(s) for s in [*old.get("seeds", [])[1:], *bank]} - {*seeds, p.run.seed})
     runs, used, sources, code = [workspace_cells(p)], [p.run.seed], {str(p.run.seed): "workspace"}, {}
     for s in [*seeds, *earlier]:
-        got = _seed_cells(s, files, eta, ours, old)
+        got = _seed_cells(s, files, eta, ours, recorded(s, old, bank, files))
         if isinstance(got, str):
             if s in seeds:
                 raise UserError(got)
@@ -166,18 +167,40 @@ def collect(p: config.Params, seeds: list[int], out: str = OUT) -> dict:
     return obj
 
 
-def _seed_cells(s: int, files: dict, eta: str, ours: dict, old: dict) -> tuple[dict, str, dict] | str:
+BANK = "reports/seeds-banked.json"  # seed experiments banked where the report could not be rerun (`bank`)
+
+
+def bank(p: config.Params, seeds: list[int], out: str = BANK) -> dict:
+    """Each seed's experiment (it must exist and have run this code), with what names.SEEDS and
+    `out` already hold of it, written to `out` rather than names.SEEDS: for a clone that cannot
+    rerun the report (DVC's cache lacks the main run's outputs, and rebuilding them takes longer
+    than the seeds). `out` is no stage's dependency; `collect` merges it, stage by stage, while its
+    code is the workspace's."""
+    eta, files, ours = config.eta_key(p.attack.eta), measured(), yaml.safe_load(Path("dvc.lock").read_text())
+    old, banked = load_json(OUT), load_json(out)
+    for s in seeds:
+        exp_ref(s)  # only an experiment here is banked
+        got = _seed_cells(s, files, eta, ours, recorded(s, old, banked, files))
+        if isinstance(got, str):
+            raise UserError(got)
+        banked[str(s)] = {"code": got[2], "cells": got[0], "source": got[1]}
+    Path(out).write_text(json.dumps(dict(sorted(banked.items(), key=lambda kv: int(kv[0]))), indent=1) + "\n")
+    print(f"wrote {out}: seeds {sorted(int(k) for k in banked)} banked (`collect` merges them into {OUT})")
+    return banked
+
+
+def _seed_cells(s: int, files: dict, eta: str, ours: dict, rec: dict) -> tuple[dict, str, dict] | str:
     """(cells, source, code per stage) of seed `s`, or why it cannot count: its experiment's stages,
-    and the stages `old` recorded for it (an experiment of another scope or clone) that still run
+    and those its record (`recorded`: an experiment of another scope or clone) holds that still run
     this code and that the experiment did not run (seedstats.kept)."""
-    was, kept_code, left = kept(old, s, files, {st: _code_md5(ours, st) for st in files})
-    was_source = old.get("sources", {}).get(str(s), "?").split(" [kept")[0]
+    was, kept_code, left = kept(rec, files, {st: _code_md5(ours, st) for st in files})
+    was_source = rec["source"]
     try:
         ref = exp_ref(s)
     except UserError:
         ref = None
     if ref is None:
-        if not old.get("code", {}).get(str(s)):
+        if not rec["code"]:
             return (f"no experiment {exp_name(s)} here and no code recorded for it: run `make seeds` "
                     f"(or `python -m advgame.pipeline.seeds run --seeds {s}`)")
         if not kept_code:
@@ -282,21 +305,21 @@ def refresh(seeds: list[int], stages: list[str]) -> None:
 
 
 def still_to_run(seed: int, stages: list[str], out: str = OUT) -> list[str]:
-    """`stages` less those `out` keeps for `seed` at this code (from an experiment of another scope
-    or clone, seedstats.kept): what its experiment must run. A seed's defenders thus add up across
+    """`stages` less those `out` and BANK hold for `seed` at this code (from an experiment of another
+    scope or clone, seedstats.kept): what its experiment must run. A seed's defenders thus add up across
     clones; the headline stage (it reads every evaluation) goes too when any stage is kept."""
-    if not Path(out).exists():
-        return stages
     files, ours = measured(), yaml.safe_load(Path("dvc.lock").read_text())
-    _, good, _ = kept(json.loads(Path(out).read_text()), seed, files, {st: _code_md5(ours, st) for st in files})
+    rec = recorded(seed, load_json(out), load_json(BANK), files)
+    _, good, _ = kept(rec, files, {st: _code_md5(ours, st) for st in files})
     rest = [st for st in stages if st not in good]
     if len(rest) < len(stages):
-        print(f"seeds: {exp_name(seed)}: {len(stages) - len(rest)} stages kept from {out} (this code)", flush=True)
+        print(f"seeds: {exp_name(seed)}: {len(stages) - len(rest)} stages recorded at this code ({out}, {BANK})", flush=True)
         rest = [st for st in rest if st != "headline"]
     return rest
 
 
-def run(p: config.Params, seeds: list[int], poll: float = 120.0, force: bool = False, scope: str = "all") -> None:
+def run(p: config.Params, seeds: list[int], poll: float = 120.0, force: bool = False, scope: str = "all",
+        banked: bool = False) -> None:
     """Queue and run the seed experiments that have not run this code (`scope` "paper": the paper's
     defenders only, about a third of the time), then collect."""
     if p.run.seed in seeds:
@@ -310,8 +333,9 @@ def run(p: config.Params, seeds: list[int], poll: float = 120.0, force: bool = F
     for s in partial:
         refresh([s], plan[s])
     todo = [s for s in todo if s not in partial]
+    finish = bank if banked else collect
     if not todo:
-        collect(p, seeds)
+        finish(p, seeds)
         return
     for s in todo:
         _sh("dvc", "exp", "remove", exp_name(s), ok=True)
@@ -332,16 +356,18 @@ def run(p: config.Params, seeds: list[int], poll: float = 120.0, force: bool = F
     if failed:
         raise UserError(f"seed experiment(s) {', '.join(failed)} did not succeed:\n{status}"
                         f"see `dvc queue logs <name>`")
-    collect(p, seeds)
+    finish(p, seeds)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("action", choices=["run", "collect", "rebase", "show", "commits"])
+    ap.add_argument("action", choices=["run", "collect", "bank", "rebase", "show", "commits"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--force", action="store_true", help="rerun seeds whose experiment already ran this code")
     ap.add_argument("--scope", choices=["all", "paper"], default="all", help="run: every defender, or the "
                     "paper's (its Table 5 and cat-and-mouse defenders) and the ablations only")
+    ap.add_argument("--bank", action="store_true", help=f"run: bank the experiments in {BANK} instead of "
+                    f"collecting them into {OUT} (a clone that cannot rerun the report)")
     ap.add_argument("--drop", nargs="*", default=[], help="rebase: defenders whose evaluation changed since the "
                     "kept seeds ran (their other seeds are dropped, not compared)")
     ap.add_argument("--drop-attacks", nargs="*", default=[], help="rebase: attacks whose cells changed for every "
@@ -357,12 +383,12 @@ def main(argv: list[str] | None = None) -> None:
             for s in a.seeds:  # what `run` would queue (the stages the file keeps left out)
                 rest = stages if a.force else still_to_run(s, stages)
                 print(" ".join(queue_command(p, s, rest)) if rest else f"{exp_name(s)}: nothing to run")
-        elif a.action == "collect":
-            collect(p, a.seeds)
+        elif a.action in ("collect", "bank"):
+            (collect if a.action == "collect" else bank)(p, a.seeds)
         elif a.action == "rebase":
             rebase(p, drop=tuple(a.drop), drop_attacks=tuple(a.drop_attacks))
         else:
-            run(p, a.seeds, force=a.force, scope=a.scope)
+            run(p, a.seeds, force=a.force, scope=a.scope, banked=a.bank)
     except UserError as e:
         print(f"error [seeds]: {e}", file=sys.stderr)
         raise SystemExit(2) from None

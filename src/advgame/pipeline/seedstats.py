@@ -2,7 +2,9 @@
 files, and the summary over seeds of each cell (docs/results.md)."""
 from __future__ import annotations
 
+import json
 import statistics
+from pathlib import Path
 
 
 def cells(ev: dict, eta: str | None) -> dict[str, dict[str, float]]:
@@ -47,23 +49,39 @@ def summarise(per_seed: list[dict], seeds: list[int]) -> dict:
     return {"seeds": seeds, "defenders": out}
 
 
-def kept(old: dict, seed: int, files: dict[str, tuple[str, str]], now: dict[str, dict]) -> tuple[dict, dict, list[str]]:
-    """What `old` (names.SEEDS as an earlier collect wrote it) holds of seed `seed` that still
-    counts: (cells, code per stage, stages left out). A stage counts while the code `old` recorded
-    for it is the code it runs now (`now`: stage -> code); a defender's cells count while every
-    stage of it that `old` recorded does (its evaluation's and its Table 5 stage's cells are one)."""
-    rec = old.get("code", {}).get(str(seed), {})
-    stale = {st for st in rec if st not in files or rec[st] != now.get(st)}
-    bad = {files[st][0] for st in stale if st in files}
-    good = {st: c for st, c in rec.items() if st not in stale and files[st][0] not in bad}
-    names = {files[st][0] for st in good}
-    out: dict = {}
-    for d, by_attack in old.get("defenders", {}).items():
+def record(obj: dict, seed: int) -> dict:
+    """Seed `seed`'s record in a names.SEEDS object: its `code` per stage, `cells` (defender ->
+    attack -> eta -> error) and `source`; empty where the object lacks it."""
+    cells: dict = {}
+    for d, by_attack in obj.get("defenders", {}).items():
         for attack, by_eta in by_attack.items():
             for k, c in by_eta.items():
-                if d in names and seed in c.get("seeds", []):
-                    out.setdefault(d, {}).setdefault(attack, {})[k] = c["per_seed"][c["seeds"].index(seed)]
-    return out, good, sorted(set(rec) - set(good))
+                if seed in c.get("seeds", []):
+                    cells.setdefault(d, {}).setdefault(attack, {})[k] = c["per_seed"][c["seeds"].index(seed)]
+    return {"code": obj.get("code", {}).get(str(seed), {}), "cells": cells,
+            "source": obj.get("sources", {}).get(str(seed), "?").split(" [kept")[0]}
+
+
+def union(a: dict, b: dict, files: dict[str, tuple[str, str]]) -> dict:
+    """Two records of one seed (`record`, or a banked one): b's defenders over a's."""
+    if not a["code"] or not b["code"]:
+        return b if b["code"] else a
+    mine = {files[st][0] for st in b["code"] if st in files}
+    code = {st: c for st, c in a["code"].items() if st not in files or files[st][0] not in mine}
+    return {"code": code | b["code"], "cells": {d: v for d, v in a["cells"].items() if d not in mine} | b["cells"],
+            "source": f"{b['source']} + {a['source']}" if code else b["source"]}
+
+
+def kept(rec: dict, files: dict[str, tuple[str, str]], now: dict[str, dict]) -> tuple[dict, dict, list[str]]:
+    """What a seed's record (`record`, `union`) holds that still counts: (cells, code per stage,
+    stages left out). A stage counts while the code recorded for it is the code it runs now
+    (`now`: stage -> code); a defender's cells count while every stage of it that the record holds
+    does (its evaluation's and its Table 5 stage's cells are one)."""
+    stale = {st for st in rec["code"] if st not in files or rec["code"][st] != now.get(st)}
+    bad = {files[st][0] for st in stale if st in files}
+    good = {st: c for st, c in rec["code"].items() if st not in stale and files[st][0] not in bad}
+    names = {files[st][0] for st in good}
+    return ({d: v for d, v in rec["cells"].items() if d in names}, good, sorted(set(rec["code"]) - set(good)))
 
 
 def other_seeds(old: dict, drop=(), drop_attacks=()) -> list[dict]:
@@ -78,3 +96,13 @@ def other_seeds(old: dict, drop=(), drop_attacks=()) -> list[dict]:
                     if d not in drop and attack not in drop_attacks:
                         runs[seeds.index(s) - 1].setdefault(d, {}).setdefault(attack, {})[eta] = v
     return runs
+
+
+def load_json(path: str) -> dict:
+    return json.loads(Path(path).read_text()) if Path(path).exists() else {}
+
+
+def recorded(s: int, old: dict, bank: dict, files: dict) -> dict:
+    """Seed `s`'s record: what names.SEEDS (`old`) holds of it, and over it what a bank holds
+    (seeds.bank: its entries have a record's shape)."""
+    return union(record(old, s), bank.get(str(s), record({}, s)), files)
