@@ -238,6 +238,8 @@ def _read_at(ref: str, path: str) -> str:
 def workspace_cells(p: config.Params) -> dict:
     """defender -> attack -> eta -> error of the workspace's evaluations, Table 5 stages and ablations."""
     files = measured()
+    if missing := [f for _, f in files.values() if not Path(f).exists()]:
+        raise UserError(f"no main run here ({missing[0]}, ...: `dvc repro`); `advgame seeds bank` keeps seeds till then")
     return read_cells(files, list(files), config.eta_key(p.attack.eta), lambda f: json.loads(Path(f).read_text()))
 
 
