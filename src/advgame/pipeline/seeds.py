@@ -46,7 +46,7 @@ from advgame.names import SEEDS, run_path
 from advgame.pipeline import codehash, warm
 from advgame.pipeline.seedscope import (PAPER_DEFENDERS, eval_stages, measured,  # noqa: F401  (seeds.PAPER_DEFENDERS)
                                         paper_defenders, seed_stages, targets)
-from advgame.pipeline.seedstats import cells, kept, load_json, other_seeds, read_cells, recorded, summarise  # noqa: F401  (seeds.cells, seeds.summarise)
+from advgame.pipeline.seedstats import cells, kept, load_or_empty, other_seeds, read_cells, recorded, summarise  # noqa: F401  (seeds.cells, seeds.summarise)
 
 OUT = SEEDS
 
@@ -145,7 +145,7 @@ def collect(p: config.Params, seeds: list[int], out: str = OUT) -> dict:
     eta = config.eta_key(p.attack.eta)
     files = measured()
     ours = yaml.safe_load(Path("dvc.lock").read_text())
-    old, bank = load_json(out), load_json(BANK)
+    old, bank = load_or_empty(out), load_or_empty(BANK)
     earlier = sorted({int(s) for s in [*old.get("seeds", [])[1:], *bank]} - {*seeds, p.run.seed})
     runs, used, sources, code = [workspace_cells(p)], [p.run.seed], {str(p.run.seed): "workspace"}, {}
     for s in [*seeds, *earlier]:
@@ -171,13 +171,11 @@ BANK = "reports/seeds-banked.json"  # seed experiments banked where the report c
 
 
 def bank(p: config.Params, seeds: list[int], out: str = BANK) -> dict:
-    """Each seed's experiment (it must exist and have run this code), with what names.SEEDS and
-    `out` already hold of it, written to `out` rather than names.SEEDS: for a clone that cannot
-    rerun the report (DVC's cache lacks the main run's outputs, and rebuilding them takes longer
-    than the seeds). `out` is no stage's dependency; `collect` merges it, stage by stage, while its
-    code is the workspace's."""
+    """Each seed's experiment (it must be here, of this code) with what names.SEEDS and `out` hold
+    of it, written to `out`, no stage's dependency: for a clone that cannot rerun the report (DVC's
+    cache lacks the main run's outputs). `collect` merges it, stage by stage, while its code is this."""
     eta, files, ours = config.eta_key(p.attack.eta), measured(), yaml.safe_load(Path("dvc.lock").read_text())
-    old, banked = load_json(OUT), load_json(out)
+    old, banked = load_or_empty(OUT), load_or_empty(out)
     for s in seeds:
         exp_ref(s)  # only an experiment here is banked
         got = _seed_cells(s, files, eta, ours, recorded(s, old, banked, files))
@@ -311,7 +309,7 @@ def still_to_run(seed: int, stages: list[str], out: str = OUT) -> list[str]:
     scope or clone, seedstats.kept): what its experiment must run. A seed's defenders thus add up across
     clones; the headline stage (it reads every evaluation) goes too when any stage is kept."""
     files, ours = measured(), yaml.safe_load(Path("dvc.lock").read_text())
-    rec = recorded(seed, load_json(out), load_json(BANK), files)
+    rec = recorded(seed, load_or_empty(out), load_or_empty(BANK), files)
     _, good, _ = kept(rec, files, {st: _code_md5(ours, st) for st in files})
     rest = [st for st in stages if st not in good]
     if len(rest) < len(stages):
@@ -331,7 +329,8 @@ def run(p: config.Params, seeds: list[int], poll: float = 120.0, force: bool = F
     todo = [s for s in seeds if plan[s] and (force or not _done(s, plan[s]))]
     for s in sorted(set(seeds) - set(todo)):
         print(f"seeds: {exp_name(s)} already ran this code; kept (--force reruns it)")
-    partial = [] if force else [s for s in todo if (ev := [st for st in plan[s] if st in eval_stages()]) and _done(s, ev)]
+    evals = set(eval_stages())
+    partial = [] if force else [s for s in todo if (ev := [st for st in plan[s] if st in evals]) and _done(s, ev)]
     for s in partial:
         refresh([s], plan[s])
     todo = [s for s in todo if s not in partial]

@@ -2,9 +2,10 @@
 files, and the summary over seeds of each cell (docs/results.md)."""
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
+
+from advgame import artifacts
 
 
 def cells(ev: dict, eta: str | None) -> dict[str, dict[str, float]]:
@@ -98,8 +99,9 @@ def other_seeds(old: dict, drop=(), drop_attacks=()) -> list[dict]:
     return runs
 
 
-def load_json(path: str) -> dict:
-    return json.loads(Path(path).read_text()) if Path(path).exists() else {}
+def load_or_empty(path: str) -> dict:
+    """artifacts.load_json (its message for a corrupt file), or {} where the file does not exist."""
+    return artifacts.load_json(path) if Path(path).exists() else {}
 
 
 def recorded(s: int, old: dict, bank: dict, files: dict) -> dict:
