@@ -466,3 +466,52 @@ def test_the_paired_test_across_seeds_is_a_paired_t_test_plus_the_images_error()
     df = (sv + img) ** 2 / (sv ** 2 / 2)
     assert 2 < df and p == pytest.approx(2 * stats.t.sf(0.15 / math.sqrt(sv + img), df))
     assert paired.seed_test({0: 0.5}, {0: 0.3, 1: 0.2}) is None  # one common seed: no test across seeds
+
+
+def test_q2_decomposition_reads_every_training_seed_and_holm():
+    # seeds 0-2: the online-vs-lagged step is -0.30, -0.20, -0.25; the sensitivity term -0.25, +0.20, 0.0
+    defs = base_defs(sens_fgsm=0.05, cm_fgsm=0.60)
+    runs = {"adv-fgsm-4": {"fgsm-curr": {"0.3": {"per_seed": [0.60, 0.55, 0.60]}}},
+            "sens-off": {"fgsm-curr": {"0.3": {"per_seed": [0.30, 0.35, 0.35]}}},
+            "sens-fgsm": {"fgsm-curr": {"0.3": {"per_seed": [0.05, 0.55, 0.35]}}}}
+    s = study(defs, ablations=control(fgsm_curr=0.30), seeds={"seeds": [0, 1, 2], "defenders": runs})
+    rows = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[1:-1]]
+            for r in "\n".join(s.family(lambda st: controls.q2_decomposition(st, "adv-fgsm-4"))).splitlines()
+            if r.startswith("| ") and "step" not in r and "---" not in r}
+    online, sens = rows["online vs lagged attack"], rows["the sensitivity term"]
+    assert online[2] == "-0.300" and online[5] == "-0.250" and online[7] == "3"
+    # its interval: the paired t over the seeds plus the main seed's discordant images (60 of 200, all one way)
+    ref = paired.across_seeds([-0.30, -0.20, -0.25], (60 / N - (60 / N) ** 2) / N)
+    lo, hi = ref.interval()
+    assert online[6] == f"{lo:+.3f} to {hi:+.3f}" and hi < 0
+    assert sens[5] == "-0.017" and float(sens[6].split(" to ")[0]) < 0 < float(sens[6].split(" to ")[1])
+    assert online[8].endswith("(Holm)") and float(online[8].split()[0]) == pytest.approx(min(1, 2 * ref.p), rel=0.02)
+    # a side run at the main seed only: the row says so instead of inventing an interval
+    alone = study(defs, ablations=control(fgsm_curr=0.30))
+    assert "| main seed only |" in "\n".join(controls.q2_decomposition(alone, "adv-fgsm-4"))
+
+
+def test_q3_difference_in_differences_across_seeds():
+    def d(name, own, other):
+        return obj(name, {"attnet-curr:mlp": at(own), "attnet-curr:conv": at(other), "worst-case": at(0.99)})
+    defs = {"minimax": d("minimax", 0.10, 0.40), "pgd-at": d("pgd-at", 0.10, 0.12)}
+
+    def seeds(minimax_conv):
+        per = {"minimax": {"attnet-curr:mlp": [0.10, 0.10, 0.10], "attnet-curr:conv": minimax_conv},
+               "pgd-at": {"attnet-curr:mlp": [0.10, 0.10, 0.10], "attnet-curr:conv": [0.12, 0.12, 0.12]}}
+        return {"seeds": [0, 1, 2], "defenders": {k: {a: {"0.3": {"per_seed": v}} for a, v in c.items()}
+                                                  for k, c in per.items()}}
+    steady = controls.architecture_did(study(defs, seeds=seeds([0.40, 0.38, 0.42])))
+    main, across = steady.split(" Across ")
+    assert "difference +0.280" in main and "**the game defenses lose more" in main
+    # per seed: +0.28, +0.26, +0.30; their t interval, widened by the main seed's image variance
+    img = controls._did({k: controls._arch_gap(study(defs), k, "attnet-curr:mlp") for k in defs},
+                        ["minimax"], ["pgd-at"])[1]
+    lo, hi = paired.across_seeds([0.28, 0.26, 0.30], img).interval()
+    assert across.startswith("3 training seeds (0, 1, 2;") and f"{lo:+.3f} to {hi:+.3f}" in across
+    assert "+0.280 on average" in across and "**the game defenses lose more" in across
+    # the main seed alone says "more", the seeds disagree: across seeds it is no real difference
+    noisy = controls.architecture_did(study(defs, seeds=seeds([0.40, 0.05, 0.60])))
+    assert "**the game defenses lose more" in noisy.split(" Across ")[0]
+    assert "**no real difference" in noisy.split(" Across ")[1]
+    assert " Across " not in controls.architecture_did(study(defs))  # one seed: the main seed's control only

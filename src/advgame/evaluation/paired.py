@@ -26,26 +26,58 @@ def mcnemar(b: int, c: int) -> float:
     return 1.0 if n == 0 else float(binomtest(b, n, 0.5).pvalue)
 
 
-def seed_test(da: dict[int, float], db: dict[int, float], n: int | None = None, a_only: int = 0,
-              b_only: int = 0) -> tuple[float, float, int] | None:
-    """The paired test across training seeds: (mean of a - b over the seeds both were measured at,
-    two-sided p, seeds), None under 2 seeds. As for a verdict's seed-level interval, two variances
-    add: the seeds' spread of the difference, var / k, and the test images' sampling error of a
-    paired difference, ((b + c) / n - ((b - c) / n)^2) / n from the main seed's discordant
-    images (b, c), which more seeds do not shrink (every seed sees the same images); Welch-
-    Satterthwaite degrees of freedom (k - 1 from the seeds, infinite from the images)."""
+@dataclass(frozen=True)
+class SeedEffect:
+    """A mean difference a - b over k training seeds with its standard error and degrees of
+    freedom (seed_effect)."""
+    mean: float
+    se: float
+    df: float
+    k: int
+
+    @property
+    def p(self) -> float:
+        """Two-sided p of "no difference" (Student's t on df; a z-test when df is infinite)."""
+        if self.se == 0:
+            return 1.0 if self.mean == 0 else 0.0
+        return float(2 * student_t.sf(abs(self.mean) / self.se, self.df))
+
+    def interval(self, level: float = 0.95) -> tuple[float, float]:
+        half = float(student_t.ppf(0.5 + level / 2, self.df)) * self.se
+        return self.mean - half, self.mean + half
+
+
+def seed_effect(da: dict[int, float], db: dict[int, float], n: int | None = None, a_only: int = 0,
+                b_only: int = 0) -> SeedEffect | None:
+    """The paired difference across training seeds: a - b over the seeds both were measured at,
+    None under 2 seeds. As for a verdict's seed-level interval, two variances add: the seeds'
+    spread of the difference, var / k, and the test images' sampling error of a paired
+    difference, ((b + c) / n - ((b - c) / n)^2) / n from the main seed's discordant images (b, c),
+    which more seeds do not shrink (every seed sees the same images); Welch-Satterthwaite degrees
+    of freedom (k - 1 from the seeds, infinite from the images)."""
     common = [s for s in da if s in db]
     if len(common) < 2:
         return None
-    d = [da[s] - db[s] for s in common]
+    image_var = max((a_only + b_only) / n - ((a_only - b_only) / n) ** 2, 0.0) / n if n else 0.0
+    return across_seeds([da[s] - db[s] for s in common], image_var)
+
+
+def across_seeds(d: list[float], image_var: float = 0.0) -> SeedEffect:
+    """The mean of per-seed differences (at least 2) with the seeds' variance of the mean, var / k,
+    plus `image_var`, the test images' sampling variance of the main seed's difference;
+    Welch-Satterthwaite degrees of freedom."""
     k, m = len(d), statistics.fmean(d)
     seed_var = statistics.variance(d) / k
-    image_var = max((a_only + b_only) / n - ((a_only - b_only) / n) ** 2, 0.0) / n if n else 0.0
     var = seed_var + image_var
-    if var == 0:
-        return m, (1.0 if m == 0 else 0.0), k
     df = var * var / (seed_var * seed_var / (k - 1)) if seed_var > 0 else math.inf
-    return m, float(2 * student_t.sf(abs(m) / math.sqrt(var), df)), k
+    return SeedEffect(m, math.sqrt(var), df, k)
+
+
+def seed_test(da: dict[int, float], db: dict[int, float], n: int | None = None, a_only: int = 0,
+              b_only: int = 0) -> tuple[float, float, int] | None:
+    """(mean of a - b, two-sided p, seeds) of seed_effect; None under 2 seeds."""
+    e = seed_effect(da, db, n, a_only, b_only)
+    return None if e is None else (e.mean, e.p, e.k)
 
 
 def mask(obj: dict | None, attack: str, eta: str) -> list[bool] | None:
@@ -83,6 +115,7 @@ class Paired:
     family: int = 1               # the number of tests in that family
     p_seeds: float | None = None  # the paired test across training seeds (seed_test), where >= 2 seeds measured both
     diff_seeds: float | None = None  # its mean difference a - b over those seeds
+    ci_seeds: tuple[float, float] | None = None  # that difference's 95% interval (SeedEffect.interval)
 
     @property
     def p_test(self) -> float | None:
@@ -165,9 +198,10 @@ def compare(a_obj: dict | None, a_attack: str, b_obj: dict | None, b_attack: str
                                            out.ea < out.eb)
         out.seeds_agree = (1 if out.p is not None and out.p < ALPHA else 0) + extra
         da, db = seeds.by_seed(a_name, a_attack, key), seeds.by_seed(b_name, b_attack, key)
-        got = seed_test(da, db, out.n, out.a_only or 0, out.b_only or 0) if da and db and out.p is not None else None
+        got = seed_effect(da, db, out.n, out.a_only or 0, out.b_only or 0) if da and db and out.p is not None else None
         if got is not None:
-            out.diff_seeds, out.p_seeds, _ = round(got[0], 4), got[1], got[2]
+            out.diff_seeds, out.p_seeds = round(got.mean, 4), got.p
+            out.ci_seeds = tuple(round(x, 4) for x in got.interval())
         if seeds.n > 1:
             out.unmeasured = tuple(dict.fromkeys(
                 n for n, att in ((a_name, a_attack), (b_name, b_attack))
