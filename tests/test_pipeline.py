@@ -218,6 +218,7 @@ def test_a_param_is_declared_only_by_the_stages_that_read_it(param, rerun):
     section = param.split(".")[0]
     readers = {n for n, s in st.items() if param in s.get("params", []) or section in s.get("params", [])}
     readers.discard("report")  # the report describes every section of the study
+    readers.discard("publish")  # it draws the report's examples figure (PGD against the baseline)
     if rerun is not None:
         assert readers == rerun
     else:
@@ -291,9 +292,10 @@ def test_every_stage_that_trains_or_evaluates_can_come_back_from_dvcs_run_cache(
 
     rerun = {n for n, s in st.items() if not cacheable(s)}
     # only the stages with an output git must hold (and the params check) rerun when a config
-    # returns: the headline (it publishes the evaluations, ablations, cat-and-mouse files) and report
-    # (and `code` after an edit of the sources: a second, it restores nothing)
-    assert rerun == {"code", "check-params", "headline", "report"}
+    # returns: the headline (it publishes the evaluations, ablations, cat-and-mouse files), publish
+    # (the report's inputs) and report (and `code` after an edit of the sources: a second, it
+    # restores nothing)
+    assert rerun == {"code", "check-params", "headline", "publish", "report"}
     trains = [n for n in st if n in ("prepare", "baseline", "alt", "minimax", "magnet", "pgd-at")
               or n.startswith(("round-", "attackers-", "sweep-", "table5-"))]
     assert trains and not set(trains) & rerun
@@ -306,3 +308,18 @@ def test_the_paper_scale_profile_evaluates_at_autoattacks_standard():
     assert e.strong_attacks == ["apgd-ce", "apgd-t", "fab-t", "square"]
     assert (e.apgd_targets, e.fab_targets) == (9, 9) and e.square_queries >= 5000
     assert e.apgd_iters >= 100 and e.fab_iters >= 100 and e.apgd_restarts >= 1 and e.n_main == 0
+
+
+def test_the_report_reads_only_files_git_holds(tmp_path, monkeypatch):
+    # a clone without DVC's cache can rerun the report: each of its dependencies is an output git
+    # holds (cache: false) or a file committed beside the code
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "reports").mkdir()
+    (tmp_path / pipeline.SEEDS).write_text("{}")
+    st = stages(config.parse(RAW))
+    in_git = {next(iter(o)) for s in st.values() for o in [*s["outs"], *s.get("metrics", [])]
+              if not isinstance(o, str) and next(iter(o.values())).get("cache") is False}
+    assert set(st["report"]["deps"]) <= in_git | {pipeline.SEEDS}
+    assert "reports/inputs" in st["report"]["deps"] and "models/baseline.pt" in st["publish"]["deps"]
+    # publish reads every stage's report (the training records and hosts the report quotes)
+    assert {f"reports/stages/{n}.json" for n in st if n not in ("code", "publish", "report")} <= set(st["publish"]["deps"])

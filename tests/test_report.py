@@ -475,3 +475,29 @@ def test_the_cascade_table_shows_each_attack_and_the_saturation_rerun():
     e = s.params.eval  # the budget as params set it, random starts included
     assert f"APGD {e.apgd_iters} iterations from {e.apgd_restarts} random start(s)" in md
     assert cascade_section(_study(weak={"worst-case": {"0.3": 0.9}})) == []
+
+
+def test_the_report_from_the_published_inputs_is_the_report_from_dvcs_cache(tmp_path):
+    # one study read two ways: from the files its stages keep in DVC's cache, and from the publish
+    # stage's copies alone (a clone without DVC's cache): the same results, report and figures
+    import shutil
+
+    from advgame.report import publish
+
+    a, b = tmp_path / "cache", tmp_path / "clone"
+    p = make_study(a)
+    shutil.copytree(a, b)
+    report.build_report(p, a)
+    deps = pipeline.stages(p)["publish"]["deps"]
+    got = publish.publish(p, [d for d in deps if (b / d).exists()], b)
+    assert got["examples"] and got["published"] > 10
+    for gone in ("models", "data", names.RUNS, "reports/stages", "reports/table5", "reports/transfer.json"):
+        shutil.rmtree(b / gone) if (b / gone).is_dir() else (b / gone).unlink()
+    out = report.build_report(p, b, inputs=b / publish.INPUTS)
+    assert (b / "reports/results.json").read_text() == (a / "reports/results.json").read_text()
+    assert (b / "reports/report.md").read_text() == (a / "reports/report.md").read_text()
+    assert sorted(f.name for f in out["figures"]) == sorted(f.name for f in (a / "reports/figures").glob("*.png"))
+    # the folder is rebuilt whole: a file of an earlier run does not survive
+    (b / publish.INPUTS / "stale.json").write_text("{}")
+    publish.publish(p, [], b)
+    assert not (b / publish.INPUTS / "stale.json").exists()

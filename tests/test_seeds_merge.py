@@ -148,3 +148,17 @@ def test_run_with_bank_banks_instead_of_collecting(monkeypatch):
     seeds.run(config.parse({}), [3], banked=True)
     seeds.run(config.parse({}), [3])
     assert done == [("bank", [3]), ("collect", [3])]
+
+
+def test_collect_reads_the_publish_stages_copy_in_a_clone_without_dvcs_cache(tmp_path, monkeypatch):
+    ours = seeds._code_md5(_lock({"eval-a": 0}), "eval-a")
+    _workspace(tmp_path, monkeypatch, {"eval-a": ours, "table5-a": ours})
+    copy = tmp_path / seeds.INPUTS / "reports/table5/a.json"  # Table 5's file is in DVC's cache: git has its copy
+    copy.parent.mkdir(parents=True)
+    (tmp_path / "reports/table5/a.json").rename(copy)
+    monkeypatch.setattr(seeds, "exp_ref", lambda s: (_ for _ in ()).throw(seeds.UserError("none")))
+    obj = seeds.collect(config.parse({}), [])
+    assert obj["defenders"]["a"]["pgd"]["0.4"]["per_seed"] == [0.7, 0.8]
+    copy.unlink()
+    with pytest.raises(seeds.UserError, match="no main run here"):
+        seeds.collect(config.parse({}), [])

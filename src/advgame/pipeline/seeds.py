@@ -47,13 +47,13 @@ from advgame.pipeline import codehash, warm
 from advgame.pipeline.seedscope import (PAPER_DEFENDERS, eval_stages, measured,  # noqa: F401  (seeds.PAPER_DEFENDERS)
                                         paper_defenders, seed_stages, targets)
 from advgame.pipeline.seedstats import cells, kept, load_or_empty, other_seeds, read_cells, recorded, summarise  # noqa: F401  (seeds.cells, seeds.summarise)
+from advgame.report.publish import INPUTS
 
 OUT = SEEDS
 
 
 def training_seed_keys(p: config.Params) -> list[str]:
-    """The params a seed experiment sets: `run.seed` alone, since it moves every training
-    section's seed (config.derive_seeds) and leaves data.seed, the split, where it is."""
+    """The params a seed experiment sets: `run.seed` alone (config.derive_seeds; data.seed stays)."""
     return ["run.seed"]
 
 
@@ -236,9 +236,10 @@ def _read_at(ref: str, path: str) -> str:
 def workspace_cells(p: config.Params) -> dict:
     """defender -> attack -> eta -> error of the workspace's evaluations, Table 5 stages and ablations."""
     files = measured()
-    if missing := [f for _, f in files.values() if not Path(f).exists()]:
+    at = lambda f: f if Path(f).exists() else f"{INPUTS}/{f}"  # noqa: E731  the publish stage's copy (no DVC cache)
+    if missing := [f for _, f in files.values() if not Path(at(f)).exists()]:
         raise UserError(f"no main run here ({missing[0]}, ...: `dvc repro`); `advgame seeds bank` keeps seeds till then")
-    return read_cells(files, list(files), config.eta_key(p.attack.eta), lambda f: json.loads(Path(f).read_text()))
+    return read_cells(files, list(files), config.eta_key(p.attack.eta), lambda f: json.loads(Path(at(f)).read_text()))
 
 
 def rebase(p: config.Params, out: str = OUT, drop: tuple[str, ...] = (), drop_attacks: tuple[str, ...] = ()) -> dict:

@@ -11,6 +11,7 @@ MagNet's detector, registered models).
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ import torch
 from advgame import attack_table, config, names
 from advgame.artifacts import atomic_path, save_json
 from advgame.plotting import pyplot, save
-from advgame.report import exports, verdicts
+from advgame.report import exports, publish, verdicts
 from advgame.report import game as game_report
 from advgame.report.answers import q1, q2, q3, q4
 from advgame.report.audit import magnet, registered, under_20
@@ -260,13 +261,28 @@ def _questions(s: Study) -> list[str]:
 
 # ------------------------------------------------------------------------------ the builder
 
+def _examples(p: config.Params, root: Path, src: Path, device, path: Path) -> bool:
+    """The examples figure: the published one where the inputs are published copies (drawn by the
+    publish stage, which has the models), else drawn here from root's models."""
+    if src != root:
+        drawn = src / publish.EXAMPLES
+        if drawn.exists():
+            shutil.copyfile(drawn, path)
+        return drawn.exists()
+    ex = load_examples(p, root, device)
+    return ex is not None and plot_examples(ex[0], ex[1], path)
+
+
 def build_report(p: config.Params, root: str | Path = ".", device: str | torch.device = "cpu",
-                 examples: bool = True, commit: str = "unknown") -> dict:
+                 examples: bool = True, commit: str = "unknown", inputs: str | Path | None = None) -> dict:
     """Write reports/results.json, reports/report.md and reports/figures/*.png; return the
     written paths {"results", "report", "figures": [...]}. `commit`: the git commit of the code
-    that made them (results.json's `commit`)."""
+    that made them (results.json's `commit`). `inputs`: the published copies of what the stages
+    wrote to DVC's cache (report/publish.py; the examples figure drawn there), else root's files
+    and models."""
     root = Path(root)
-    s = load_study(p, root, str(device))
+    src = Path(inputs) if inputs is not None else root
+    s = load_study(p, root, str(device), inputs=src)
     s.verdicts = verdicts.all_verdicts(s)
     fig_dir = root / "reports/figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -274,7 +290,7 @@ def build_report(p: config.Params, root: str | Path = ".", device: str | torch.d
     for name, rel in ((f"Cat-and-mouse curve, rounds 1-{p.catmouse.rounds} (the paper's Figure 1 runs to round "
                        f"{PAPER_K})", "catmouse/curve.png"),
                       ("Cat-and-mouse round x attack matrix", "catmouse/matrix.png")):
-        if (root / names.run_path(f"reports/{rel}")).exists():  # published by the headline stage
+        if (src / names.run_path(f"reports/{rel}")).exists():  # published by the headline stage
             figures[name] = rel
     made = []
 
@@ -299,9 +315,8 @@ def build_report(p: config.Params, root: str | Path = ".", device: str | torch.d
         plot_training(s.training, fig_dir / "training.png", plt, save))
     fig("Attack strength: pgd-adaptive's error against PGD steps, per number of guided starts",
         "strength.png", plot_strength(s.strength, fig_dir / "strength.png", plt, save))
-    ex = load_examples(p, root, device) if examples else None
     fig("Adversarial examples against the baseline (title: predicted label)", "examples.png",
-        ex is not None and plot_examples(ex[0], ex[1], fig_dir / "examples.png"))
+        examples and _examples(p, root, src, device, fig_dir / "examples.png"))
     res = results_json(s, commit)
     save_json(res, root / names.RESULTS)
     exports.write_gamma(s, root, names.PLOT_DATA["gamma_sweep"])  # the rest: the headline stage

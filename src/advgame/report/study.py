@@ -108,20 +108,26 @@ def read_curve(path: Path) -> list[dict]:
     return sorted(out, key=lambda r: r["k"])
 
 
-def _stage_reports(root: Path) -> list[Path]:
-    """The stage reports of the current pipeline (dvc.yaml's stages, in its order): a report left
-    by a stage that is no longer in the pipeline is not part of this run."""
+def _stage_reports(root: Path, pipeline: Path | None = None) -> list[Path]:
+    """The stage reports of the current pipeline (dvc.yaml's stages, in its order; `pipeline`:
+    that file, by default root's): a report left by a stage that is no longer in the pipeline is
+    not part of this run."""
     import yaml
 
     d = root / names.STAGE_REPORTS
-    dvc = root / "dvc.yaml"
+    dvc = pipeline or root / "dvc.yaml"
     order = list(yaml.safe_load(dvc.read_text()).get("stages", {})) if dvc.exists() else \
         sorted(f.stem for f in d.glob("*.json"))
     return [d / f"{s}.json" for s in order if s != "report" and (d / f"{s}.json").exists()]
 
 
-def load_study(p: config.Params, root: str | Path = ".", device: str = "cpu") -> Study:
-    root = Path(root)
+def load_study(p: config.Params, root: str | Path = ".", device: str = "cpu",
+               inputs: str | Path | None = None) -> Study:
+    """The study under `root`; `inputs`: where the files its stages wrote to DVC's cache are (the
+    report stage's published copies, report/publish.py), by default root itself. The git-tracked
+    seed table and dvc.yaml are read from root."""
+    git_root, root = Path(root), Path(inputs if inputs is not None else root)
+    reports = _stage_reports(root, git_root / "dvc.yaml")
     finals = names.final_defenders(p)
     defenders, missing = {}, []
     for d in finals:
@@ -144,7 +150,7 @@ def load_study(p: config.Params, root: str | Path = ".", device: str = "cpu") ->
                 defenders[target].setdefault("sanity", {}).update(sanity)
                 defenders[target].setdefault("sanity_detail", {}).update(detail)
     devices, envs = [], {}
-    for f in _stage_reports(root):
+    for f in reports:
         st = load_json(f)
         devices.append(st.get("device"))
         envs[f.stem] = st.get("env", {})
@@ -158,7 +164,7 @@ def load_study(p: config.Params, root: str | Path = ".", device: str = "cpu") ->
             q["penalty_ratio"] = load_json(mm).get("penalty_ratio_last_epoch")
     abl = [names.ablation_name(k, t) for k, t in names.ablation_variants(p)]
     ablations = {a: load_json(f) for a in abl if (f := root / names.run_path(names.ablation_path(a))).exists()}
-    seeds_f = root / names.SEEDS
+    seeds_f = git_root / names.SEEDS
     seeds_obj = load_json(seeds_f) if seeds_f.exists() else None
     table5 = game_report.table5_cells(root)
     stale = stale_seeds(seeds_obj, defenders, table5)
@@ -171,7 +177,7 @@ def load_study(p: config.Params, root: str | Path = ".", device: str = "cpu") ->
                  table5, sweep, histories, root,
                  ablations, paired.SeedTable(None if stale else seeds_obj),
                  cm_n or meta.get("test", {}).get("shape", [None])[0], hosts=hosts(envs),
-                 strength=load_strength(root), training=load_training(p, root, _stage_reports(root), ablations),
+                 strength=load_strength(root), training=load_training(p, root, reports, ablations),
                  seeds_stale=stale,
                  game=load_game(p, root, defenders, meta.get("test", {}).get("shape", [None])[0], histories))
 
