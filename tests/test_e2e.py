@@ -76,7 +76,8 @@ def test_repro_builds_everything(project):
     finals = ("baseline", "adv-fgsm-2", "alt", "minimax")
     assert ran(first) == {"code", "check-params", "prepare", "baseline", "round-1", "round-2", "catmouse", "alt", "minimax",
                           *[f"attackers-{d}" for d in finals], *[f"eval-{d}" for d in finals],
-                          "transfer", "sweep-minimax-g0p5", "table5-alt", "table5-minimax", "headline", "report"}
+                          "transfer", "sweep-minimax-g0p5", "table5-alt", "table5-minimax", "headline", "publish",
+                          "report"}
     for f in ("data/prepared/train.pt", "models/baseline.pt", "models/adv-fgsm-2.pt",
               "data/fgsm/fgsm-2-test.pt", "reports/eval/baseline.json", "reports/runs/eval/baseline.json",
               "reports/results.json",
@@ -117,6 +118,24 @@ def test_second_repro_does_nothing_and_status_clean(project):
     assert "up to date" in sh("dvc", "status", cwd=d, env=env).lower()
 
 
+def test_a_clone_without_dvcs_cache_reruns_the_report_alone(project, tmp_path):
+    # git holds every input of the report (the publish stage's copies): a clone with an empty DVC
+    # cache reruns it, to the same bytes, without any stage that trains or evaluates
+    d, env, _ = project
+    assert (d / "reports/inputs/figures/examples.png").exists()
+    assert (d / "reports/inputs/reports/stages/baseline.json").exists()
+    sh("git", "add", "-A", cwd=d, env=env)
+    sh("git", "commit", "-qm", "results", "--allow-empty", cwd=d, env=env)
+    c = tmp_path / "clone"
+    sh("git", "clone", "-q", str(d), str(c), cwd=tmp_path, env=env)
+    assert not (c / "models/baseline.pt").exists() and not (c / "reports/runs/eval/baseline.json").exists()
+    out = sh("dvc", "repro", "--force", "--single-item", "report", cwd=c, env={**env, "PYTHONPATH": str(c / "src")})
+    assert ran(out) == {"report"}
+    for f in ("reports/results.json", "reports/report.md", "reports/figures/examples.png"):
+        assert (c / f).read_bytes() == (d / f).read_bytes(), f
+    assert sh("git", "status", "--porcelain", cwd=c, env=env).strip() == ""
+
+
 def outputs(d: Path) -> dict[str, str]:
     """sha256 of every model, data file and report (the untracked timings aside)."""
     import hashlib
@@ -133,7 +152,7 @@ def eval_param_changed(project):
     outputs to go back to, and the stages that reran."""
     d, env, _ = project
     sh("git", "add", "-A", cwd=d, env=env)
-    sh("git", "commit", "-qm", "results", cwd=d, env=env)
+    sh("git", "commit", "-qm", "results", "--allow-empty", cwd=d, env=env)  # empty after the clone test's
     sh("dvc", "repro", "-f", "-s", "report", cwd=d, env=env)  # its results.json names this code's commit
     sh("git", "add", "-A", cwd=d, env=env)
     sh("git", "commit", "-qm", "report", "--allow-empty", cwd=d, env=env)  # empty if it already did
@@ -148,7 +167,7 @@ def test_eval_param_reruns_only_evaluation(eval_param_changed):
     _, _, there = eval_param_changed
     # check-params reruns after any param change (about a second); its stamp is unchanged
     assert there == {"check-params", "eval-baseline", "eval-adv-fgsm-2", "eval-alt", "eval-minimax",
-                     "sweep-minimax-g0p5", "headline", "report"}
+                     "sweep-minimax-g0p5", "headline", "publish", "report"}
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +184,7 @@ def gamma_changed(project, eval_param_changed):
 
 def test_a_param_only_minimax_reads_reruns_only_minimax_and_its_readers(gamma_changed):
     assert gamma_changed == {"check-params", "minimax", "attackers-minimax", "eval-minimax", "transfer",
-                             "table5-minimax", "headline", "report"}
+                             "table5-minimax", "headline", "publish", "report"}
 
 
 def test_going_back_to_a_configuration_restores_its_training_and_evaluations_from_the_run_cache(
@@ -176,7 +195,7 @@ def test_going_back_to_a_configuration_restores_its_training_and_evaluations_fro
     there = evals_there | gamma_changed
     assert outputs(d) != before  # the changes changed results
     evaluated = {s for s in there if s.startswith("eval-")}
-    trained = there - evaluated - {"check-params", "headline", "report"}
+    trained = there - evaluated - {"check-params", "headline", "publish", "report"}
     # a defender, its attackers (a folder), its table 5 attackers, a sweep point and the transfer matrix
     assert trained == {"minimax", "attackers-minimax", "table5-minimax", "sweep-minimax-g0p5", "transfer"}
     (d / "params.yaml").write_text(good)
@@ -186,8 +205,9 @@ def test_going_back_to_a_configuration_restores_its_training_and_evaluations_fro
     assert not back & trained  # nothing trains again: DVC's run cache restores those stages
     assert evaluated and not back & evaluated  # nor evaluates: the evaluations are in DVC's cache too
     assert all(f"Stage '{s}' is cached - skipping run" in out for s in trained | evaluated)
-    # what reruns: the check and the stages whose outputs git holds (the headline's copies, the report)
-    assert back <= {"check-params", "headline", "report"}
+    # what reruns: the check and the stages whose outputs git holds (the headline's copies, the
+    # report's inputs, the report)
+    assert back <= {"check-params", "headline", "publish", "report"}
     assert outputs(d) == before  # every model and report byte-identical to the configuration's
     assert "up to date" in sh("dvc", "status", cwd=d, env=env).lower()
     # the same results, so no committed file changed (no timings in them; dvc.lock the same)
@@ -204,7 +224,8 @@ def test_adding_a_round_reruns_only_that_round_and_its_readers(project):
     assert "round-1" not in out and "round-2" not in out and "baseline" not in out
     # eval-baseline, eval-alt and eval-minimax keep FGSM-1 and FGSM-2 (matrix_rounds [0, 1, 2]):
     # a new last round only adds its own defender's stages
-    assert out == {"check-params", "round-3", "catmouse", "attackers-adv-fgsm-3", "eval-adv-fgsm-3", "transfer", "headline", "report"}
+    assert out == {"check-params", "round-3", "catmouse", "attackers-adv-fgsm-3", "eval-adv-fgsm-3", "transfer", "headline",
+                   "publish", "report"}
 
 
 def test_a_stage_rerun_gives_identical_bytes(project):
