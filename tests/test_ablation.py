@@ -128,7 +128,7 @@ def test_pipeline_has_one_stage_per_variant_and_the_report_reads_them():
     for s in names:
         published = f"reports/ablation/{s.removeprefix('ablation-')}.json"
         out = f"reports/runs/ablation/{s.removeprefix('ablation-')}.json"
-        assert out in st["report"]["deps"] and out in st["headline"]["deps"]
+        assert out in st["publish"]["deps"] and out in st["headline"]["deps"]  # the report reads its copy
         assert out in st[s]["outs"]  # in DVC's cache; the headline stage publishes it for git
         assert {published: {"cache": False, "persist": True}} in st["headline"]["outs"]
         assert "models/baseline.pt" in st[s]["deps"] and "models/adv-fgsm-9.pt" in st[s]["deps"]

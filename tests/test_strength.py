@@ -49,13 +49,13 @@ def test_saturation_needs_the_union_and_a_flat_last_doubling():
 def test_a_detector_defender_gets_a_strength_stage_the_report_reads():
     st = pipeline.stages(config.parse(RAW))
     assert "magnet" in RAW["study"]["defenders"] and "strength-magnet" in st
-    assert strength_path("magnet") in st["report"]["deps"]
+    assert strength_path("magnet") in st["publish"]["deps"]  # the report reads its copy
     assert [n for n in st if n.startswith("strength-")] == ["strength-magnet"]
     assert "eval" not in st["strength-magnet"]["params"]  # only the eval params it reads
     raw = {**RAW, "study": {**RAW["study"], "defenders": [d for d in RAW["study"]["defenders"] if d != "magnet"]}}
     st = pipeline.stages(config.parse(raw))
     assert not any(n.startswith("strength-") for n in st)
-    assert not any(d.startswith("reports/strength/") for d in st["report"]["deps"])
+    assert not any(d.startswith("reports/strength/") for d in st["publish"]["deps"])
 
 
 def test_the_file_and_the_results_key_follow_the_results_contract(curve):
