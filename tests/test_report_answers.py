@@ -382,7 +382,9 @@ def test_q1_ranks_a_difference_only_when_every_seed_holds_it():
     seeds = {"seeds": [0, 1, 2], "defenders": {d: {"worst-case": {"0.3": {"per_seed": v}}} for d, v in per.items()}}
     lines = [l for l in answers.q1(study(defs, seeds=seeds)).splitlines() if l[:1].isdigit()]
     assert lines[1].startswith("2. `trades`")  # -0.21 at every seed: real across the seeds
-    assert lines[2].startswith("2. `magnet` worst-case 0.600 (mean over 3 training seeds 0.530)")
+    _, lo, hi = verdicts.seed_interval([0.60, 0.38, 0.61], N)  # the seed-level interval, as the verdicts'
+    assert lines[2].startswith(f"2. `magnet` worst-case 0.600 (mean over 3 training seeds 0.530, 95% interval "
+                               f"{lo:.3f}-{hi:.3f})") and lo < 0.40 < 0.60 < hi
     assert "2 of 3 training seeds agree" in lines[2] and "across 3 training seeds: mean difference -0.120" in lines[2]
     # a difference of the same sign at every seed but a wide spread is not real across 3 seeds either
     seeds["defenders"]["trades"]["worst-case"]["0.3"]["per_seed"] = [0.40, 0.70, 0.41]
@@ -515,3 +517,17 @@ def test_q3_difference_in_differences_across_seeds():
     assert "**the game defenses lose more" in noisy.split(" Across ")[0]
     assert "**no real difference" in noisy.split(" Across ")[1]
     assert " Across " not in controls.architecture_did(study(defs))  # one seed: the main seed's control only
+
+
+def test_the_seed_table_gives_each_cell_its_seed_level_interval():
+    from advgame.report.sections import seeds_section
+
+    defs = {"minimax": obj("minimax", {"worst-case": at(0.80)})}
+    per = [0.80, 0.70, 0.90]
+    table = {"seeds": [0, 1, 2], "defenders": {"minimax": {"worst-case": {"0.3": {
+        "per_seed": per, "mean": 0.8, "sd": 0.1, "min": 0.7, "max": 0.9}}}}}
+    text = seeds_section(study(defs, seeds=table))
+    m, lo, hi = verdicts.seed_interval(per, N)
+    assert f"; 0.800 ({lo:.3f}–{hi:.3f}), ±0.100 [0.700–0.900]" in text
+    assert lo < 0.70 and hi > 0.90  # three seeds this far apart: wider than their range
+    assert "seed-level 95% interval" in text

@@ -73,6 +73,38 @@ def across_seeds(d: list[float], image_var: float = 0.0) -> SeedEffect:
     return SeedEffect(m, math.sqrt(var), df, k)
 
 
+@dataclass(frozen=True)
+class SeedMean:
+    """Our mean error over k training seeds that all ran on the same n test images, its standard
+    error and degrees of freedom (`seed_mean`)."""
+    mean: float
+    se: float
+    df: float
+
+    def interval(self, level: float = 0.95) -> tuple[float, float]:
+        half = float(student_t.ppf(0.5 + level / 2, self.df)) * self.se
+        return max(0.0, self.mean - half), min(1.0, self.mean + half)
+
+
+def seed_mean(values: list[float], n: int) -> SeedMean:
+    """Two parts of the error of the mean, added as variances: the seeds' spread, sd^2 / k (none
+    with one seed: then only the test images count), and the test images' sampling error,
+    m (1 - m) / n, which more seeds do not shrink (every seed sees the same images). Degrees of
+    freedom by Welch-Satterthwaite: k - 1 from the seed part, infinite from the image part."""
+    k, m = len(values), statistics.fmean(values)
+    seed_var = statistics.variance(values) / k if k > 1 else 0.0
+    image_var = max(m * (1 - m), 0.0) / n if n else math.inf
+    var = seed_var + image_var
+    df = var * var / (seed_var * seed_var / (k - 1)) if seed_var > 0 and math.isfinite(var) else math.inf
+    return SeedMean(m, math.sqrt(var), df)
+
+
+def seed_interval(values: list[float], n: int) -> tuple[float, float, float]:
+    """(mean, lo, hi): the 95% interval of the mean error (seed_mean), clipped to [0, 1]."""
+    est = seed_mean(values, n)
+    return (est.mean, *est.interval())
+
+
 def seed_test(da: dict[int, float], db: dict[int, float], n: int | None = None, a_only: int = 0,
               b_only: int = 0) -> tuple[float, float, int] | None:
     """(mean of a - b, two-sided p, seeds) of seed_effect; None under 2 seeds."""

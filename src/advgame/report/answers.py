@@ -7,7 +7,7 @@ explains a finding unless an experiment of the pipeline tests the explanation (Q
 from __future__ import annotations
 
 from advgame import attack_table, names
-from advgame.evaluation.paired import ALPHA, fmt_p
+from advgame.evaluation.paired import ALPHA, fmt_p, seed_interval
 from advgame.evaluation.sanity import iterative_white_box
 from advgame.report.controls import (
     ABL_CONTROL,
@@ -91,8 +91,9 @@ def q1(s: Study) -> str:
         bad = failing(s, d)
         flag = f" - sanity checks fail: {', '.join(f'`{c}`' for c in bad)}, so the attacks may be too weak " \
                "here: this error is a lower bound, not evidence of robustness" if bad else ""
-        spread = s.seeds.per_seed(d, k, s.eta)
-        mean = f" (mean over {len(spread)} training seeds {sum(spread) / len(spread):.3f})" if spread else ""
+        spread, n = s.seeds.per_seed(d, k, s.eta), (s.get(d, k) or {}).get("n") or 0
+        mean = (" (mean over {} training seeds {:.3f}, 95% interval {:.3f}-{:.3f})".format(
+            len(spread), *seed_interval(spread, n)) if spread else "")
         same = f"; not really different from the one above: {tie.text()}" if tie else ""
         out.append(f"{rank}. `{d}` {k} {e:.3f}{mean}{flag}{same}")
     out.append("")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from advgame import attack_table, config, names
 from advgame.artifacts import load_json
+from advgame.evaluation.paired import seed_interval
 from advgame.report import game as game_report
 from advgame.report.study import Study
 from advgame.report.tables import PAPER_NAMES, PAPER_TABLE5, SANITY, fmt, md_table
@@ -233,16 +234,19 @@ def seeds_section(s: Study) -> str:
             if v is None:
                 row.append("n/a")
                 continue
-            k = len(v.get("per_seed", []))
-            row.append(f"{fmt(main)}; {v['mean']:.3f}±{v['sd']:.3f} [{v['min']:.3f}–{v['max']:.3f}]"
-                       + (f" ({k} seeds)" if k < s.seeds.n else ""))
+            per = v.get("per_seed") or [v["mean"]]
+            _, lo, hi = seed_interval(per, (main or {}).get("n") or s.n_at(s.eta) or 0)
+            row.append(f"{fmt(main)}; {v['mean']:.3f} ({lo:.3f}–{hi:.3f}), ±{v['sd']:.3f} [{v['min']:.3f}–{v['max']:.3f}]"
+                       + (f" ({len(per)} seeds)" if len(per) < s.seeds.n else ""))
             if main and main.get("ci95") and v["max"] - v["min"] > main["ci95"][1] - main["ci95"][0]:
                 wider.append(f"`{d}` {c}")
         body.append(row)
     lines = [f"Training seeds {obj['seeds']} (the first is the main run above; `make seeds` ran the others "
              "as DVC experiments with every training seed changed and the same test images and attack "
-             f"seeds). Each cell: the main run's error (95% interval over test images); then mean±sd "
-             f"[min–max] over the seeds that measured it ({s.seeds.n}, or as marked: `--scope paper` seeds "
+             f"seeds). Each cell: the main run's error (95% interval over test images); then the mean over "
+             f"the seeds (its seed-level 95% interval: t over the seeds, plus the test images' sampling "
+             f"error, as the verdicts'), ±sd [min–max] over the seeds that measured it ({s.seeds.n}, or "
+             f"as marked: `--scope paper` seeds "
              f"cover the paper's defenders only), at eta {s.eta} ({s.subset()}). Every cell of every "
              f"attack, Table 5's further etas included, is in `{names.SEEDS}`.", "", md_table(["defender", *cols], body), ""]
     lines.append("Cells where the spread across seeds is wider than the main run's 95% interval (the "

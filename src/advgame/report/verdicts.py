@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import math
 import random
-import statistics
-from dataclasses import dataclass
 
 from scipy import stats as sstats
 
 from advgame import attack_table, config
-from advgame.evaluation.paired import ALPHA, fmt_p
+from advgame.evaluation.paired import ALPHA, SeedMean, fmt_p, seed_interval, seed_mean  # noqa: F401 (verdicts.seed_interval)
 from advgame.report.answers import ABL_CONTROL, q2_explanation
 from advgame.report.sections import paper_attacker
 from advgame.report.study import Study
@@ -54,38 +52,6 @@ def scope(s: Study, seeds: int | None = None) -> str:
     return (f"{s.meta.get('dataset', p.data.dataset)}, classifier {config.classifier_arch(p)}, "
             f"K = {p.catmouse.rounds} cat-and-mouse rounds, AttNet {p.table5.arch}, "
             f"{seeds or (s.seeds.n if s.seeds else 1)} training seed(s)")
-
-
-@dataclass(frozen=True)
-class SeedMean:
-    """Our mean error over k training seeds that all ran on the same n test images, its standard
-    error and degrees of freedom (`seed_mean`)."""
-    mean: float
-    se: float
-    df: float
-
-    def interval(self, level: float = 0.95) -> tuple[float, float]:
-        half = float(sstats.t.ppf(0.5 + level / 2, self.df)) * self.se
-        return max(0.0, self.mean - half), min(1.0, self.mean + half)
-
-
-def seed_mean(values: list[float], n: int) -> SeedMean:
-    """Two parts of the error of the mean, added as variances: the seeds' spread, sd^2 / k (none
-    with one seed: then only the test images count), and the test images' sampling error,
-    m (1 - m) / n, which more seeds do not shrink (every seed sees the same images). Degrees of
-    freedom by Welch-Satterthwaite: k - 1 from the seed part, infinite from the image part."""
-    k, m = len(values), statistics.fmean(values)
-    seed_var = statistics.variance(values) / k if k > 1 else 0.0
-    image_var = max(m * (1 - m), 0.0) / n if n else math.inf
-    var = seed_var + image_var
-    df = var * var / (seed_var * seed_var / (k - 1)) if seed_var > 0 and math.isfinite(var) else math.inf
-    return SeedMean(m, math.sqrt(var), df)
-
-
-def seed_interval(values: list[float], n: int) -> tuple[float, float, float]:
-    """(mean, lo, hi): the 95% interval of the mean error (seed_mean), clipped to [0, 1]."""
-    est = seed_mean(values, n)
-    return (est.mean, *est.interval())
 
 
 def tost(est: SeedMean, paper: float, margin: float) -> tuple[float | None, float | None]:
