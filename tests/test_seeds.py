@@ -149,7 +149,8 @@ def test_seeds_section_quotes_the_spread_beside_the_interval():
     runs = [{"minimax": {"worst-case": {"0.3": w}}, "alt": {"worst-case": {"0.3": 0.6}}}
             for w in (0.50, 0.58, 0.70)]
     text = seeds_section(_study(seeds.summarise(runs, [0, 1, 2])))
-    assert "0.500 (0.480–0.520); 0.593±0.101 [0.500–0.700]" in text
+    _, lo, hi = paired.seed_interval([0.50, 0.58, 0.70], 1000)  # the seed-level interval of the mean
+    assert f"0.500 (0.480–0.520); 0.593 ({lo:.3f}–{hi:.3f}), ±0.101 [0.500–0.700]" in text
     # minimax's spread (0.20) is wider than its interval (0.04); alt's (0) is not
     assert "`minimax` worst-case" in text and "`alt` worst-case" not in text
 
