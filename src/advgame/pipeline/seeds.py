@@ -148,7 +148,7 @@ def collect(p: config.Params, seeds: list[int], out: str = OUT) -> dict:
     old, bank = load_or_empty(out), load_or_empty(BANK)
     earlier = sorted({int(s) for s in [*old.get("seeds", [])[1:], *bank]} - {*seeds, p.run.seed})
     runs, used, sources, code = [workspace_cells(p)], [p.run.seed], {str(p.run.seed): "workspace"}, {}
-    for s in [*seeds, *earlier]:
+    for s in sorted([*seeds, *earlier]):  # seeds.json lists them in order, whichever were asked for
         got = _seed_cells(s, files, eta, ours, recorded(s, old, bank, files))
         if isinstance(got, str):
             if s in seeds:
