@@ -228,10 +228,18 @@ def test_each_eval_json_top_level_key_is_documented(f):
 def test_every_file_under_reports_is_listed():
     c = contract()
     listed = [c.regex(t) for t in c.files]
+    # reports/inputs/ holds the publish stage's copies under their own paths, each a dependency of
+    # that stage (documented where it is under reports/), and the examples figure it draws
+    from advgame.report.publish import EXAMPLES, INPUTS
+    deps = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["publish"]["deps"]
+    inputs = [f.relative_to(ROOT / INPUTS).as_posix() for f in (ROOT / INPUTS).rglob("*") if f.is_file()]
+    assert [f for f in inputs if f != EXAMPLES and not any(f == d or f.startswith(f"{d}/") for d in deps)] == []
     # a file under reports/runs/ is documented by its published copy (the same bytes)
     found = sorted(f.relative_to(ROOT).as_posix().replace("reports/runs/", "reports/", 1) for f in REPORTS.rglob("*")
                    if f.is_file() and not f.name.startswith(".")  # .<name>.*.tmp: an atomic write in flight
-                   and not f.is_relative_to(REPORTS / "own"))  # advgame evaluate's, not the pipeline's
+                   and not f.is_relative_to(REPORTS / "own")  # advgame evaluate's, not the pipeline's
+                   and not f.is_relative_to(ROOT / INPUTS))
+    found += sorted(f.replace("reports/runs/", "reports/", 1) for f in inputs if f.startswith("reports/"))
     assert found, "reports/ is empty"
     assert [f for f in found if not any(rx.fullmatch(f) for rx in listed)] == []
     assert [t for t in c.files if t.endswith((".json", ".csv")) and t not in c.keys] == [], \
