@@ -154,27 +154,22 @@ def test_a_scripts_code_hash_moves_with_the_modules_it_runs_and_only_those(tmp_p
         os.chdir(cwd)
 
 
-def test_a_module_left_out_of_the_code_hash_brings_no_code_into_a_stage():
-    # codehash leaves out the modules that only log, track or generate (NOT_DEPS) but follows their
-    # imports: one that imports science code would make every stage rerun when that code changes
-    # (the generator once imported report.publish for one path, and every stage's hash moved)
+
+def test_what_only_a_module_left_out_of_the_code_hash_imports_is_no_stages_code(tmp_path):
+    # the generator (left out: NOT_DEPS) imports report code; preflight, in every stage, imports the
+    # generator: that report code must not join every stage's hash, but is check_params' code
     from advgame.pipeline import codehash
 
-    root, pkg = codehash.ROOT, codehash.ROOT / "src/advgame"
-    for script in sorted((root / codehash.SCRIPTS).glob("*.py")):
-        if script.stem == "check_params":  # the generator is its code (codehash.EXTRA)
-            continue
-        todo, seen = list(codedeps.imports(script, pkg)), set()
-        while todo:  # the closure, not walking through a left-out module
-            m = todo.pop()
-            if m not in seen:
-                seen.add(m)
-                todo += [] if m in codehash.NOT_DEPS else codedeps.imports(codedeps.module_file(m, pkg), pkg)
-        assert codedeps.closure(script, pkg) - codehash.NOT_DEPS == seen - codehash.NOT_DEPS, script.name
-
-
-def test_the_generator_names_the_publish_stages_out_as_the_report_reads_it():
-    from advgame.pipeline import generator
-    from advgame.report import publish
-
-    assert generator.INPUTS == publish.INPUTS
+    pkg = make_pkg(tmp_path / "src")
+    (pkg / "pipeline").mkdir()
+    (pkg / "pipeline/__init__.py").write_text("")
+    (pkg / "pipeline/generator.py").write_text("from advgame.defenses import magnet\n")
+    (pkg / "pipeline/dvc_plots.py").write_text("")
+    (pkg / "pipeline/preflight.py").write_text("from advgame import config\nfrom advgame.pipeline import generator\n")
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages/a.py").write_text("from advgame.pipeline import preflight\n")
+    (tmp_path / "stages/check_params.py").write_text("from advgame.pipeline import preflight\n")
+    table = codehash.table(tmp_path)
+    assert "src/advgame/defenses/magnet.py" not in table["a"]["files"]
+    assert "src/advgame/pipeline/preflight.py" in table["a"]["files"]
+    assert "src/advgame/defenses/magnet.py" in table["check_params"]["files"]

@@ -103,14 +103,15 @@ def _imports(path: Path, pkg: Path, _mtime: int) -> frozenset[str]:
     return frozenset(found)
 
 
-def closure(path: Path, pkg: Path = PKG) -> set[str]:
-    """Every advgame module the file runs, transitively."""
+def closure(path: Path, pkg: Path = PKG, stop: frozenset[str] | set[str] = frozenset()) -> set[str]:
+    """Every advgame module the file runs, transitively; a module in `stop` is listed but what it
+    imports is not followed."""
     todo, seen = list(imports(path, pkg)), set()
     while todo:
         m = todo.pop()
         if m not in seen:
             seen.add(m)
-            todo += imports(module_file(m, pkg), pkg)
+            todo += [] if m in stop else imports(module_file(m, pkg), pkg)
     return seen
 
 

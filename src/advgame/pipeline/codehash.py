@@ -44,11 +44,13 @@ def sources(root: Path = ROOT) -> list[str]:
 
 
 def files(script: str, root: Path = ROOT) -> list[str]:
-    """The script plus every advgame module it runs (transitively), less NOT_DEPS."""
-    path, pkg = root / script, root / "src/advgame"
-    mods = codedeps.closure(path, pkg) if path.exists() else set()
+    """The script plus every advgame module it runs (transitively), less NOT_DEPS and what only they
+    import (the generator's imports are check_params' code, through EXTRA, not every stage's)."""
+    pkg, extra = root / "src/advgame", EXTRA.get(Path(script).stem, ())
+    mods = set().union(*(codedeps.closure(root / f, pkg, stop=NOT_DEPS)
+                         for f in [script, *extra] if (root / f).exists()))
     found = {str(codedeps.module_file(m, pkg).relative_to(root)) for m in mods - NOT_DEPS}
-    return [script, *sorted(found | set(EXTRA.get(Path(script).stem, ())))]
+    return [script, *sorted(found | set(extra))]
 
 
 def key(script: str) -> str:
