@@ -206,7 +206,7 @@ def test_an_experiment_lacking_only_a_later_stage_is_refreshed_not_retrained(mon
     monkeypatch.setattr(seeds, "targets", lambda: ["eval-a", "headline"])
     monkeypatch.setattr(seeds, "eval_stages", lambda: ["eval-a"])
     monkeypatch.setattr(seeds, "_done", lambda s, stages: stages == ["eval-a"])  # evals: this code
-    monkeypatch.setattr(seeds, "_git", lambda *a: "")  # a clean workspace
+    monkeypatch.setattr(seeds, "_git", lambda *a, **k: "")  # a clean workspace
     monkeypatch.setattr(seeds, "exp_ref", lambda s: f"refs/exps/ab/cd/seed-{s}")
     monkeypatch.setattr(seeds, "collect", lambda p, s: collected.append(list(s)))
     monkeypatch.setattr(seeds, "_sh", _fake_sh(calls))
@@ -224,7 +224,7 @@ def test_an_experiment_lacking_only_a_later_stage_is_refreshed_not_retrained(mon
     with pytest.raises(UserError):
         seeds.run(config.parse({}), [1], poll=0)
     assert calls[-4:] == [("dvc", "exp", "rename", "seed-1-old", "seed-1"), *back]
-    monkeypatch.setattr(seeds, "_git", lambda *a: " M params.yaml\n")  # never over uncommitted work
+    monkeypatch.setattr(seeds, "_git", lambda *a, **k: " M params.yaml\n")  # never over uncommitted work
     with pytest.raises(UserError, match="uncommitted"):
         seeds.run(config.parse({}), [1], poll=0)
 
@@ -379,6 +379,8 @@ def test_collect_takes_each_seed_where_it_ran_and_keeps_recorded_seeds_of_this_c
         if a[0] != "show":
             return "abcdef1234"
         ref, f = a[1].split(":", 1)
+        if ref == "abcd":  # the experiments' baseline commit (refs/exps/ab/cd/...): this study at seed 0
+            return yaml.safe_dump(_lock({"eval-a": 0, "eval-b": 0, "table5-a": 0}))
         if f.startswith(("reports/table5/", "reports/runs/")):  # DVC outputs, not in git
             return ""
         obj = exps[int(ref.rsplit("-", 1)[1])][f]

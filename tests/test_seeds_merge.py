@@ -24,7 +24,7 @@ def _old(code1: dict[str, dict]) -> dict:
     """seeds.json with seeds 0 and 1 of defenders a and b, seed 1's code as given."""
     runs = [{"a": {"pgd": {"0.3": 0.5, "0.4": 0.7}}, "b": {"pgd": {"0.3": 0.9}}},
             {"a": {"pgd": {"0.3": 0.6, "0.4": 0.8}}, "b": {"pgd": {"0.3": 0.95}}}]
-    return {**seedstats.summarise(runs, [0, 1]), "eta": "0.3", "sources": {"0": "workspace", "1": "refs/exps/x/seed-1 (ab)"},
+    return {**seedstats.summarise(runs, [0, 1]), "eta": "0.3", "sources": {"0": "workspace", "1": "refs/exps/ab/x1/seed-1 (ab)"},
             "code": {"1": code1}}
 
 
@@ -44,13 +44,27 @@ def test_a_banked_record_goes_over_the_files_defender_by_defender():
     banked = {"code": {"eval-b": {"h": "1"}}, "cells": {"b": {"pgd": {"0.3": 0.85}}}, "source": "refs/exps/y/seed-1 (cd)"}
     rec = seedstats.union(old, banked, FILES)
     assert set(rec["code"]) == set(now) and rec["cells"]["a"] == old["cells"]["a"] and rec["cells"]["b"] == banked["cells"]["b"]
-    assert rec["source"] == "refs/exps/y/seed-1 (cd) + refs/exps/x/seed-1 (ab)"
+    assert rec["source"] == "refs/exps/y/seed-1 (cd) + refs/exps/ab/x1/seed-1 (ab)"
     again = seedstats.union(rec, {**banked, "code": {"eval-a": {"h": "2"}}, "cells": {"a": {"pgd": {"0.3": 0.1}}}}, FILES)
     assert again["cells"]["a"] == {"pgd": {"0.3": 0.1}} and "table5-a" not in again["code"]  # a, replaced whole
     assert seedstats.union(seedstats.record({}, 1), banked, FILES) == banked
 
 
+def _git(exp: dict | None = None):
+    """git for a workspace whose seed experiments' baseline commits (named in their refs) hold this
+    study's dvc.lock at seed 0, and, given `exp`, experiment seed-1's files."""
+    def git(*a, ok=False):
+        if a[0] != "show":
+            return "fedcba9876"
+        rev, f = a[1].split(":", 1)
+        if not rev.startswith("refs/"):
+            return yaml.safe_dump(_lock({s: 0 for s in FILES})) if f == "dvc.lock" else ""
+        return yaml.safe_dump(exp[f]) if f.endswith((".lock", ".yaml")) else json.dumps(exp[f])
+    return git
+
+
 def _workspace(tmp_path, monkeypatch, code1):
+    monkeypatch.setattr(seeds, "_git", _git())
     monkeypatch.chdir(tmp_path)
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {s: {} for s in [*FILES, "headline"]}}))
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump(_lock({s: 0 for s in FILES})))
@@ -64,7 +78,7 @@ def _workspace(tmp_path, monkeypatch, code1):
 
 
 def test_a_seeds_next_experiment_runs_only_what_the_file_does_not_keep(tmp_path, monkeypatch):
-    ours = seeds._code_md5(_lock({"eval-a": 0}), "eval-a")
+    ours = seeds.code_md5(_lock({"eval-a": 0}), "eval-a")
     _workspace(tmp_path, monkeypatch, {"eval-a": ours, "table5-a": ours})  # seed 1: a's stages (paper scope)
     every = ["eval-a", "table5-a", "eval-b", "headline"]
     assert seeds.still_to_run(1, every) == ["eval-b"]  # no headline: it would rerun every evaluation
@@ -78,18 +92,12 @@ def _experiment_of_b(monkeypatch):
     """Experiment seed-1 here: it ran defender b only (0.85), a's stages are the baseline commit's."""
     exp = {"dvc.lock": _lock({"eval-a": 0, "table5-a": 0, "eval-b": 1}), "params.yaml": {"run": {"seed": 1}},
            "reports/eval/b.json": {"results": {"pgd": {"0.3": {"error": 0.85}}}}}
-
-    def git(*a, ok=False):
-        if a[0] != "show":
-            return "fedcba9876"
-        obj = exp[a[1].split(":", 1)[1]]
-        return yaml.safe_dump(obj) if a[1].endswith((".lock", ".yaml")) else json.dumps(obj)
-    monkeypatch.setattr(seeds, "_git", git)
+    monkeypatch.setattr(seeds, "_git", _git(exp))
     monkeypatch.setattr(seeds, "exp_ref", lambda s: "refs/exps/ef/gh/seed-1")
 
 
 def test_collect_merges_an_experiment_with_the_stages_the_file_keeps_of_its_seed(tmp_path, monkeypatch):
-    ours = seeds._code_md5(_lock({"eval-a": 0}), "eval-a")
+    ours = seeds.code_md5(_lock({"eval-a": 0}), "eval-a")
     _workspace(tmp_path, monkeypatch, {"eval-a": ours, "table5-a": ours})
     _experiment_of_b(monkeypatch)
     obj = seeds.collect(config.parse({}), [1])
@@ -97,7 +105,7 @@ def test_collect_merges_an_experiment_with_the_stages_the_file_keeps_of_its_seed
     assert obj["defenders"]["a"]["pgd"]["0.4"]["per_seed"] == [0.7, 0.8]
     assert obj["defenders"]["b"]["pgd"]["0.3"]["per_seed"] == [0.9, 0.85]  # the new experiment's
     assert set(obj["code"]["1"]) == {"eval-a", "table5-a", "eval-b"}
-    assert obj["sources"]["1"] == "refs/exps/ef/gh/seed-1 (fedcba9876) + 2 stages kept from refs/exps/x/seed-1 (ab)"
+    assert obj["sources"]["1"] == "refs/exps/ef/gh/seed-1 (fedcba9876) + 2 stages kept from refs/exps/ab/x1/seed-1 (ab)"
     # collected again, the merged file keeps both parts while their code is this code
     monkeypatch.setattr(seeds, "exp_ref", lambda s: (_ for _ in ()).throw(seeds.UserError("none")))
     again = seeds.collect(config.parse({}), [])
@@ -121,7 +129,7 @@ def test_a_command_that_leaves_a_process_behind_returns_with_its_output():
 
 
 def test_a_banked_seed_leaves_seeds_json_alone_and_collect_merges_it(tmp_path, monkeypatch):
-    ours = seeds._code_md5(_lock({"eval-a": 0}), "eval-a")
+    ours = seeds.code_md5(_lock({"eval-a": 0}), "eval-a")
     _workspace(tmp_path, monkeypatch, {"eval-a": ours, "table5-a": ours})  # seed 1: a's stages
     before = (tmp_path / "reports/seeds.json").read_text()
     _experiment_of_b(monkeypatch)
@@ -151,7 +159,7 @@ def test_run_with_bank_banks_instead_of_collecting(monkeypatch):
 
 
 def test_collect_reads_the_publish_stages_copy_in_a_clone_without_dvcs_cache(tmp_path, monkeypatch):
-    ours = seeds._code_md5(_lock({"eval-a": 0}), "eval-a")
+    ours = seeds.code_md5(_lock({"eval-a": 0}), "eval-a")
     _workspace(tmp_path, monkeypatch, {"eval-a": ours, "table5-a": ours})
     copy = tmp_path / seeds.INPUTS / "reports/table5/a.json"  # Table 5's file is in DVC's cache: git has its copy
     copy.parent.mkdir(parents=True)

@@ -21,7 +21,8 @@ judged on the same test images by the same attacks, so the spread is training ra
 
 The main run (the workspace's results) is the first seed of the file. A seed counts for the
 stages that ran at its run.seed (seed_stages), and only if each ran the workspace's code (its
-script's code hash in the experiment's dvc.lock equals the workspace's); otherwise `collect`
+script's code hash in the experiment's dvc.lock equals the workspace's) and rests on nothing run
+otherwise (seedscope.ran_otherwise: upstream stages of other params or code); else `collect`
 stops and says which to rerun. The file records each seed's code per stage, so a clone without
 the experiments (git refs DVC keeps locally) keeps the stages whose code is still this code, and
 `run` leaves them out of the seed's experiment (still_to_run): a seed's paper-scope stages from
@@ -43,9 +44,9 @@ import yaml
 
 from advgame import UserError, config
 from advgame.names import SEEDS, run_path
-from advgame.pipeline import codehash, warm
-from advgame.pipeline.seedscope import (PAPER_DEFENDERS, eval_stages, measured,  # noqa: F401  (seeds.PAPER_DEFENDERS)
-                                        paper_defenders, seed_stages, targets)
+from advgame.pipeline import warm
+from advgame.pipeline.seedscope import (PAPER_DEFENDERS, checked, code_md5, eval_stages,  # noqa: F401  (seeds.PAPER_DEFENDERS)
+                                        measured, paper_defenders, ran_otherwise, seed_stages, targets)
 from advgame.pipeline.seedstats import cells, kept, load_or_empty, other_seeds, read_cells, recorded, summarise  # noqa: F401  (seeds.cells, seeds.summarise)
 from advgame.report.publish import INPUTS
 
@@ -114,22 +115,17 @@ def commits_back(minimum: int = 3) -> int:
     return max([minimum, *counts])
 
 
-def _code_md5(lock: dict, stage: str) -> dict[str, str]:
-    """The code a stage ran: its code hash (pipeline.codehash), or each source file's md5 in a
-    dvc.lock from before codehash.json."""
-    entry = lock["stages"].get(stage, {})
-    code = {f"{codehash.FILE}:{k}": v for k, v in entry.get("params", {}).get(codehash.FILE, {}).items()}
-    return code | {d["path"]: d.get("md5") for d in entry.get("deps", []) if d["path"].startswith(("src/", "stages/"))}
-
-
 def check_same_code(ref: str, seed: int, stages: list[str]) -> dict:
     """Refuse an experiment whose `stages` ran other code than the workspace's; its dvc.lock."""
     theirs = yaml.safe_load(_git("show", f"{ref}:dvc.lock"))
     ours = yaml.safe_load(Path("dvc.lock").read_text())
-    stale = [s for s in stages if _code_md5(theirs, s) != _code_md5(ours, s)]
+    stale = [s for s in stages if code_md5(theirs, s) != code_md5(ours, s)]
     if stale:
         raise UserError(f"experiment {exp_name(seed)} ran other code than the workspace in "
                         f"{', '.join(stale)}: rerun `python -m advgame.pipeline.seeds run --seeds {seed}`")
+    if other := sorted({u for s in stages for u in ran_otherwise(theirs, ours, s)}):
+        raise UserError(f"experiment {exp_name(seed)} rests on stages it ran with other params or code than the "
+                        f"workspace's ({', '.join(other)}): rerun `python -m advgame.pipeline.seeds run --seeds {seed}`")
     params = yaml.safe_load(_git("show", f"{ref}:params.yaml"))
     if params["run"]["seed"] != seed:
         raise UserError(f"{ref} has run.seed {params['run']['seed']}, not {seed}")
@@ -191,7 +187,7 @@ def _seed_cells(s: int, files: dict, eta: str, ours: dict, rec: dict) -> tuple[d
     """(cells, source, code per stage) of seed `s`, or why it cannot count: its experiment's stages,
     and those its record (`recorded`: an experiment of another scope or clone) holds that still run
     this code and that the experiment did not run (seedstats.kept)."""
-    was, kept_code, left = kept(rec, files, {st: _code_md5(ours, st) for st in files})
+    was, kept_code, left = kept(checked(rec, ours, _show), files, {st: code_md5(ours, st) for st in files})
     was_source = rec["source"]
     try:
         ref = exp_ref(s)
@@ -220,7 +216,11 @@ def _seed_cells(s: int, files: dict, eta: str, ours: dict, rec: dict) -> tuple[d
     if extra:  # e.g. a seed's paper-scope experiment, run in another clone, and its other defenders here
         cells_ |= {d: v for d, v in was.items() if d not in mine}
         source += f" + {len(extra)} stages kept from {was_source}"
-    return cells_, source, {st: _code_md5(theirs, st) for st in ran} | extra
+    return cells_, source, {st: code_md5(theirs, st) for st in ran} | extra
+
+
+def _show(rev: str, path: str) -> str:
+    return _git("show", f"{rev}:{path}", ok=True)
 
 
 def _read_at(ref: str, path: str) -> str:
@@ -311,7 +311,7 @@ def still_to_run(seed: int, stages: list[str], out: str = OUT) -> list[str]:
     clones; the headline stage (it reads every evaluation) goes too when any stage is kept."""
     files, ours = measured(), yaml.safe_load(Path("dvc.lock").read_text())
     rec = recorded(seed, load_or_empty(out), load_or_empty(BANK), files)
-    _, good, _ = kept(rec, files, {st: _code_md5(ours, st) for st in files})
+    _, good, _ = kept(checked(rec, ours, _show), files, {st: code_md5(ours, st) for st in files})
     rest = [st for st in stages if st not in good]
     if len(rest) < len(stages):
         print(f"seeds: {exp_name(seed)}: {len(stages) - len(rest)} stages recorded at this code ({out}, {BANK})", flush=True)

@@ -1,12 +1,14 @@
-"""What a seed experiment (advgame.pipeline.seeds) targets, read from dvc.yaml, and which stages
-of an experiment's dvc.lock ran at its seed."""
+"""What a seed experiment (advgame.pipeline.seeds) targets, read from dvc.yaml, which stages
+of an experiment's dvc.lock ran at its seed, and whether what they rest on is this study's."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
 
 from advgame import config
+from advgame.pipeline import codehash
 from advgame.names import ablation_path, eval_path, final_defenders, round_model, table5_path
 
 
@@ -54,3 +56,69 @@ def seed_stages(lock: dict, seed: int, stages: list[str]) -> list[str]:
         if entry is not None and entry.get("params", {}).get("params.yaml", {}).get("run.seed", seed) == seed:
             out.append(s)
     return out
+
+
+def upstream(lock: dict, stage: str) -> list[str]:
+    """`stage` and every stage of `lock` (a dvc.lock) whose outputs it reads, directly or not."""
+    stages = lock["stages"]
+    made = {o["path"].rstrip("/"): s for s, e in stages.items() for o in e.get("outs", [])}
+    seen, todo = set(), [stage]
+    while todo:
+        s = todo.pop()
+        if s in seen or s not in stages:
+            continue
+        seen.add(s)
+        for d in (d["path"].rstrip("/") for d in stages[s].get("deps", [])):
+            todo += [st for out, st in made.items() if d == out or d.startswith(out + "/") or out.startswith(d + "/")]
+    return sorted(seen)
+
+
+def _settings(entry: dict) -> tuple:
+    """What a dvc.lock entry ran, its training seed aside: the command, the params (code hashes
+    included: codehash.json is a params file) but run.seed, the md5 of any source file it lists."""
+    params = {}
+    for f, kv in entry.get("params", {}).items():
+        kv = {k: v for k, v in kv.items() if k != "run.seed"}
+        if isinstance(kv.get("run"), dict):
+            kv["run"] = {k: v for k, v in kv["run"].items() if k != "seed"}
+        params[f] = kv
+    return (entry.get("cmd"), params,
+            {d["path"]: d.get("md5") for d in entry.get("deps", []) if d["path"].startswith(("src/", "stages/"))})
+
+
+def ran_otherwise(theirs: dict, ours: dict, stage: str) -> list[str]:
+    """The stages `stage` rests on (itself and its upstream in `ours`, a dvc.lock) that another run
+    (`theirs`, its dvc.lock) lacks or ran with another command, code or params than `ours`, run.seed
+    aside, without ending in the same outputs: [] where that run's `stage` is this study's at
+    another training seed. A changed training budget, attack budget or training code upstream thus
+    counts, not only the stage's own code."""
+    t, o = theirs.get("stages", {}), ours["stages"]
+    outs = lambda e: {x["path"]: x.get("md5") for x in e.get("outs", [])}  # noqa: E731
+    return [s for s in upstream(ours, stage)
+            if s not in t or (_settings(t[s]) != _settings(o[s]) and (not outs(o[s]) or outs(t[s]) != outs(o[s])))]
+
+
+def baselines(source: str) -> list[str]:
+    """The commits a seed's experiments ran from, read from its source in names.SEEDS: DVC names an
+    experiment's ref after its baseline commit (refs/exps/<2 hex>/<38 hex>/<name>)."""
+    return ["".join(m) for m in re.findall(r"refs/exps/(\w+)/(\w+)/", source)]
+
+
+def code_md5(lock: dict, stage: str) -> dict[str, str]:
+    """The code a stage ran: its code hash (pipeline.codehash), or each source file's md5 in a
+    dvc.lock from before codehash.json."""
+    entry = lock["stages"].get(stage, {})
+    code = {f"{codehash.FILE}:{k}": v for k, v in entry.get("params", {}).get(codehash.FILE, {}).items()}
+    return code | {d["path"]: d.get("md5") for d in entry.get("deps", []) if d["path"].startswith(("src/", "stages/"))}
+
+
+def checked(rec: dict, ours: dict, show) -> dict:
+    """A seed's record (seedstats.recorded) with each stage its experiments ran on other params or
+    code upstream (ran_otherwise against the dvc.lock of each baseline commit its source names: an
+    experiment is its baseline at another run.seed) marked as other code, so that seedstats.kept
+    leaves it out; every stage where `show(rev, path)` (git) lacks a baseline's dvc.lock."""
+    texts = [show(b, "dvc.lock") for b in baselines(rec["source"])]
+    locks = [lock for t in texts if t and isinstance(lock := yaml.safe_load(t), dict) and "stages" in lock]
+    off = {st for st in rec["code"] if not texts or len(locks) < len(texts)
+           or any(ran_otherwise(lock, ours, st) for lock in locks)}
+    return {**rec, "code": {st: {"ran otherwise upstream": True} if st in off else c for st, c in rec["code"].items()}}
