@@ -139,7 +139,7 @@ class Tracker:
         self.mlflow = mlflow
         self.client = mlflow.MlflowClient()
         self.uri = mlflow.get_tracking_uri()
-        self._close_stale_runs(exp_id, stage)
+        self._close_stale_runs(exp_id)
         exp_name = os.environ.get("DVC_EXP_NAME", "")
         common = {"mlflow.user": getpass.getuser(), "mlflow.source.git.commit": tags.get("advgame.git_commit", ""),
                   **({"advgame.dvc_exp": exp_name} if exp_name else {})}
@@ -158,14 +158,15 @@ class Tracker:
         for i in range(0, len(batch), 100):
             self.client.log_batch(run_id, params=batch[i:i + 100])
 
-    def _close_stale_runs(self, exp_id: str, stage: str) -> None:
-        """A run of this stage still RUNNING whose process is gone (killed, -9) is marked KILLED:
-        DVC never runs one stage twice at once in a workspace, and a queue worker elsewhere is
-        still alive, so it is left alone."""
-        stale = self.client.search_runs([exp_id], f"tags.`advgame.stage` = '{stage}' and attributes.status = 'RUNNING'",
-                                        max_results=50)
+    def _close_stale_runs(self, exp_id: str) -> None:
+        """A stage's run still RUNNING whose process on this host is gone (killed, -9, a session
+        that ended) is marked KILLED and its pipeline run FAILED, by whichever stage opens next,
+        not only a rerun of that stage: a killed stage whose outputs were put back (`dvc
+        checkout`, the run cache) never reruns. A run of another host, or of a live process (a
+        queue worker beside this one), is left alone."""
+        stale = self.client.search_runs([exp_id], "attributes.status = 'RUNNING'", max_results=200)
         for r in stale:
-            if not _process_alive(r.data.tags.get("advgame.owner")):
+            if r.data.tags.get("advgame.stage", "pipeline") != "pipeline" and not _process_alive(r.data.tags.get("advgame.owner")):
                 self.client.set_terminated(r.info.run_id, "KILLED")
                 parent = r.data.tags.get("mlflow.parentRunId")
                 if parent:
