@@ -42,7 +42,7 @@ class Browser:
     def __init__(self, width: int = 1400, height: int = 900):
         import os
 
-        self.profile = tempfile.TemporaryDirectory()
+        self.profile = tempfile.TemporaryDirectory(ignore_cleanup_errors=True)  # Chromium's helpers may still write
         to_chrome_r, self._w = os.pipe()
         self._r, from_chrome_w = os.pipe()
         self.proc = subprocess.Popen(
@@ -82,16 +82,13 @@ class Browser:
     def js(self, expression: str):
         return self.call("Runtime.evaluate", expression=expression, returnByValue=True).get("result", {}).get("value")
 
-    def shot(self, url: str, out: Path, ready: str, then: str = "", timeout: float = 90) -> None:
-        """`ready`: text the page shows once its data arrived (the UI fetches after first paint)."""
+    def shot(self, url: str, out: Path, ready: str, then: str = "", shows: str = "", timeout: float = 90) -> None:
+        """`ready`: text the page shows once its data arrived (the UI fetches after first paint);
+        `then`: script run after that; `shows`: text the page must show after it."""
         import base64
 
         self.call("Page.navigate", url=url)
-        deadline = time.monotonic() + timeout
-        while not self.js(f"document.body && document.body.innerText.includes({json.dumps(ready)})"):
-            if time.monotonic() > deadline:
-                raise SystemExit(f"ui-check: {url} never showed '{ready}' within {timeout:.0f} s")
-            time.sleep(1)
+        self._wait(url, ready, timeout)
         time.sleep(3)  # charts and tables finish drawing
         for _ in range(3):  # first-visit pop-ups (feature tours, the assistant panel) hide the page
             self.js(DISMISS)
@@ -99,10 +96,20 @@ class Browser:
         if then:
             self.js(then)
             time.sleep(3)
+        if shows:
+            self._wait(url, shows, timeout)
+            time.sleep(2)
         data = self.call("Page.captureScreenshot", format="png")["data"]
         out.write_bytes(base64.b64decode(data))
         if not looks_rendered(out):
             raise SystemExit(f"ui-check: {out} is blank: the UI did not render {url}")
+
+    def _wait(self, url: str, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.js(f"document.body && document.body.innerText.includes({json.dumps(text)})"):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"ui-check: {url} never showed '{text}' within {timeout:.0f} s")
+            time.sleep(1)
 
     def close(self) -> None:
         self.proc.terminate()
@@ -124,6 +131,13 @@ EXPAND = """(() => { let n = 0;
   for (const b of document.querySelectorAll('button[data-component-id*="runnamecellrenderer"]')) {
     b.click(); n++; }
   return n; })()"""
+
+# the run page lists its metrics' charts in sections, the stage's training summary first: the
+# search box keeps the charts of one metric (React reads the input through its value setter)
+SEARCH = """(m => { const i = document.querySelector('input[placeholder*="Search metric"]');
+  if (!i) return false;
+  Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set.call(i, m);
+  i.dispatchEvent(new Event('input', {bubbles: true})); return true; })"""
 
 # clicks what closes a pop-up: "Got it" / "Close" buttons and close icons (not links or tabs)
 DISMISS = """(() => { const hit = [];
@@ -186,15 +200,16 @@ def main(argv: list[str] | None = None) -> None:
     try:
         wait_ready(base, proc) if proc else None
         eid, rid = exp.experiment_id, run.info.run_id
-        pages = {  # file: (page, what it shows once loaded)
-            "ui-runs.png": (f"{base}/#/experiments/{eid}/runs", "pipeline"),
-            "ui-metric.png": (f"{base}/#/experiments/{eid}/runs/{rid}/model-metrics", metric),
-            "ui-models.png": (f"{base}/#/models", "advgame-"),
+        pages = {  # file: (page, what it shows once loaded, script then run, what it then shows)
+            "ui-runs.png": (f"{base}/#/experiments/{eid}/runs", "pipeline", EXPAND, ""),
+            "ui-metric.png": (f"{base}/#/experiments/{eid}/runs/{rid}/model-metrics", "Model metrics",
+                              f"{SEARCH}({json.dumps(metric)})", metric),
+            "ui-models.png": (f"{base}/#/models", "advgame-", "", ""),
         }
         browser = Browser()
         try:
-            for name, (url, ready) in pages.items():
-                browser.shot(url, out / name, ready, then=EXPAND if name == "ui-runs.png" else "")
+            for name, (url, ready, then, shows) in pages.items():
+                browser.shot(url, out / name, ready, then=then, shows=shows)
                 print(f"ui-check: {out / name}  <- {url} ({a.defender}: {metric})")
         finally:
             browser.close()
