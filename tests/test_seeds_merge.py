@@ -170,3 +170,28 @@ def test_collect_reads_the_publish_stages_copy_in_a_clone_without_dvcs_cache(tmp
     copy.unlink()
     with pytest.raises(seeds.UserError, match="no main run here"):
         seeds.collect(config.parse({}), [])
+
+
+def test_a_task_left_running_by_a_killed_worker_is_cleared_before_queueing(monkeypatch):
+    # a session that ends kills the queue's worker, not its record: the task stays "Running", and
+    # `run`, which waits while anything runs, would wait for it forever
+    stale = ("Task     Name    Created    Status\na8eed34  seed-4  11:01 AM   Running\n"
+             "4713f90  seed-4  12:30 PM   Failed\n\nWorker status: 0 active, 0 idle\n")
+    assert seeds.stale_tasks(stale) == ["a8eed34"]
+    assert seeds.stale_tasks(stale.replace("0 active", "1 active")) == []  # a live worker's task is running
+    calls = []
+
+    def sh(*cmd, ok=False, env=None):
+        calls.append(cmd)
+        out = {("queue", "status"): stale if len(calls) == 1 else "seed-4  Success\n"}.get(cmd[1:3], "")
+        return type("R", (), {"stdout": out})()
+    monkeypatch.setattr(seeds, "_sh", sh)
+    monkeypatch.setattr(seeds, "targets", lambda **k: ["eval-a"])
+    monkeypatch.setattr(seeds, "still_to_run", lambda s, stages: stages)
+    monkeypatch.setattr(seeds, "_done", lambda s, stages: False)
+    monkeypatch.setattr(seeds, "bank", lambda p, s: None)
+    monkeypatch.setattr(seeds.warm, "server", lambda: __import__("contextlib").nullcontext(None))
+    seeds.run(config.parse({}), [4], poll=0, banked=True)
+    assert calls[:3] == [("dvc", "queue", "status"), ("dvc", "queue", "kill", "a8eed34"),
+                         ("dvc", "queue", "remove", "--all")]
+    assert ("dvc", "queue", "start", "-j", "1") in calls

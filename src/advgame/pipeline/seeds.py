@@ -45,16 +45,15 @@ import yaml
 from advgame import UserError, config
 from advgame.names import SEEDS, run_path
 from advgame.pipeline import warm
-from advgame.pipeline.seedscope import (PAPER_DEFENDERS, checked, code_md5, eval_stages,  # noqa: F401  (seeds.PAPER_DEFENDERS)
-                                        measured, paper_defenders, ran_otherwise, seed_stages, targets)
+from advgame.pipeline.seedscope import (PAPER_DEFENDERS, checked, clear_queue, code_md5, eval_stages,  # noqa: F401
+                                        measured, paper_defenders, ran_otherwise, seed_stages, stale_tasks, targets)
 from advgame.pipeline.seedstats import cells, kept, load_or_empty, other_seeds, read_cells, recorded, summarise  # noqa: F401  (seeds.cells, seeds.summarise)
 from advgame.report.publish import INPUTS
 
 OUT = SEEDS
 
 
-def training_seed_keys(p: config.Params) -> list[str]:
-    """The params a seed experiment sets: `run.seed` alone (config.derive_seeds; data.seed stays)."""
+def training_seed_keys(p: config.Params) -> list[str]:  # run.seed alone (config.derive_seeds; data.seed stays)
     return ["run.seed"]
 
 
@@ -339,6 +338,7 @@ def run(p: config.Params, seeds: list[int], poll: float = 120.0, force: bool = F
     if not todo:
         finish(p, seeds)
         return
+    clear_queue(_sh)
     for s in todo:
         _sh("dvc", "exp", "remove", exp_name(s), ok=True)
         _sh(*queue_command(p, s, plan[s]))

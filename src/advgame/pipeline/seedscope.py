@@ -122,3 +122,20 @@ def checked(rec: dict, ours: dict, show) -> dict:
     off = {st for st in rec["code"] if not texts or len(locks) < len(texts)
            or any(ran_otherwise(lock, ours, st) for lock in locks)}
     return {**rec, "code": {st: {"ran otherwise upstream": True} if st in off else c for st, c in rec["code"].items()}}
+
+
+def clear_queue(sh) -> None:
+    """Before queueing: stale_tasks killed (they become Failed) and every finished task removed, so
+    that `dvc queue status` lists only what this run queues. `sh`: seeds._sh."""
+    for task in stale_tasks(sh("dvc", "queue", "status", ok=True).stdout):
+        sh("dvc", "queue", "kill", task, ok=True)
+    sh("dvc", "queue", "remove", "--all", ok=True)
+
+
+def stale_tasks(status: str) -> list[str]:
+    """The tasks `dvc queue status` lists as Running while no worker is active: a worker killed with
+    its session (a machine's session boundary kills processes, not the queue's record of them)
+    leaves its task Running for good, and `run` would wait for it forever."""
+    if not re.search(r"Worker status: 0 active", status):
+        return []
+    return [p[0] for p in (line.split() for line in status.splitlines()) if len(p) >= 3 and p[-1] == "Running"]
