@@ -117,7 +117,9 @@ run_stage(sys.argv[2] if len(sys.argv) > 2 else "slow", body, sections=["run"])
 """
 
 
-def test_kill_9_then_rerun_leaves_no_running_run(store, tmp_path):
+def test_kill_9_then_any_stage_that_runs_leaves_no_running_run(store, tmp_path):
+    # not only the killed stage's rerun: `dvc checkout` (or the run cache) may put its outputs back,
+    # and then only other stages ever run after it
     (tmp_path / "slow.py").write_text(SLOW_STAGE)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     env.pop("ADVGAME_PIPELINE_ID")  # as under dvc: each process's own pipeline id
@@ -129,29 +131,10 @@ def test_kill_9_then_rerun_leaves_no_running_run(store, tmp_path):
     exp = store[1].get_experiment_by_name(tracking.EXPERIMENT)
     running = store[1].search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
     assert {r.data.tags["advgame.stage"] for r in running} == {"slow", "pipeline"}
-    r = subprocess.run([sys.executable, "slow.py", "ok"], cwd=tmp_path, env=env, capture_output=True,
+    r = subprocess.run([sys.executable, "slow.py", "ok", "other"], cwd=tmp_path, env=env, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     runs = store[1].search_runs([exp.experiment_id], "")
     assert not [x for x in runs if x.info.status == "RUNNING"]
     by_status = sorted((x.data.tags["advgame.stage"], x.info.status) for x in runs)
-    assert by_status == [("pipeline", "FAILED"), ("pipeline", "FINISHED"), ("slow", "FINISHED"),
-                         ("slow", "KILLED")]
-
-
-def test_a_killed_stage_that_never_reruns_is_closed_by_the_next_stage_that_runs(store, tmp_path):
-    # `dvc checkout` (or the run cache) puts a killed stage's outputs back: only another stage runs next
-    (tmp_path / "slow.py").write_text(SLOW_STAGE)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    env.pop("ADVGAME_PIPELINE_ID")
-    p = subprocess.Popen([sys.executable, "slow.py", "hang"], cwd=tmp_path, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert p.stdout.readline().strip() == "working"
-    os.kill(p.pid, signal.SIGKILL)
-    p.wait()
-    r = subprocess.run([sys.executable, "slow.py", "ok", "other"], cwd=tmp_path, env=env, capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    exp = store[1].get_experiment_by_name(tracking.EXPERIMENT)
-    by_status = sorted((x.data.tags["advgame.stage"], x.info.status) for x in store[1].search_runs([exp.experiment_id], ""))
     assert by_status == [("other", "FINISHED"), ("pipeline", "FAILED"), ("pipeline", "FINISHED"), ("slow", "KILLED")]
