@@ -191,6 +191,24 @@ def test_the_code_stage_depends_on_every_source_and_writes_every_scripts_hash():
     assert {Path(s).stem for s in scripts} <= set(codehash.table())
 
 
+def test_the_code_hashes_and_the_code_stages_lock_entry_are_the_sources():
+    # a source edited without `dvc repro code` leaves codehash.json or dvc.lock behind the code: a
+    # fresh clone's `dvc status` would show a modified dependency and the committed results would
+    # claim code they did not run
+    import hashlib
+    import json
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    assert json.loads((root / codehash.FILE).read_text()) == codehash.table(), "codehash.json: run `dvc repro code`"
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]["code"]
+    stale = [d["path"] for d in lock["deps"] if hashlib.md5((root / d["path"]).read_bytes()).hexdigest() != d["md5"]
+             ] if all((root / d["path"]).exists() for d in lock["deps"]) else ["a source file the lock lists is gone"]
+    assert not stale and {d["path"] for d in lock["deps"]} == set(codehash.sources()), \
+        f"dvc.lock's code stage is behind the sources ({stale[:3]}): run `dvc repro code`"
+
+
 def test_every_stage_declares_its_stage_report():
     # run_stage writes reports/stages/<stage>.json: an undeclared output is invisible to DVC
     # (`code` hashes files: no run_stage, no torch)
