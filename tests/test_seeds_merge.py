@@ -193,5 +193,5 @@ def test_a_task_left_running_by_a_killed_worker_is_cleared_before_queueing(monke
     monkeypatch.setattr(seeds.warm, "server", lambda: __import__("contextlib").nullcontext(None))
     seeds.run(config.parse({}), [4], poll=0, banked=True)
     assert calls[:3] == [("dvc", "queue", "status"), ("dvc", "queue", "kill", "a8eed34"),
-                         ("dvc", "queue", "remove", "--all")]
+                         ("dvc", "queue", "remove", "--success", "--failed")]  # a queued task stays
     assert ("dvc", "queue", "start", "-j", "1") in calls

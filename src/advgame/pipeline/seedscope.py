@@ -125,11 +125,11 @@ def checked(rec: dict, ours: dict, show) -> dict:
 
 
 def clear_queue(sh) -> None:
-    """Before queueing: stale_tasks killed (they become Failed) and every finished task removed, so
-    that `dvc queue status` lists only what this run queues. `sh`: seeds._sh."""
+    """Before queueing: stale_tasks killed (they become Failed) and every finished task removed
+    (not a queued one), so that `dvc queue status` lists only what runs. `sh`: seeds._sh."""
     for task in stale_tasks(sh("dvc", "queue", "status", ok=True).stdout):
         sh("dvc", "queue", "kill", task, ok=True)
-    sh("dvc", "queue", "remove", "--all", ok=True)
+    sh("dvc", "queue", "remove", "--success", "--failed", ok=True)
 
 
 def stale_tasks(status: str) -> list[str]:
