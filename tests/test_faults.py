@@ -278,7 +278,7 @@ def test_a_defender_valid_but_not_built_names_a_stage_that_exists(tmp_path, caps
 TINY = {
     "study": {"defenders": ["baseline", "catmouse"]},
     "run": {"device": "cpu", "threads": 1},
-    "data": {"train_n": 300, "val_n": 100},
+    "data": {"test_fraction": 0.04, "train_n": 300, "val_n": 100},
     "catmouse": {"rounds": 1, "matrix_rounds": [0, 1]},
     "game": {"gamma_sweep": []},
     "table5": {"etas": []},

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"study": {"defenders": ["baseline"]}, "run": {"device": "cpu", "threads": 1},
-        "data": {"train_n": 200, "val_n": 100}, "baseline": {"epochs": 2, "batch": 64, "lr": 0.002}}
+        "data": {"test_fraction": 0.04, "train_n": 200, "val_n": 100}, "baseline": {"epochs": 2, "batch": 64, "lr": 0.002}}
 REGISTER = """
 from advgame import config
 from advgame.pipeline import tracking

@@ -17,7 +17,7 @@ import yaml
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-TINY = {"run": {"device": "cpu", "threads": 1}, "data": {"train_n": 200, "val_n": 100},
+TINY = {"run": {"device": "cpu", "threads": 1}, "data": {"test_fraction": 0.04, "train_n": 200, "val_n": 100},
         "baseline": {"epochs": 1, "batch": 64, "lr": 0.002}}
 
 # a stage that looks at its own pipeline run while it runs, and puts a headline metric on it
