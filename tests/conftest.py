@@ -23,11 +23,22 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Every test starts on one thread: a test that runs a stage in-process (run_stage sets
-    torch's threads from run.threads, 2 by default) must not leave its worker on two while
-    `make test` runs one worker per core, or every later test of that worker oversubscribes the
-    CPU (measured: a MagNet attack test 7 s alone, 77 s after such a test under xdist)."""
+def one_torch_thread(monkeypatch):
+    """Every test runs on one thread: `make test` runs one worker per core, and a worker on two
+    threads oversubscribes the CPU for both (measured: a MagNet attack test 7 s alone, 77 s after
+    a test left its worker on two under xdist). A stage run in-process (run_stage, and the floor
+    and evaluate-your-own-model commands, set torch's threads from run.threads, 2 by default)
+    sets one; everything else setup_torch does (deterministic kernels) is as in a stage."""
+    from advgame import runtime
+    from advgame.pipeline import stage
+
+    real = runtime.setup_torch
+
+    def one_thread(threads: int = 2, deterministic: bool = True) -> None:
+        real(1 if threads else threads, deterministic)
+
+    monkeypatch.setattr(runtime, "setup_torch", one_thread)
+    monkeypatch.setattr(stage, "setup_torch", one_thread)
     torch.set_num_threads(1)
     yield
 

@@ -91,7 +91,8 @@ def test_a_network_without_a_measured_rate_has_no_floor():
 def test_the_floor_measures_every_network_the_study_uses(monkeypatch):
     monkeypatch.setattr(cost, "MIN_S", 0.01)
     monkeypatch.setattr(cost, "BATCHES", (16, 64))
-    p = config.parse({"attacker": {"hidden": 8, "width": 4}})
+    # one thread: make test runs one worker per core
+    p = config.parse({"run": {"threads": 1}, "attacker": {"hidden": 8, "width": 4}})
     got = cost.floor({"smallcnn": [1, 28, 28], "mlp": [1, 28, 28], "unet": [1, 28, 28], "reformer": [1, 28, 28]}, p)
     assert set(got) == {"smallcnn", "mlp", "unet", "reformer"}
     for name, r in got.items():  # a rate for each pass type, and the batch size that gave it
