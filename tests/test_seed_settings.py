@@ -88,3 +88,43 @@ def test_a_kept_seed_counts_while_its_baseline_commit_ran_these_params(tmp_path,
     monkeypatch.setattr(seeds, "_git", lambda *a, **k: "")  # a clone without the baseline commit cannot tell
     obj = seeds.collect(config.parse({}), [])
     assert obj["seeds"] == [0], source
+
+
+def test_an_experiment_loses_the_defenders_that_ran_otherwise_and_keeps_the_others():
+    files = {"eval-a": ("a", "reports/eval/a.json"), "eval-b": ("b", "reports/eval/b.json")}
+    ours = _study(0)
+    assert seedscope.ran_this(_study(4), ours, ["eval-a", "eval-b"], files) == (["eval-a", "eval-b"], [])
+    # a's training budget upstream, then b's own attack budget, then b's code
+    assert seedscope.ran_this(_study(4, epochs=20), ours, ["eval-a", "eval-b"], files) == (["eval-b"], ["a"])
+    theirs = _study(4)
+    theirs["stages"]["eval-b"]["params"]["params.yaml"]["eval.square_queries"] = 1000
+    assert seedscope.ran_this(theirs, ours, ["eval-a", "eval-b"], files) == (["eval-a"], ["b"])
+    theirs = _study(4)
+    theirs["stages"]["eval-b"]["params"]["codehash.json"]["x.hash"] = "c2"
+    assert seedscope.ran_this(theirs, ours, ["eval-a", "eval-b"], files) == (["eval-a"], ["b"])
+    # a defender goes whole: its Table 5 stage ran this, its evaluation did not
+    files["table5-a"] = ("a", "reports/table5/a.json")
+    ours["stages"]["table5-a"] = {**_stage(0, deps=["data/prepared"], outs=["reports/table5/a.json"])}
+    theirs = _study(4)
+    theirs["stages"]["table5-a"] = {**_stage(4, deps=["data/prepared"], outs=["reports/table5/a.json"])}
+    theirs["stages"]["eval-a"]["params"]["codehash.json"]["x.hash"] = "c2"
+    assert seedscope.ran_this(theirs, ours, ["eval-a", "table5-a", "eval-b"], files) == (["eval-b"], ["a"])
+
+
+def test_collect_keeps_what_an_experiment_here_ran_this_way_and_leaves_the_rest(tmp_path, monkeypatch, capsys):
+    from test_seeds_merge import _git, _lock
+
+    _workspace(tmp_path, monkeypatch, {})
+    exp = {"dvc.lock": _lock({s: 1 for s in FILES}, {"eval-b": "c2"}), "params.yaml": {"run": {"seed": 1}},
+           "reports/eval/a.json": {"results": {"pgd": {"0.3": {"error": 0.55}}}},
+           "reports/table5/a.json": {"results": {"pgd": {"0.4": {"error": 0.75}}}},
+           "reports/eval/b.json": {"results": {"pgd": {"0.3": {"error": 0.85}}}}}
+    monkeypatch.setattr(seeds, "_git", _git(exp))
+    monkeypatch.setattr(seeds, "exp_ref", lambda s: "refs/exps/ef/gh/seed-1")
+    obj = seeds.collect(config.parse({}), [1])  # b's evaluation ran other code: b leaves, a stays
+    assert obj["defenders"]["a"]["pgd"]["0.3"]["per_seed"] == [0.5, 0.55] and "b" not in obj["defenders"]
+    assert set(obj["code"]["1"]) == {"eval-a", "table5-a"}
+    assert "seed 1's b left out" in capsys.readouterr().out
+    exp["dvc.lock"] = _lock({s: 1 for s in FILES}, {s: "c2" for s in FILES})  # nothing ran this code
+    with pytest.raises(UserError, match="none of the measured stages .* with this code and params"):
+        seeds.collect(config.parse({}), [1])

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from advgame import config
-from advgame.pipeline import seeds, seedstats
+from advgame.pipeline import seeds, seedscope, seedstats
 
 FILES = {"eval-a": ("a", "reports/eval/a.json"), "table5-a": ("a", "reports/table5/a.json"),
          "eval-b": ("b", "reports/eval/b.json")}
@@ -177,8 +177,8 @@ def test_a_task_left_running_by_a_killed_worker_is_cleared_before_queueing(monke
     # `run`, which waits while anything runs, would wait for it forever
     stale = ("Task     Name    Created    Status\na8eed34  seed-4  11:01 AM   Running\n"
              "4713f90  seed-4  12:30 PM   Failed\n\nWorker status: 0 active, 0 idle\n")
-    assert seeds.stale_tasks(stale) == ["a8eed34"]
-    assert seeds.stale_tasks(stale.replace("0 active", "1 active")) == []  # a live worker's task is running
+    assert seedscope.stale_tasks(stale) == ["a8eed34"]
+    assert seedscope.stale_tasks(stale.replace("0 active", "1 active")) == []  # a live worker's task is running
     calls = []
 
     def sh(*cmd, ok=False, env=None):

@@ -14,21 +14,20 @@ the training attacks' random starts, attacker training; config.derive_seeds), ta
 `eval-<defender>` and `table5-<defender>` stage, the Sens-FGSM ablations (`ablation-*`: Q2's
 controls) and the `headline` stage: DVC reruns exactly the trained stages, the attackers, the
 evaluations, Table 5's further etas, the ablations and the headline metrics, nothing else.
-`--scope paper`: the paper's defenders (PAPER_DEFENDERS) and the ablations only, no headline stage
+`--scope paper`: the paper's defenders (seedscope.PAPER_DEFENDERS) and the ablations only, no headline stage
 (it reads every evaluation): about 100 min a seed on a 2-core AVX2 host instead of about 3.5 h.
 `data.seed` (the split) and `eval.seeds` (the attacks' random starts) stay fixed: every seed is
 judged on the same test images by the same attacks, so the spread is training randomness only.
 
 The main run (the workspace's results) is the first seed of the file. A seed counts for the
-stages that ran at its run.seed (seed_stages), and only if each ran the workspace's code (its
-script's code hash in the experiment's dvc.lock equals the workspace's) and rests on nothing run
-otherwise (seedscope.ran_otherwise: upstream stages of other params or code); else `collect`
-stops and says which to rerun. The file records each seed's code per stage, so a clone without
-the experiments (git refs DVC keeps locally) keeps the stages whose code is still this code, and
-`run` leaves them out of the seed's experiment (still_to_run): a seed's paper-scope stages from
-one clone and its other defenders from another add up. An experiment whose evaluations ran this
-code but lacks a target added since is refreshed (`refresh`: only the missing stages run).
-"""
+stages that ran at its run.seed (seed_stages) with the workspace's code (the script's code hash
+in the experiment's dvc.lock) resting on nothing run otherwise (seedscope.ran_this: upstream
+stages of other params or code); a defender with any other goes whole, the others stay. The file
+records each seed's code per stage, so a clone without the experiments (git refs DVC keeps
+locally) keeps the stages whose code is still this code, and `run` leaves them out of the seed's
+experiment (still_to_run): a seed's paper-scope stages from one clone and its other defenders
+from another add up. An experiment whose evaluations ran this code but lacks a target added
+since is refreshed (`refresh`: only the missing stages run)."""
 from __future__ import annotations
 
 import argparse
@@ -45,8 +44,8 @@ import yaml
 from advgame import UserError, config
 from advgame.names import SEEDS, run_path
 from advgame.pipeline import warm
-from advgame.pipeline.seedscope import (PAPER_DEFENDERS, checked, clear_queue, code_md5, eval_stages,  # noqa: F401
-                                        measured, paper_defenders, ran_otherwise, seed_stages, stale_tasks, targets)
+from advgame.pipeline.seedscope import (checked, clear_queue, code_md5, eval_stages, measured,  # noqa: F401
+                                        paper_defenders, ran_otherwise, ran_this, seed_stages, targets)
 from advgame.pipeline.seedstats import cells, kept, load_or_empty, other_seeds, read_cells, recorded, summarise  # noqa: F401  (seeds.cells, seeds.summarise)
 from advgame.report.publish import INPUTS
 
@@ -187,7 +186,6 @@ def _seed_cells(s: int, files: dict, eta: str, ours: dict, rec: dict) -> tuple[d
     and those its record (`recorded`: an experiment of another scope or clone) holds that still run
     this code and that the experiment did not run (seedstats.kept)."""
     was, kept_code, left = kept(checked(rec, ours, _show), files, {st: code_md5(ours, st) for st in files})
-    was_source = rec["source"]
     try:
         ref = exp_ref(s)
     except UserError:
@@ -200,11 +198,13 @@ def _seed_cells(s: int, files: dict, eta: str, ours: dict, rec: dict) -> tuple[d
             return f"it ran other code than this in {', '.join(left)}"
         if left:
             print(f"seeds: seed {s}'s {', '.join(left)} left out: other code than this")
-        return was, was_source + " [kept: its experiment is not in this clone]", kept_code
+        return was, rec["source"] + " [kept: its experiment is not in this clone]", kept_code
     theirs = yaml.safe_load(_git("show", f"{ref}:dvc.lock"))
-    ran = seed_stages(theirs, s, list(files))
+    ran, gone = ran_this(theirs, ours, seed_stages(theirs, s, list(files)), files)
+    if gone:
+        print(f"seeds: seed {s}'s {', '.join(gone)} left out: {exp_name(s)} ran other code or params for them")
     if not ran:
-        return f"experiment {exp_name(s)} ran none of the measured stages at run.seed {s}"
+        return f"experiment {exp_name(s)} ran none of the measured stages at run.seed {s} with this code and params"
     check_same_code(ref, s, ran)
     outs = {o["path"] for e in theirs["stages"].values() for o in e.get("outs", [])}  # the stage's own, not
     at = lambda f: run_path(f) if run_path(f) in outs else f  # noqa: E731  the headline's published copy
@@ -214,7 +214,7 @@ def _seed_cells(s: int, files: dict, eta: str, ours: dict, rec: dict) -> tuple[d
     extra = {st: c for st, c in kept_code.items() if files[st][0] not in mine}
     if extra:  # e.g. a seed's paper-scope experiment, run in another clone, and its other defenders here
         cells_ |= {d: v for d, v in was.items() if d not in mine}
-        source += f" + {len(extra)} stages kept from {was_source}"
+        source += f" + {len(extra)} stages kept from {rec['source']}"
     return cells_, source, {st: code_md5(theirs, st) for st in ran} | extra
 
 

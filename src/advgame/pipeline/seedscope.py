@@ -98,6 +98,15 @@ def ran_otherwise(theirs: dict, ours: dict, stage: str) -> list[str]:
             if s not in t or (_settings(t[s]) != _settings(o[s]) and (not outs(o[s]) or outs(t[s]) != outs(o[s])))]
 
 
+def ran_this(theirs: dict, ours: dict, stages: list[str], files: dict) -> tuple[list[str], list[str]]:
+    """(the stages of `stages` that count, the defenders left out): a stage counts where it ran
+    the code of `ours` (a dvc.lock) and rests on nothing run otherwise (ran_otherwise); a defender
+    goes whole (`files`: measured(), stage -> (defender, file)), its evaluation and Table 5 cells
+    being one, while the others keep theirs (an evaluation change leaves the ablations' cells)."""
+    off = {files[s][0] for s in stages if code_md5(theirs, s) != code_md5(ours, s) or ran_otherwise(theirs, ours, s)}
+    return [s for s in stages if files[s][0] not in off], sorted(off)
+
+
 def baselines(source: str) -> list[str]:
     """The commits a seed's experiments ran from, read from its source in names.SEEDS: DVC names an
     experiment's ref after its baseline commit (refs/exps/<2 hex>/<38 hex>/<name>)."""
