@@ -315,10 +315,10 @@ def test_q4_verdict_follows_the_numbers():
     tie = _study(minimax=standard(worst=0.6), alt=standard(worst=0.602), **{"sens-fgsm": standard(worst=0.598)})
     assert "**Yes**: under `worst-case`" in report_answers.q4(better)
     assert "**No**: under `worst-case`" in report_answers.q4(worse) and "`alt`, `sens-fgsm`" in report_answers.q4(worse)
-    assert "**No real difference**" in report_answers.q4(tie)
+    assert "**No difference shown**" in report_answers.q4(tie)
     mixed = _study(minimax=standard(worst=0.6), alt=standard(worst=0.602), **{"sens-fgsm": standard(worst=0.9)})
     assert "**Not better than every baseline**" in report_answers.q4(mixed)
-    assert "no real difference from `alt`; lower than `sens-fgsm`" in report_answers.q4(mixed)
+    assert "no difference shown from `alt`; lower than `sens-fgsm`" in report_answers.q4(mixed)
     assert "`minimax` 0.200 vs `alt` 0.600 (McNemar p = " in report_answers.q4(better)  # numbers are quoted
     assert "n/a" in report_answers.q4(_study(minimax=standard()))
     # led by the strongest defense, not only the paper's baselines; decided within Q4's Holm family

@@ -57,7 +57,24 @@ def _said(pr, lower: str, higher: str, same: str) -> str:
     is called either way."""
     if pr.p is None:
         return f"not tested: {pr.text()}"
-    return {"lower": lower, "higher": higher, "same": same}[pr.direction] + f" ({pr.text()})"
+    return {"lower": lower, "higher": higher, "same": unshown(pr, same)}[pr.direction] + f" ({pr.text()})"
+
+
+def leaning(pr) -> str | None:
+    """'lower' / 'higher' when a paired difference goes uncalled only for want of training seeds:
+    McNemar's p < ALPHA at the main seed and every seed the same way, while the test across the
+    seeds (few of them, after Holm's correction) is not below ALPHA; else None."""
+    if pr.real or pr.p is None or pr.p_seeds is None or pr.p >= ALPHA or pr.seeds_agree != pr.seeds:
+        return None
+    return "lower" if pr.ea < pr.eb else "higher"
+
+
+def unshown(pr, same: str) -> str:
+    """The words for a difference the rule does not call: `same`, and, where every training seed
+    has it the same way but the test across so few seeds cannot call it, which way."""
+    way = leaning(pr)
+    return same if not way else f"{same}, though {way} at each of its {pr.seeds} training seeds (the test across " \
+                                "the seeds, Holm-corrected, does not call it)"
 
 
 def ranking(s: Study) -> list[tuple]:
@@ -94,12 +111,12 @@ def q1(s: Study) -> str:
         spread, n = s.seeds.per_seed(d, k, s.eta), (s.get(d, k) or {}).get("n") or 0
         mean = (" (mean over {} training seeds {:.3f}, 95% interval {:.3f}-{:.3f})".format(
             len(spread), *seed_interval(spread, n)) if spread else "")
-        same = f"; not really different from the one above: {tie.text()}" if tie else ""
+        same = f"; not shown to differ from the one above: {tie.text()}" if tie else ""
         out.append(f"{rank}. `{d}` {k} {e:.3f}{mean}{flag}{same}")
     out.append("")
     key = "worst-case" if all(s.get(d, "worst-case") for d in ours + field_) else "pgd-curr"
     for d in ours:
-        bits = [_said(pr, f"lower than `{f}`", f"higher than `{f}`", f"no real difference from `{f}`")
+        bits = [_said(pr, f"lower than `{f}`", f"higher than `{f}`", f"no difference shown from `{f}`")
                 for f in field_ if (pr := s.pair(d, key, f))]
         out.append(f"- `{d}` under `{key}`: " + "; ".join(bits) + "." if bits else f"- `{d}`: n/a.")
     grey = [(a, e) for a in ("fgsm-curr", "pgd-curr") if (e := s.get("magnet", a + GREY))]
@@ -209,7 +226,7 @@ def q2(s: Study) -> str:
     if cm and (pr := s.pair("sens-fgsm", "fgsm-curr", cm[-1])):
         out.append("Under FGSM-curr, " + _said(pr, f"Sens-FGSM is lower than `{cm[-1]}`",
                                               f"Sens-FGSM is higher than `{cm[-1]}`",
-                                              f"Sens-FGSM is not really different from `{cm[-1]}`") + ".")
+                                              f"Sens-FGSM is not shown to differ from `{cm[-1]}`") + ".")
     else:
         out.append(f"Sens-FGSM under FGSM-curr: {fmt(sf)}; no cat-and-mouse classifier was evaluated on the same "
                    "images, so there is nothing to compare it with.")
@@ -265,7 +282,7 @@ def q3(s: Study) -> str:
             hi = max(others, key=lambda a: s.get(d, a)["error"])
             pr = s.pair(d, hi, d, own)
             line += " Against another attacker architecture: " + _said(
-                pr, "lower than against its own", "higher than against its own", "no real difference") + "."
+                pr, "lower than against its own", "higher than against its own", "no difference shown") + "."
         out.append(line)
     did = architecture_did(s)
     if did:
@@ -290,7 +307,7 @@ def q4(s: Study) -> str:
             if pr:
                 tally["untested" if pr.p is None else pr.direction] += 1
             cells += [fmt(s.get(b, a), False), "n/a" if pr is None else "not tested (no per-image outcomes)" if pr.p is None else
-                      f"{ {'lower': 'minimax lower', 'higher': 'minimax higher', 'same': 'no real difference'}[pr.direction]}"
+                      f"{ {'lower': 'minimax lower', 'higher': 'minimax higher'}.get(pr.direction) or unshown(pr, 'no difference shown')}"
                       f", p = {fmt_p(pr.p_test)}, {pr.seeds_agree}/{pr.seeds} seeds"]
         body.append([a, *cells])
     header = ["attack", "minimax"] + [x for b in base for x in (b, f"minimax vs {b}")]
@@ -310,12 +327,12 @@ def q4(s: Study) -> str:
     elif any(pr.direction == "lower" for pr in prs.values()):
         same = [b for b, pr in prs.items() if pr.direction != "lower"]
         lower = [b for b, pr in prs.items() if pr.direction == "lower"]
-        verdict = (f"**Not better than every baseline** under `{key}` at eta {s.eta}: no real difference from "
+        verdict = (f"**Not better than every baseline** under `{key}` at eta {s.eta}: no difference shown from "
                    f"{', '.join(f'`{b}`' for b in same)}; lower than {', '.join(f'`{b}`' for b in lower)}: {quoted}.")
     else:
-        verdict = f"**No real difference** under `{key}` at eta {s.eta}: {quoted}."
+        verdict = f"**No difference shown** under `{key}` at eta {s.eta}: {quoted}."
     summary = (f"Across the strong attacks below ({s.subset()}), minimax is really lower in {tally['lower']}, "
-               f"really higher in {tally['higher']}, not really different in {tally['same']} and not tested (no per-image "
+               f"really higher in {tally['higher']}, not shown to differ in {tally['same']} and not tested (no per-image "
                f"outcomes) in {tally['untested']} comparisons.")
     return "\n".join([*_against_every_defense(s, key), "", "Against the paper's baselines: " + verdict, summary, "",
                        md_table(header, body)])
@@ -328,13 +345,13 @@ def _against_every_defense(s: Study, key: str) -> list[str]:
                     key=lambda d: (s.get(d, key)["error"], d))
     if not others:
         return []
-    words = {"lower": "minimax lower", "higher": "minimax higher", "same": "no real difference"}
+    words = {"lower": "minimax lower", "higher": "minimax higher"}
     lines = [f"Minimax ({fmt(s.get('minimax', key), False)}) against every defense under `{key}` at eta {s.eta}, "
              "the most robust first:"]
     for d in others:
         pr = s.pair("minimax", key, d)
         how = ("not tested (no per-image outcomes)" if pr is None or pr.p is None else
-               f"{words[pr.direction]} (p = {fmt_p(pr.p_test)}"
+               f"{words.get(pr.direction) or unshown(pr, 'no difference shown')} (p = {fmt_p(pr.p_test)}"
                + (f", Holm {fmt_p(pr.p_holm)}" if pr.p_holm is not None else "") + f", {pr.seeds_agree}/{pr.seeds} seeds"
                + (f"; {', '.join(f'`{u}`' for u in pr.unmeasured)} not run at the other training seeds"
                   if pr.unmeasured else "") + ")")

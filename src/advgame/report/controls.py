@@ -145,7 +145,7 @@ def _did(gaps: dict, game: list[str], rest: list[str]) -> tuple[float, float]:
 def _did_word(lo: float, hi: float) -> str:
     return ("the game defenses lose more to the other architectures than the other defenses do" if lo > 0 else
             "the game defenses lose less to the other architectures than the other defenses do" if hi < 0 else
-            "no real difference between the game defenses' architecture gap and the others'")
+            "no difference shown between the game defenses' architecture gap and the others'")
 
 
 def _did_across_seeds(s: Study, gaps: dict, own: str) -> str:
