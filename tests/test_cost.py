@@ -111,3 +111,45 @@ def test_measure_writes_the_cost_file_from_the_last_run_here(tmp_path, monkeypat
     got = cost.measure(tmp_path)
     assert list(got["stages"]) == ["baseline"] and got["stages"]["baseline"]["floor_s"] > 0
     assert json.loads((tmp_path / cost.COST).read_text())["study"]["passes"] == 64
+    # a floor measured beside other work is too low: the table says so
+    monkeypatch.setattr(cost.hostload, "runnable", lambda *a: 5)
+    busy = cost.measure(tmp_path, again=True)
+    assert busy["floor_others"] == 4.0 and "measured beside 4.0 other runnable threads" in cost.markdown(busy)
+    assert cost.measure(tmp_path)["floor_others"] == 4.0  # reused with its floor
+    monkeypatch.setattr(cost.hostload, "runnable", lambda *a: 1)
+    assert "measured beside" not in cost.markdown(cost.measure(tmp_path, again=True))
+
+
+def test_a_stage_that_shared_its_cores_is_flagged(tmp_path):
+    from advgame.pipeline import hostload
+    # a at 2 threads with 3 runnable (itself + the sampler): alone; b with 5 or 6: two others
+    load = [(101.0, 3), (105.0, 3), (111.0, 3), (114.5, 5), (115.5, 6), (500.0, 9)]
+    timing = {"a": _timing(100.0, 101.0, 111.0, 111.1), "b": _timing(113.0, 114.0, 116.0, 116.1),
+              "c": _timing(900.0, 901.0, 902.0, 902.0)}
+    t = cost.table(timing, {}, load, threads=2)
+    assert t["stages"]["a"]["others"] == 0.0 and t["stages"]["b"]["others"] == pytest.approx(2.5)
+    assert t["stages"]["c"]["others"] is None  # no sample inside its body
+    assert t["study"]["contended"] == ["b"]
+    text = cost.markdown(t)
+    assert "overstate its cost: `b`;" in text and "| 2.5 |" in text
+    assert "not measured" in cost.markdown(cost.table(timing, {}, [], threads=2))
+    assert "No stage shared" in cost.markdown(cost.table({"a": timing["a"]}, {}, load, threads=2))
+
+
+def test_the_sampler_logs_the_runnable_threads_while_a_command_runs(tmp_path):
+    import time
+
+    from advgame.pipeline import hostload
+    src = tmp_path / "loadavg"
+    src.write_text("0.50 0.40 0.30 4/120 999\n")
+    log = tmp_path / "t" / "load.log"
+    with hostload.sampling(log, period=0.01, source=str(src)):
+        time.sleep(0.1)
+    got = hostload.samples(log)
+    assert len(got) >= 2 and {n for _, n in got} == {4}
+    assert hostload.others(got, got[0][0], got[-1][0], threads=2) == pytest.approx(1.0)
+    (tmp_path / "t" / "other.log").write_text("12.0 3\ncut")  # a line cut by a kill is skipped
+    assert hostload.samples(tmp_path / "t" / "other.log") == [(12.0, 3)]
+    with hostload.sampling(tmp_path / "none.log", period=0.01, source=str(tmp_path / "missing")):
+        pass  # a host without /proc/loadavg: nothing sampled, nothing written
+    assert not (tmp_path / "none.log").exists() and hostload.samples(tmp_path / "none.log") == []

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from advgame import cli
-from advgame.pipeline import forkserver, warm
+from advgame.pipeline import forkserver, hostload, warm
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -144,12 +144,16 @@ def test_the_server_preloads_what_the_stages_import():
     assert not any(m.split(".")[0] == "advgame" for m in forkserver.PRELOAD)  # the project's code: never
 
 
-def test_advgame_warm_runs_the_command_and_passes_its_status(warm_server, monkeypatch, capfd):
+def test_advgame_warm_runs_the_command_and_passes_its_status(warm_server, monkeypatch, capfd, tmp_path):
     monkeypatch.setattr(warm, "server", lambda: contextlib.nullcontext(warm_server))  # this worker's server
+    monkeypatch.chdir(tmp_path)
     cmd = "python -c 'import sys; sys.exit(7)'; echo status $? \"$ADVGAME_WARM\"; exit 4"
     assert cli.main(["warm", "--", "sh", "-c", cmd]) == 4
     out = capfd.readouterr().out
     assert "fork server" in out and f"status 7 {warm_server.socket}" in out
+    # what else ran beside it, for the cost table (pipeline/hostload.py; Linux's /proc/loadavg)
+    if hostload.runnable() is not None:
+        assert hostload.samples(tmp_path / hostload.LOG)
 
 
 def test_a_warm_stage_belongs_to_the_dvc_run_above_it(server, tmp_path):

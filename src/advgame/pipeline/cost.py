@@ -17,7 +17,10 @@ forward+backward. Then, per stage:
   start: the earlier stage's closing of its run, the interpreter's teardown and DVC's work between
   the two), startup_s (process start to the body: Python, the imports, the params check) and
   closing_s (the body's end to the outputs written);
-- efficiency = floor_s / body_s.
+- efficiency = floor_s / body_s;
+- others: the mean number of other runnable threads on the host during the body (pipeline.hostload:
+  sampled by `advgame warm`, None where nothing sampled it); a stage at >= hostload.CONTENDED
+  shared its cores, and the study row lists it under `contended`: its seconds overstate its cost.
 
 The study row sums them and its efficiency is floor / wall. Seconds differ between runs of the
 same inputs, so this lives in reports/cost.json, beside the timings, where git does not look
@@ -35,6 +38,7 @@ from pathlib import Path
 import torch
 
 from advgame import config, names
+from advgame.pipeline import hostload
 from advgame.report.tables import md_table
 
 COST = "reports/cost.json"
@@ -157,8 +161,11 @@ def _parts(c: dict, start: float) -> dict[str, float | None]:
             "closing_s": round(c["ended"] - c["done"], 2)}
 
 
-def table(timing: dict[str, dict], rates_: dict[str, dict]) -> dict:
-    """The cost entry: per stage passes, floor_s, body_s, wall_s, overhead_s, efficiency; `study`."""
+def table(timing: dict[str, dict], rates_: dict[str, dict], load: list[tuple[float, int]] = (),
+          threads: int | None = None) -> dict:
+    """The cost entry: per stage passes, floor_s, body_s, wall_s, overhead_s, efficiency, others
+    (`load`: hostload.samples(), at `threads` a stage, default torch's); `study`."""
+    threads = threads or torch.get_num_threads()
     begin = starts(timing)
     wall = {s: timing[s]["clock"]["ended"] - b for s, b in begin.items()}
     stages = {}
@@ -173,7 +180,8 @@ def table(timing: dict[str, dict], rates_: dict[str, dict]) -> dict:
                      "wall_s": round(wall[s], 2) if s in wall else None,
                      "overhead_s": round(wall[s] - body, 2) if s in wall else None,
                      **(_parts(c, begin[s]) if s in begin else _parts({}, 0.0)),
-                     "efficiency": round(fl / body, 3) if fl is not None and body > 0 else None}
+                     "efficiency": round(fl / body, 3) if fl is not None and body > 0 else None,
+                     "others": hostload.others(load, c["work"], c["done"], threads) if "work" in c else None}
     rows = list(stages.values())
 
     def total(k):
@@ -188,7 +196,8 @@ def table(timing: dict[str, dict], rates_: dict[str, dict]) -> dict:
                            if study["floor_s"] is not None and study["wall_s"] else None)
     study["body_efficiency"] = (round(study["floor_s"] / study["body_s"], 3)
                                 if study["floor_s"] is not None and study["body_s"] else None)
-    return {"stages": stages, "study": study, "floor": rates_, "threads": torch.get_num_threads()}
+    study["contended"] = [s for s, r in stages.items() if (r["others"] or 0) >= hostload.CONTENDED]
+    return {"stages": stages, "study": study, "floor": rates_, "threads": threads}
 
 
 def _fmt(v, spec: str = ".1f") -> str:
@@ -200,13 +209,27 @@ def _split(r: dict, prefix: str = "") -> str:
     return " / ".join(_fmt(r.get(f"{prefix}{k}"), ".2f") for k in ("before_s", "startup_s", "closing_s"))
 
 
+def _shared(cost: dict) -> str:
+    """The sentence on stages that shared their cores (hostload)."""
+    if all(r.get("others") is None for r in cost["stages"].values()):
+        return ("Other work on the host during each body: not measured (stages run through `advgame warm`, "
+                "as `make study` does, record it).")
+    hit = cost["study"].get("contended") or []
+    if not hit:
+        return "No stage shared its cores with other work (others < 0.5 runnable threads on average)."
+    return (f"Shared its cores with other work (others >= {hostload.CONTENDED} runnable threads on average), so its "
+            f"body seconds overstate its cost: {', '.join(f'`{s}`' for s in hit)}; rerun one alone to measure it "
+            "(`dvc repro -f -s STAGE`: the same bytes).")
+
+
 def markdown(cost: dict) -> str:
     rows = [[s, f"{r['passes']:,}", _fmt(r["floor_s"]), _fmt(r["body_s"]), _fmt(r["wall_s"]),
-             _fmt(r["overhead_s"]), _split(r), _fmt(r["efficiency"], ".2f")] for s, r in cost["stages"].items()]
+             _fmt(r["overhead_s"]), _split(r), _fmt(r["efficiency"], ".2f"), _fmt(r.get("others"), ".1f")]
+            for s, r in cost["stages"].items()]
     st = cost["study"]
     rows.append(["**study**", f"{st['passes'] or 0:,}", _fmt(st["floor_s"]), _fmt(st["body_s"]), _fmt(st["wall_s"]),
                  _fmt(st["overhead_s"]), "medians " + _split(st, "median_"), f"{_fmt(st['efficiency'], '.2f')} of wall, "
-                 f"{_fmt(st['body_efficiency'], '.2f')} of bodies"])
+                 f"{_fmt(st['body_efficiency'], '.2f')} of bodies", f"{len(st.get('contended') or [])} shared"])
     rates_ = [[n, "x".join(map(str, r["shape"])), f"{r['fwd']['per_s']:,.0f} (batch {r['fwd']['batch']})",
                f"{r['fwdbwd']['per_s']:,.0f} (batch {r['fwdbwd']['batch']})"] for n, r in cost["floor"].items()]
     return ("Cost against this host's floor (passes: images through a network, forward; floor: passes at the "
@@ -215,8 +238,12 @@ def markdown(cost: dict) -> str:
             "(Python, imports, params check) and its closing (outputs written)). Median overhead per stage: "
             f"{_fmt(st['median_overhead_s'], '.2f')} s.\n\n"
             + md_table(["stage", "passes", "floor s", "body s", "wall s", "overhead s",
-                        "before / start-up / closing s", "efficiency"], rows)
-            + f"\n\nBest rates on this host ({cost['threads']} threads), images/s:\n\n"
+                        "before / start-up / closing s", "efficiency", "others"], rows)
+            + "\n\n" + _shared(cost)
+            + f"\n\nBest rates on this host ({cost['threads']} threads), images/s"
+            + (f" (measured beside {cost['floor_others']:.1f} other runnable threads: too low, so every efficiency is "
+               "too high; `python -m advgame.pipeline.cost --again` on an idle host)"
+               if (cost.get("floor_others") or 0) >= hostload.CONTENDED else "") + ":\n\n"
             + md_table(["network", "input", "forward", "forward+backward"], rates_))
 
 
@@ -236,9 +263,14 @@ def measure(root: Path = Path("."), p: config.Params | None = None, again: bool 
     if (not again and old.get("measured", 0.0) > last and old.get("threads") == torch.get_num_threads()
             and {n: r["shape"] for n, r in old.get("floor", {}).items()} == used):
         rates_ = old["floor"]
-    else:
+        floor_others = old.get("floor_others")
+    else:  # other work beside the measurement makes the floor low (its rates) and every efficiency high
+        before = hostload.runnable()
         rates_ = floor(used, p)
-    cost = {**table(timing, rates_), "measured": old.get("measured", 0.0) if rates_ is old.get("floor") else time.time()}
+        after = hostload.runnable()
+        floor_others = None if None in (before, after) else max(0.0, (before + after) / 2 - 1)
+    cost = {**table(timing, rates_, hostload.samples(root / hostload.LOG), p.run.threads), "floor_others": floor_others,
+            "measured": old.get("measured", 0.0) if rates_ is old.get("floor") else time.time()}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(cost, indent=1) + "\n")
     return cost

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from advgame.pipeline import forkserver
+from advgame.pipeline import forkserver, hostload
 
 SERVER = Path(forkserver.__file__).resolve()
 
@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"advgame warm: a fork server with torch and MLflow loaded ({w.seconds:.1f}s); "
                   f"the stages of `{' '.join(cmd)}` start from it", flush=True)
         try:
-            return subprocess.call(cmd, env=w.env(dict(os.environ)) if w else None)
+            with hostload.sampling():  # what else runs beside the stages (the cost table's `others`)
+                return subprocess.call(cmd, env=w.env(dict(os.environ)) if w else None)
         except KeyboardInterrupt:
             return 130
