@@ -102,8 +102,9 @@ def q1(s: Study) -> str:
     out = [f"Ranking by each defender's strongest evaluation at eta {s.eta} ({s.subset()}; lowest "
            "error first; `worst-case` = an image counts as an error if any attack fools the defender, "
            "MagNet's adaptive attack included where it ran). A defender shares the rank of the one "
-           "above it when their difference is not real (McNemar p < 0.05 on the same images at every "
-           "training seed):", ""]
+           "above it when their difference is not shown (p < 0.05, Holm-adjusted within this question, by "
+           "the paired test across the training seeds that measured both, else McNemar's on the same "
+           "images at the main seed):", ""]
     for rank, e, d, k, tie in ranking(s):
         bad = failing(s, d)
         flag = f" - sanity checks fail: {', '.join(f'`{c}`' for c in bad)}, so the attacks may be too weak " \
