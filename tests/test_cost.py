@@ -1,6 +1,7 @@
 """The cost table: the pass counter (advgame.passes) counts what a network really ran, the floor
 and the table's arithmetic (advgame.pipeline.cost), and the stage clocks it reads."""
 import json
+import time
 
 import pytest
 import torch
@@ -112,11 +113,14 @@ def test_measure_writes_the_cost_file_from_the_last_run_here(tmp_path, monkeypat
     assert list(got["stages"]) == ["baseline"] and got["stages"]["baseline"]["floor_s"] > 0
     assert json.loads((tmp_path / cost.COST).read_text())["study"]["passes"] == 64
     # a floor measured beside other work is too low: the table says so
-    monkeypatch.setattr(cost.hostload, "runnable", lambda *a: 5)
+    real_floor = cost.floor
+    monkeypatch.setattr(cost, "floor", lambda *a: (time.sleep(0.6), real_floor(*a))[1])  # a sample inside it
+    monkeypatch.setattr(cost.hostload, "runnable", lambda *a: 6)  # 2 threads + the sampler + 3 others
     busy = cost.measure(tmp_path, again=True)
-    assert busy["floor_others"] == 4.0 and "measured beside 4.0 other runnable threads" in cost.markdown(busy)
-    assert cost.measure(tmp_path)["floor_others"] == 4.0  # reused with its floor
-    monkeypatch.setattr(cost.hostload, "runnable", lambda *a: 1)
+    assert busy["floor_others"] == 3.0 and "measured beside 3.0 other runnable threads" in cost.markdown(busy)
+    assert cost.measure(tmp_path)["floor_others"] == 3.0  # reused with its floor
+    assert not list((tmp_path / "reports/timing").glob(".*"))  # its samples: not left behind
+    monkeypatch.setattr(cost.hostload, "runnable", lambda *a: 3)
     assert "measured beside" not in cost.markdown(cost.measure(tmp_path, again=True))
 
 

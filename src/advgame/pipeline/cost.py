@@ -265,10 +265,13 @@ def measure(root: Path = Path("."), p: config.Params | None = None, again: bool 
         rates_ = old["floor"]
         floor_others = old.get("floor_others")
     else:  # other work beside the measurement makes the floor low (its rates) and every efficiency high
-        before = hostload.runnable()
-        rates_ = floor(used, p)
-        after = hostload.runnable()
-        floor_others = None if None in (before, after) else max(0.0, (before + after) / 2 - 1)
+        log = out.parent / "timing" / ".floor-load.log"
+        log.unlink(missing_ok=True)
+        with hostload.sampling(log, period=0.5):
+            t0 = time.time()
+            rates_ = floor(used, p)
+        floor_others = hostload.others(hostload.samples(log), t0, time.time(), p.run.threads)
+        log.unlink(missing_ok=True)
     cost = {**table(timing, rates_, hostload.samples(root / hostload.LOG), p.run.threads), "floor_others": floor_others,
             "measured": old.get("measured", 0.0) if rates_ is old.get("floor") else time.time()}
     out.parent.mkdir(parents=True, exist_ok=True)
