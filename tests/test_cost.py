@@ -157,3 +157,26 @@ def test_the_sampler_logs_the_runnable_threads_while_a_command_runs(tmp_path):
     with hostload.sampling(tmp_path / "none.log", period=0.01, source=str(tmp_path / "missing")):
         pass  # a host without /proc/loadavg: nothing sampled, nothing written
     assert not (tmp_path / "none.log").exists() and hostload.samples(tmp_path / "none.log") == []
+
+
+def test_a_run_that_began_after_the_stage_before_ended_starts_the_next_stages_wall():
+    # a ended at 111.6; a new run began at 170 and b's process started at 171: b's wall is from 170,
+    # not from a's end (59 s of nothing); without the mark it would be
+    timing = {"a": _timing(100.0, 101.5, 111.5, 111.6), "b": _timing(171.0, 172.0, 174.0, 174.1)}
+    assert cost.starts(timing)["b"] == pytest.approx(111.6)
+    assert cost.starts(timing, [50.0, 170.0])["b"] == pytest.approx(170.0)
+    assert cost.starts(timing, [50.0, 170.0])["a"] == pytest.approx(100.0)  # its run began too long before
+    t = cost.table(timing, {}, [], threads=2, runs=[170.0])
+    assert t["stages"]["b"]["before_s"] == pytest.approx(1.0) and t["stages"]["b"]["wall_s"] == pytest.approx(4.1)
+
+
+def test_the_sampler_marks_where_each_run_began(tmp_path):
+    from advgame.pipeline import hostload
+    src, log = tmp_path / "loadavg", tmp_path / "load.log"
+    src.write_text("0.5 0.4 0.3 3/100 1\n")
+    for _ in range(2):
+        with hostload.sampling(log, period=0.01, source=str(src)):
+            pass
+    marks = hostload.runs(log)
+    assert len(marks) == 2 and marks[0] <= marks[1]
+    assert all(n == 3 for _, n in hostload.samples(log))  # the marks are no samples

@@ -12,7 +12,8 @@ forward+backward. Then, per stage:
 - wall_s: from the end of the stage that ended before this one's process started (DVC's work
   between stages: hashing, the lock, the run cache) to this stage's end, so the Python start-up
   and the imports are in it; a stage that ran alone (more than GAP_S after any other) counts
-  from its own process start;
+  from its own process start, and one whose run (`advgame warm` marks where it began:
+  hostload.runs) began after the stage before it ended counts from that start;
 - overhead_s = wall_s - body_s, in three parts: before_s (from that earlier end to this process's
   start: the earlier stage's closing of its run, the interpreter's teardown and DVC's work between
   the two), startup_s (process start to the body: Python, the imports, the params check) and
@@ -135,8 +136,9 @@ def floor_seconds(passes: dict[str, dict], rates_: dict[str, dict]) -> float | N
     return total
 
 
-def starts(timing: dict[str, dict]) -> dict[str, float]:
-    """Where each stage's wall time starts (the module's docstring), from the clocks in its timing file."""
+def starts(timing: dict[str, dict], runs: list[float] = ()) -> dict[str, float]:
+    """Where each stage's wall time starts (the module's docstring), from the clocks in its timing
+    file; `runs` (hostload.runs): a run that began after the stage before it ended starts it."""
     ends = sorted((t["clock"]["ended"], s) for s, t in timing.items() if "clock" in t)
     out = {}
     for s, t in timing.items():
@@ -144,13 +146,10 @@ def starts(timing: dict[str, dict]) -> dict[str, float]:
             continue
         c = t["clock"]
         before = [e for e, _ in ends if e <= c["process"]]
-        out[s] = before[-1] if before and c["process"] - before[-1] <= GAP_S else c["process"]
+        began = [r for r in runs if r <= c["process"]]
+        start = before[-1] if before and c["process"] - before[-1] <= GAP_S else c["process"]
+        out[s] = max(start, began[-1]) if began and c["process"] - began[-1] <= GAP_S else start
     return out
-
-
-def walls(timing: dict[str, dict]) -> dict[str, float]:
-    """Each stage's wall seconds (the module's docstring), from the clocks in its timing file."""
-    return {s: timing[s]["clock"]["ended"] - start for s, start in starts(timing).items()}
 
 
 def _parts(c: dict, start: float) -> dict[str, float | None]:
@@ -162,11 +161,12 @@ def _parts(c: dict, start: float) -> dict[str, float | None]:
 
 
 def table(timing: dict[str, dict], rates_: dict[str, dict], load: list[tuple[float, int]] = (),
-          threads: int | None = None) -> dict:
+          threads: int | None = None, runs: list[float] = ()) -> dict:
     """The cost entry: per stage passes, floor_s, body_s, wall_s, overhead_s, efficiency, others
-    (`load`: hostload.samples(), at `threads` a stage, default torch's); `study`."""
+    (`load`: hostload.samples(), at `threads` a stage, default torch's; `runs`: hostload.runs());
+    `study`."""
     threads = threads or torch.get_num_threads()
-    begin = starts(timing)
+    begin = starts(timing, runs)
     wall = {s: timing[s]["clock"]["ended"] - b for s, b in begin.items()}
     stages = {}
     for s, t in timing.items():
@@ -265,14 +265,15 @@ def measure(root: Path = Path("."), p: config.Params | None = None, again: bool 
         rates_ = old["floor"]
         floor_others = old.get("floor_others")
     else:  # other work beside the measurement makes the floor low (its rates) and every efficiency high
-        log = out.parent / "timing" / ".floor-load.log"
-        log.unlink(missing_ok=True)
-        with hostload.sampling(log, period=0.5):
+        floor_log = out.parent / "timing" / ".floor-load.log"
+        floor_log.unlink(missing_ok=True)
+        with hostload.sampling(floor_log, period=0.5):
             t0 = time.time()
             rates_ = floor(used, p)
-        floor_others = hostload.others(hostload.samples(log), t0, time.time(), p.run.threads)
-        log.unlink(missing_ok=True)
-    cost = {**table(timing, rates_, hostload.samples(root / hostload.LOG), p.run.threads), "floor_others": floor_others,
+        floor_others = hostload.others(hostload.samples(floor_log), t0, time.time(), p.run.threads)
+        floor_log.unlink(missing_ok=True)
+    log = root / hostload.LOG
+    cost = {**table(timing, rates_, hostload.samples(log), p.run.threads, hostload.runs(log)), "floor_others": floor_others,
             "measured": old.get("measured", 0.0) if rates_ is old.get("floor") else time.time()}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(cost, indent=1) + "\n")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 LOG = "reports/timing/load.log"  # "unix-time runnable" per line; beside the timings, untracked
 LOADAVG = "/proc/loadavg"
+RUN = "run"  # the line "unix-time run" marks the start of a sampled command
 PERIOD_S = 2.0
 CONTENDED = 0.5   # other runnable threads on average during a body: it shared the cores
 KEEP_BYTES = 4_000_000  # the log is cut to its newer half beyond this
@@ -49,6 +50,7 @@ def sampling(log: str | Path = LOG, period: float = PERIOD_S, source: str = LOAD
 
     def run():
         with log.open("a") as f:
+            f.write(f"{time.time():.1f} {RUN}\n")  # where a run began: the cost table's wall starts there
             while not stop.is_set():
                 if (n := runnable(source)) is not None:
                     f.write(f"{time.time():.1f} {n}\n")
@@ -78,6 +80,15 @@ def samples(log: str | Path = LOG) -> list[tuple[float, int]]:
         except (IndexError, ValueError):  # a line cut by a kill
             continue
     return sorted(out)
+
+
+def runs(log: str | Path = LOG) -> list[float]:
+    """When each sampled command (a `dvc repro` under `advgame warm`) began, oldest first."""
+    try:
+        text = Path(log).read_text()
+    except OSError:
+        return []
+    return sorted(float(p[0]) for line in text.splitlines() if len(p := line.split()) == 2 and p[1] == RUN)
 
 
 def others(load: list[tuple[float, int]], start: float, end: float, threads: int) -> float | None:
