@@ -147,13 +147,18 @@ def test_the_server_preloads_what_the_stages_import():
 def test_advgame_warm_runs_the_command_and_passes_its_status(warm_server, monkeypatch, capfd, tmp_path):
     monkeypatch.setattr(warm, "server", lambda: contextlib.nullcontext(warm_server))  # this worker's server
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")  # a pipeline's root: its samples go under it
     cmd = "python -c 'import sys; sys.exit(7)'; echo status $? \"$ADVGAME_WARM\"; exit 4"
     assert cli.main(["warm", "--", "sh", "-c", cmd]) == 4
     out = capfd.readouterr().out
     assert "fork server" in out and f"status 7 {warm_server.socket}" in out
     # what else ran beside it, for the cost table (pipeline/hostload.py; Linux's /proc/loadavg)
     if hostload.runnable() is not None:
-        assert hostload.samples(tmp_path / hostload.LOG)
+        assert hostload.samples(tmp_path / hostload.LOG) and len(hostload.runs(tmp_path / hostload.LOG)) == 1
+    (tmp_path / "dvc.yaml").unlink()
+    (tmp_path / hostload.LOG).unlink(missing_ok=True)
+    assert cli.main(["warm", "--", "true"]) == 0
+    assert not (tmp_path / hostload.LOG).exists()  # not a pipeline's root: nothing written there
 
 
 def test_a_warm_stage_belongs_to_the_dvc_run_above_it(server, tmp_path):

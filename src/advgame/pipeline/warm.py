@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"advgame warm: a fork server with torch and MLflow loaded ({w.seconds:.1f}s); "
                   f"the stages of `{' '.join(cmd)}` start from it", flush=True)
         try:
-            with hostload.sampling():  # what else runs beside the stages (the cost table's `others`)
+            # what else runs beside the stages (the cost table's `others`), at a pipeline's root
+            with hostload.sampling() if Path("dvc.yaml").exists() else contextlib.nullcontext():
                 return subprocess.call(cmd, env=w.env(dict(os.environ)) if w else None)
         except KeyboardInterrupt:
             return 130
