@@ -284,7 +284,7 @@ def test_rebase_replaces_the_main_run_and_keeps_the_other_seeds_marked(monkeypat
     for d, e in (("a", 0.4), ("b", 0.9)):
         (tmp_path / f"reports/eval/{d}.json").parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / f"reports/eval/{d}.json").write_text(json.dumps(ev(e)))
-    old = {**seeds.summarise([{"a": {"pgd-curr": {"0.3": 0.5}, "clean": {"0": 0.03}}},
+    old = {**seeds.summarise([{"a": {"pgd-curr": {"0.3": 0.4}, "clean": {"0": 0.02}}},
                               {"a": {"pgd-curr": {"0.3": 0.6}, "clean": {"0": 0.04}}},
                               {"a": {"pgd-curr": {"0.3": 0.7}, "clean": {"0": 0.05}}}], [0, 1, 2]),
            "eta": "0.3", "sources": {"0": "workspace", "1": "refs/exps/x/seed-1 (ab)", "2": "refs/exps/x/seed-2 (cd)"},
@@ -301,6 +301,12 @@ def test_rebase_replaces_the_main_run_and_keeps_the_other_seeds_marked(monkeypat
     assert json.loads((tmp_path / "reports/seeds.json").read_text()) == obj
     # rebased twice: the mark is not repeated
     assert seeds.rebase(config.parse({}), "reports/seeds.json")["sources"]["1"].count("[kept") == 1
+    # the code change moved a cell whose other seeds it would keep: refused, unless that attack goes
+    (tmp_path / "reports/eval/a.json").write_text(json.dumps(ev(0.45)))
+    with pytest.raises(UserError, match=r"moved where .*`a` pgd-curr at 0.3"):
+        seeds.rebase(config.parse({}), "reports/seeds.json")
+    obj = seeds.rebase(config.parse({}), "reports/seeds.json", drop_attacks=("pgd-curr",))
+    assert "pgd-curr" not in obj["defenders"]["a"] and obj["defenders"]["a"]["clean"]["0"]["per_seed"] == [0.02, 0.04, 0.05]
 
 
 def test_rebase_drops_the_other_seeds_of_a_defender_whose_evaluation_changed(monkeypatch, tmp_path):
@@ -312,7 +318,7 @@ def test_rebase_drops_the_other_seeds_of_a_defender_whose_evaluation_changed(mon
     for d in ("a", "m"):
         (tmp_path / f"reports/eval/{d}.json").parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / f"reports/eval/{d}.json").write_text(json.dumps({"results": {"pgd-curr": {"0.3": {"error": 0.9}}}}))
-    runs = [{d: {"pgd-curr": {"0.3": v}} for d in ("a", "m")} for v in (0.5, 0.6)]
+    runs = [{"a": {"pgd-curr": {"0.3": 0.9}}, "m": {"pgd-curr": {"0.3": 0.5}}}, {d: {"pgd-curr": {"0.3": 0.6}} for d in ("a", "m")}]
     (tmp_path / "reports/seeds.json").write_text(json.dumps(
         {**seeds.summarise(runs, [0, 1]), "eta": "0.3", "sources": {"0": "workspace", "1": "x"}, "note": "n"}))
     monkeypatch.setattr(seeds, "_git", lambda *a: "abc\n")
@@ -323,7 +329,7 @@ def test_rebase_drops_the_other_seeds_of_a_defender_whose_evaluation_changed(mon
     for d in ("a", "m"):
         (tmp_path / f"reports/eval/{d}.json").write_text(json.dumps(
             {"results": {"pgd-curr": {"0.3": {"error": 0.9}}, "square": {"0.3": {"error": 0.95}}}}))
-    runs = [{d: {"pgd-curr": {"0.3": v}, "square": {"0.3": v}} for d in ("a", "m")} for v in (0.5, 0.6)]
+    runs = [{d: {"pgd-curr": {"0.3": p}, "square": {"0.3": v}} for d in ("a", "m")} for p, v in ((0.9, 0.5), (0.6, 0.6))]
     (tmp_path / "reports/seeds.json").write_text(json.dumps(
         {**seeds.summarise(runs, [0, 1]), "eta": "0.3", "sources": {"0": "workspace", "1": "x"}, "note": "n"}))
     obj = seeds.rebase(config.parse({}), "reports/seeds.json", drop_attacks=("square",))

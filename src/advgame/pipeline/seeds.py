@@ -19,15 +19,14 @@ evaluations, Table 5's further etas, the ablations and the headline metrics, not
 `data.seed` (the split) and `eval.seeds` (the attacks' random starts) stay fixed: every seed is
 judged on the same test images by the same attacks, so the spread is training randomness only.
 
-The main run (the workspace's results) is the first seed of the file. A seed counts for the
-stages that ran at its run.seed (seed_stages) with the workspace's code (the script's code hash
-in the experiment's dvc.lock) resting on nothing run otherwise (seedscope.ran_this: upstream
-stages of other params or code); a defender with any other goes whole, the others stay. The file
-records each seed's code per stage, so a clone without the experiments (git refs DVC keeps
-locally) keeps the stages whose code is still this code, and `run` leaves them out of the seed's
-experiment (still_to_run): a seed's paper-scope stages from one clone and its other defenders
-from another add up. An experiment whose evaluations ran this code but lacks a target added
-since is refreshed (`refresh`: only the missing stages run)."""
+The main run (the workspace's results) is the first seed of the file. A seed counts for the stages that
+ran at its run.seed (seed_stages) with the workspace's code (the script's code hash in the experiment's
+dvc.lock) resting on nothing run otherwise (seedscope.ran_this: upstream stages of other params or
+code); a defender with any other goes whole, the others stay. The file records each seed's code per
+stage, so a clone without the experiments (git refs DVC keeps locally) keeps the stages whose code is
+still this code, and `run` leaves them out of the seed's experiment (still_to_run): a seed's paper-scope
+stages from one clone and its other defenders from another add up. An experiment whose evaluations ran
+this code but lacks a target added since is refreshed (`refresh`: only the missing stages run)."""
 from __future__ import annotations
 
 import argparse
@@ -46,7 +45,7 @@ from advgame.names import SEEDS, run_path
 from advgame.pipeline import warm
 from advgame.pipeline.seedscope import (checked, clear_queue, code_md5, eval_stages, measured,  # noqa: F401
                                         paper_defenders, ran_otherwise, ran_this, seed_stages, targets)
-from advgame.pipeline.seedstats import cells, kept, load_or_empty, other_seeds, read_cells, recorded, summarise  # noqa: F401  (seeds.cells, seeds.summarise)
+from advgame.pipeline.seedstats import cells, kept, load_or_empty, moved, other_seeds, read_cells, recorded, summarise  # noqa: F401  (seeds.cells, seeds.summarise)
 from advgame.report.publish import INPUTS
 
 OUT = SEEDS
@@ -117,8 +116,7 @@ def check_same_code(ref: str, seed: int, stages: list[str]) -> dict:
     """Refuse an experiment whose `stages` ran other code than the workspace's; its dvc.lock."""
     theirs = yaml.safe_load(_git("show", f"{ref}:dvc.lock"))
     ours = yaml.safe_load(Path("dvc.lock").read_text())
-    stale = [s for s in stages if code_md5(theirs, s) != code_md5(ours, s)]
-    if stale:
+    if stale := [s for s in stages if code_md5(theirs, s) != code_md5(ours, s)]:
         raise UserError(f"experiment {exp_name(seed)} ran other code than the workspace in "
                         f"{', '.join(stale)}: rerun `python -m advgame.pipeline.seeds run --seeds {seed}`")
     if other := sorted({u for s in stages for u in ran_otherwise(theirs, ours, s)}):
@@ -242,15 +240,17 @@ def workspace_cells(p: config.Params) -> dict:
 
 
 def rebase(p: config.Params, out: str = OUT, drop: tuple[str, ...] = (), drop_attacks: tuple[str, ...] = ()) -> dict:
-    """The main run's column of `out` replaced by the workspace's results, every other seed kept
-    as it is, its source marked as from an earlier code and host (`make seeds` replaces them).
-    `drop`: defenders or ablations, `drop_attacks`: attacks, whose cells the code has changed
-    since (another attack, not another seed): their kept seeds leave the file."""
-    old = json.loads(Path(out).read_text())
+    """The main run's column of `out` replaced by the workspace's after a code change, the other
+    seeds kept, marked as from an earlier code and host (`make seeds` replaces them); refused where
+    a kept cell's main run moved (seedstats.moved). `drop`: defenders or ablations, `drop_attacks`:
+    attacks, whose cells the change moved: their other seeds leave the file."""
+    old, now = json.loads(Path(out).read_text()), workspace_cells(p)
     seeds = old["seeds"]
     if not seeds or seeds[0] != p.run.seed:
         raise UserError(f"{out}: its first seed is {seeds[:1]}, not run.seed {p.run.seed}")
-    runs = [workspace_cells(p), *other_seeds(old, drop, drop_attacks)]
+    if bad := moved(old, now, drop, drop_attacks):
+        raise UserError(f"the main run moved where {out} keeps other seeds ({', '.join(bad[:4])}): --drop(-attacks) or `make seeds`")
+    runs = [now, *other_seeds(old, drop, drop_attacks)]
     head = _git("rev-parse", "--short", "HEAD").strip()
     sources = {str(p.run.seed): "workspace"}
     for s in seeds[1:]:

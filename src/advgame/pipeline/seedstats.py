@@ -99,6 +99,18 @@ def other_seeds(old: dict, drop=(), drop_attacks=()) -> list[dict]:
     return runs
 
 
+def moved(old: dict, now: dict, drop=(), drop_attacks=()) -> list[str]:
+    """The cells whose other seeds `seeds rebase` would keep (defenders not in `drop`, attacks not
+    in `drop_attacks`) where `old`'s main run (its first seed) measured other than the workspace
+    (`now`: defender -> attack -> eta -> error) or the workspace lacks them: the code change moved
+    them, so the other seeds' values are not this code's. 5e-4 as study.stale_seeds (half a test
+    image in 1,000)."""
+    main = record(old, old["seeds"][0])["cells"]
+    return [f"`{d}` {a} at {e}" for d, by_attack in main.items() if d not in drop
+            for a, by_eta in by_attack.items() if a not in drop_attacks for e, v in by_eta.items()
+            if (w := now.get(d, {}).get(a, {}).get(e)) is None or abs(w - v) > 5e-4]
+
+
 def load_or_empty(path: str) -> dict:
     """artifacts.load_json (its message for a corrupt file), or {} where the file does not exist."""
     return artifacts.load_json(path) if Path(path).exists() else {}
