@@ -130,6 +130,46 @@ def test_art_check_cells(trained_smallcnn):
     assert r["art:apgd-ce"]["0.3"]["n"] == 20 and r["pgd-curr:art-subset"]["0.3"]["n"] == 20
 
 
+def _main_masks(out: dict, n: int, key: str) -> dict[str, list[bool]]:
+    from advgame import masks as packing
+    return {a: packing.unpack(t["0" if a == "clean" else key], n) for a, t in out["per_image"].items()}
+
+
+def test_the_cascade_attacks_the_images_art_fooled(trained_smallcnn, monkeypatch):
+    """ART is the independent check: its finds count in worst-case, but the cascade attacks them
+    as if ART had not run (else the report's "ART only" could never show an image we miss)."""
+    model, x, y = trained_smallcnn
+    x, y = x[:40], y[:40]
+    monkeypatch.setattr("advgame.attacks.art.run", lambda c: torch.zeros_like(c.x))  # a blank: most digits "fooled"
+    out = evaluate_defender(Defender("m", model, model), x, y, _plan(
+        etas=[0.05], main_eta=0.05, strong_attacks=["apgd-ce"], art_attacks=["apgd-ce"], art_etas=[0.05],
+        art_n=40, sanity_eta=0))
+    m = _main_masks(out, 40, "0.05")
+    ours = [any(v[i] for a, v in m.items() if a not in ("art:apgd-ce", "apgd-ce", "worst-case")) for i in range(40)]
+    assert any(a and not o for a, o in zip(m["art:apgd-ce"], ours))  # the check found images nothing else had
+    assert out["cascade"]["0.05"]["apgd-ce"]["ran_on"] == 40 - sum(ours)
+    assert m["worst-case"] == [o or c or a for o, c, a in zip(ours, m["apgd-ce"], m["art:apgd-ce"])]
+
+
+def test_the_saturation_reruns_finds_count_in_worst_case(trained_smallcnn, monkeypatch):
+    """What the rerun at twice the budget fools is fooled: it joins worst-case at the main eta
+    and, through it, the larger etas' (a find inside the smaller ball is one in the larger)."""
+    from advgame.attacks import square
+    model, x, y = trained_smallcnn
+    x, y = x[:40], y[:40]
+    real = square.run
+    monkeypatch.setattr(square, "run", lambda c: torch.zeros_like(c.x) if c.plan.square_queries > 30 else real(c))
+    out = evaluate_defender(Defender("m", model, model), x, y, _plan(
+        etas=[0.05, 0.1], main_eta=0.05, strong_attacks=["square"], square_queries=30, saturation_n=40,
+        sanity_eta=0))
+    sat, m = out["saturation"], _main_masks(out, 40, "0.05")
+    assert sat["more"] > 0 and sat["settings"]["square_queries"] == 60
+    before = [any(v[i] for a, v in m.items() if a != "worst-case") for i in range(40)]
+    assert sum(m["worst-case"]) == sum(before) + sat["more"] and all(w or not b for w, b in zip(m["worst-case"], before))
+    r = out["results"]["worst-case"]
+    assert r["0.05"]["error"] == pytest.approx(sum(m["worst-case"]) / 40) and r["0.1"]["error"] >= r["0.05"]["error"]
+
+
 def test_rejecting_defender_counts_rejected_clean_as_error(trained_smallcnn):
     model, x, y = trained_smallcnn
     x, y = x[:40], y[:40]

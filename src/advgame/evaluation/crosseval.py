@@ -241,7 +241,8 @@ def _eta_masks(runs: _Runs, eta: float, clean_mask: torch.Tensor) -> dict[str, l
         for m in _members(a, plan):
             masks[attack_table.result_name(a, m)] = runs.table_attack(a, eta, m)
     prev = runs.worst[1] if runs.worst is not None else [clean_mask] * len(plan.seeds)
-    before = [_union([*(ms[i] for ms in masks.values()), prev[i]], n, clean_mask) for i in range(len(plan.seeds))]
+    ours = [ms for name, ms in masks.items() if not attack_table.matches(name, needs="art")]  # ART: a check, no head start
+    before = [_union([*(ms[i] for ms in ours), prev[i]], n, clean_mask) for i in range(len(plan.seeds))]
     for a in (a for a in applies if a.cascade):
         for m in _members(a, plan):
             before = masks[attack_table.result_name(a, m)] = runs.cascade_attack(a, eta, m, before)
@@ -269,7 +270,8 @@ def unique_finds(masks: dict[str, list[torch.Tensor]], found: dict[str, torch.Te
 def _saturation(runs: _Runs, eta: float, worst: torch.Tensor) -> dict:
     """The cascade again with twice the iterations and restarts (other random starts), on the
     first plan.saturation_n images the evaluation left unfooled at this eta: how many more fall,
-    and the change of worst-case it makes."""
+    and the change of worst-case it makes. What it fools joins `worst` (in place): a robust image
+    is one no attack run here fooled."""
     plan, n = runs.plan, min(runs.plan.saturation_n, len(worst))
     cascade = [a for a in attack_table.ATTACKS if a.cascade and _applies(a, runs.defender, plan, eta)]
     if not (n and cascade):
@@ -288,6 +290,7 @@ def _saturation(runs: _Runs, eta: float, worst: torch.Tensor) -> dict:
                 wrong, rejected = runs.outcome(runs.call(a, todo, eta, plan.seeds[0] + 1, m, double), runs.y[todo])
                 fooled[todo] |= wrong if rejected is None else wrong & ~rejected
     more = int(fooled.sum() - worst[:n].sum())
+    worst[:n] |= fooled
     runs.seconds["saturation"] = round(time.perf_counter() - t, 3)
     return {"eta": eta_key(eta), "n": n, "attacked": start, "more": more, "change": round(more / n, 6),
             "settings": {"apgd_iters": double.apgd_iters, "apgd_restarts": double.apgd_restarts,
@@ -336,13 +339,13 @@ def evaluate_defender(defender: Defender, x: torch.Tensor, y: torch.Tensor, plan
     for eta in sorted(plan.etas):
         key = eta_key(eta)
         masks = _eta_masks(runs, eta, clean_mask)
+        if key == main_key:  # the saturation rerun's finds join worst-case (and the larger etas' start)
+            unique = unique_finds(masks, runs.found.get(key, {}), clean_mask)
+            saturation = _saturation(runs, eta, masks["worst-case"][0])
         for name, ms in masks.items():
             results.setdefault(name, {})[key] = cell(ms)
             if key == main_key:
                 per_image.setdefault(name, {})[key] = packing.pack(ms[0].tolist())
-        if key == main_key:
-            unique = unique_finds(masks, runs.found.get(key, {}), clean_mask)
-            saturation = _saturation(runs, eta, masks["worst-case"][0])
         if plan.art_attacks and any(f"art:{a}" in masks for a in plan.art_attacks) and art_n < len(x):
             results.setdefault("pgd-curr:art-subset", {})[key] = cell([m[:art_n] for m in masks["pgd-curr"]])
     progress("sanity")
