@@ -309,6 +309,33 @@ def test_rebase_replaces_the_main_run_and_keeps_the_other_seeds_marked(monkeypat
     assert "pgd-curr" not in obj["defenders"]["a"] and obj["defenders"]["a"]["clean"]["0"]["per_seed"] == [0.02, 0.04, 0.05]
 
 
+def test_rebase_after_a_rerun_on_another_machine_keeps_the_seeds_it_moved(monkeypatch, tmp_path):
+    """--other-host: the main run rerun on another machine moves cells by floating point alone; the
+    other seeds stay this code's measurements, kept only where the workspace's results.json names
+    other machines than the committed one (else the code moved them: refused as without it)."""
+    import json
+
+    import yaml
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"eval-a": {}}}))
+    (tmp_path / "reports/eval").mkdir(parents=True)
+    (tmp_path / "reports/eval/a.json").write_text(json.dumps({"results": {"pgd-curr": {"0.3": {"error": 0.45}}}}))
+    runs = [{"a": {"pgd-curr": {"0.3": v}}} for v in (0.4, 0.6)]
+    (tmp_path / "reports/seeds.json").write_text(json.dumps(
+        {**seeds.summarise(runs, [0, 1]), "eta": "0.3", "sources": {"0": "workspace", "1": "x"}, "note": "n"}))
+    host = lambda cpu, cap: json.dumps({"hosts": [{"cpu": cpu, "cpu_capability": cap, "stages": ["eval-a"]}]})  # noqa: E731
+    monkeypatch.setattr(seeds, "_git", lambda *a, ok=False: host("AMD EPYC", "AVX2") if a[0] == "show" else "abc\n")
+    (tmp_path / "reports/results.json").write_text(host("AMD EPYC", "AVX2"))
+    with pytest.raises(UserError, match="ran where the committed one did"):
+        seeds.rebase(config.parse({}), "reports/seeds.json", host=True)
+    (tmp_path / "reports/results.json").write_text(host("Intel(R) Xeon(R) Processor", "AVX512"))
+    with pytest.raises(UserError, match="moved where"):
+        seeds.rebase(config.parse({}), "reports/seeds.json")
+    obj = seeds.rebase(config.parse({}), "reports/seeds.json", host=True)
+    assert obj["defenders"]["a"]["pgd-curr"]["0.3"]["per_seed"] == [0.45, 0.6]
+    assert "an earlier code and host" in obj["sources"]["1"]
+
+
 def test_rebase_drops_the_other_seeds_of_a_defender_whose_evaluation_changed(monkeypatch, tmp_path):
     import json
 

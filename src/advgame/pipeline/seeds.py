@@ -41,12 +41,13 @@ from pathlib import Path
 import yaml
 
 from advgame import UserError, config
-from advgame.names import SEEDS, run_path
+from advgame.names import RESULTS, SEEDS, run_path
 from advgame.pipeline import warm
 from advgame.pipeline.seedscope import (checked, clear_queue, code_md5, eval_stages, measured,  # noqa: F401
-                                        paper_defenders, ran_otherwise, ran_this, seed_stages, targets)
-from advgame.pipeline.seedstats import cells, kept, load_or_empty, moved, other_seeds, read_cells, recorded, summarise  # noqa: F401  (seeds.cells, seeds.summarise)
-from advgame.report.publish import INPUTS
+                                        paper_defenders, ran_otherwise, ran_this, seed_stages, targets,
+                                        workspace_cells)
+from advgame.pipeline.seedstats import (cells, kept, load_or_empty, moved, other_host, other_seeds,  # noqa: F401
+                                        read_cells, recorded, summarise)  # (seeds.cells, seeds.summarise)
 
 OUT = SEEDS
 
@@ -230,26 +231,21 @@ def _read_at(ref: str, path: str) -> str:
     return dvc.api.read(path, rev=ref)
 
 
-def workspace_cells(p: config.Params) -> dict:
-    """defender -> attack -> eta -> error of the workspace's evaluations, Table 5 stages and ablations."""
-    files = measured()
-    at = lambda f: f if Path(f).exists() else f"{INPUTS}/{f}"  # noqa: E731  the publish stage's copy (no DVC cache)
-    if missing := [f for _, f in files.values() if not Path(at(f)).exists()]:
-        raise UserError(f"no main run here ({missing[0]}, ...: `dvc repro`); `advgame seeds bank` keeps seeds till then")
-    return read_cells(files, list(files), config.eta_key(p.attack.eta), lambda f: json.loads(Path(at(f)).read_text()))
-
-
-def rebase(p: config.Params, out: str = OUT, drop: tuple[str, ...] = (), drop_attacks: tuple[str, ...] = ()) -> dict:
+def rebase(p: config.Params, out: str = OUT, drop: tuple[str, ...] = (), drop_attacks: tuple[str, ...] = (),
+           host: bool = False) -> dict:
     """The main run's column of `out` replaced by the workspace's after a code change, the other
     seeds kept, marked as from an earlier code and host (`make seeds` replaces them); refused where
-    a kept cell's main run moved (seedstats.moved). `drop`: defenders or ablations, `drop_attacks`:
+    a kept cell's main run moved (seedstats.moved) unless `host` and the run's machines differ from
+    the committed results' (seedstats.other_host). `drop`: defenders or ablations, `drop_attacks`:
     attacks, whose cells the change moved: their other seeds leave the file."""
     old, now = json.loads(Path(out).read_text()), workspace_cells(p)
     seeds = old["seeds"]
     if not seeds or seeds[0] != p.run.seed:
         raise UserError(f"{out}: its first seed is {seeds[:1]}, not run.seed {p.run.seed}")
-    if bad := moved(old, now, drop, drop_attacks):
+    if (bad := moved(old, now, drop, drop_attacks)) and not host:
         raise UserError(f"the main run moved where {out} keeps other seeds ({', '.join(bad[:4])}): --drop(-attacks) or `make seeds`")
+    if bad:
+        print(other_host(json.loads(_show("HEAD", RESULTS) or "{}"), load_or_empty(RESULTS), bad))
     runs = [now, *other_seeds(old, drop, drop_attacks)]
     head = _git("rev-parse", "--short", "HEAD").strip()
     sources = {str(p.run.seed): "workspace"}
@@ -374,6 +370,8 @@ def main(argv: list[str] | None = None) -> None:
                     "kept seeds ran (their other seeds are dropped, not compared)")
     ap.add_argument("--drop-attacks", nargs="*", default=[], help="rebase: attacks whose cells changed for every "
                     "defender since the kept seeds ran (dropped the same way)")
+    ap.add_argument("--other-host", action="store_true", help="rebase: the main run reran on another machine "
+                    "(results.json's hosts differ from HEAD's): cells it moved keep their other seeds")
     a = ap.parse_args(argv)
     try:
         if a.action == "commits":  # make compare's -n: back to the oldest seed experiment
@@ -388,7 +386,7 @@ def main(argv: list[str] | None = None) -> None:
         elif a.action in ("collect", "bank"):
             (collect if a.action == "collect" else bank)(p, a.seeds)
         elif a.action == "rebase":
-            rebase(p, drop=tuple(a.drop), drop_attacks=tuple(a.drop_attacks))
+            rebase(p, drop=tuple(a.drop), drop_attacks=tuple(a.drop_attacks), host=a.other_host)
         else:
             run(p, a.seeds, force=a.force, scope=a.scope, banked=a.bank)
     except UserError as e:

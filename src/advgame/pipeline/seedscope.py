@@ -2,12 +2,13 @@
 of an experiment's dvc.lock ran at its seed, and whether what they rest on is this study's."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import yaml
 
-from advgame import config
+from advgame import UserError, config
 from advgame.pipeline import codehash
 from advgame.names import ablation_path, eval_path, final_defenders, round_model, table5_path
 
@@ -148,3 +149,15 @@ def stale_tasks(status: str) -> list[str]:
     if not re.search(r"Worker status: 0 active", status):
         return []
     return [p[0] for p in (line.split() for line in status.splitlines()) if len(p) >= 3 and p[-1] == "Running"]
+
+
+def workspace_cells(p: config.Params) -> dict:
+    """defender -> attack -> eta -> error of the workspace's evaluations, Table 5 stages and ablations."""
+    from advgame.pipeline.seedstats import read_cells
+    from advgame.report.publish import INPUTS
+
+    files = measured()
+    at = lambda f: f if Path(f).exists() else f"{INPUTS}/{f}"  # noqa: E731  the publish stage's copy (no DVC cache)
+    if missing := [f for _, f in files.values() if not Path(at(f)).exists()]:
+        raise UserError(f"no main run here ({missing[0]}, ...: `dvc repro`); `advgame seeds bank` keeps seeds till then")
+    return read_cells(files, list(files), config.eta_key(p.attack.eta), lambda f: json.loads(Path(at(f)).read_text()))

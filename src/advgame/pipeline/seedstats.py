@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from advgame import artifacts
+from advgame import UserError, artifacts
 
 
 def cells(ev: dict, eta: str | None) -> dict[str, dict[str, float]]:
@@ -109,6 +109,18 @@ def moved(old: dict, now: dict, drop=(), drop_attacks=()) -> list[str]:
     return [f"`{d}` {a} at {e}" for d, by_attack in main.items() if d not in drop
             for a, by_eta in by_attack.items() if a not in drop_attacks for e, v in by_eta.items()
             if (w := now.get(d, {}).get(a, {}).get(e)) is None or abs(w - v) > 5e-4]
+
+
+def other_host(before: dict, now: dict, bad: list[str]) -> str:
+    """`seeds rebase --other-host`: the moved cells (`bad`) are taken as the host's doing, not the
+    code's, only where the workspace's results.json (`now`) names other machines than the
+    committed one (`before`): each seed stays a measurement of this code on some machine, as the
+    seeds run elsewhere always were. Returns the line that says so."""
+    was, is_ = ({(h.get("cpu"), h.get("cpu_capability")) for h in r.get("hosts", [])} for r in (before, now))
+    if not (was and is_) or was == is_:
+        raise UserError(f"--other-host: the main run ran where the committed one did ({sorted(is_ or was)}): "
+                        f"{len(bad)} kept cells moved by the code ({', '.join(bad[:4])}); --drop(-attacks) them")
+    return f"{len(bad)} kept cells moved with the main run's machine ({sorted(was)} -> {sorted(is_)}); other seeds kept"
 
 
 def load_or_empty(path: str) -> dict:
