@@ -161,7 +161,8 @@ def test_run_with_bank_banks_instead_of_collecting(monkeypatch):
 def test_collect_reads_the_publish_stages_copy_in_a_clone_without_dvcs_cache(tmp_path, monkeypatch):
     ours = seeds.code_md5(_lock({"eval-a": 0}), "eval-a")
     _workspace(tmp_path, monkeypatch, {"eval-a": ours, "table5-a": ours})
-    copy = tmp_path / seeds.INPUTS / "reports/table5/a.json"  # Table 5's file is in DVC's cache: git has its copy
+    from advgame.report.publish import INPUTS
+    copy = tmp_path / INPUTS / "reports/table5/a.json"  # Table 5's file is in DVC's cache: git has its copy
     copy.parent.mkdir(parents=True)
     (tmp_path / "reports/table5/a.json").rename(copy)
     monkeypatch.setattr(seeds, "exp_ref", lambda s: (_ for _ in ()).throw(seeds.UserError("none")))
