@@ -329,16 +329,16 @@ def test_the_paper_scale_profile_evaluates_at_autoattacks_standard():
 
 
 def test_the_quick_profile_trains_the_defaults_models():
-    # configs/quick-mnist5k.yaml lightens the evaluation only: every stage that trains a defender
-    # (an output under models/ that is not an attacker network) reads the same param values in
-    # both files, so the two profiles share those models (DVC's run cache) and the quick
-    # profile's worst case is the default's models under a lighter evaluation (protocol, "Profiles")
+    # configs/quick-mnist5k.yaml lightens the evaluation only: every stage that prepares the data
+    # or trains a defender (an output under data/, or models/ but models/attackers) reads the same
+    # param values in both files, so the two profiles share those models (DVC's run cache) and the
+    # quick profile's worst case is the default's models under a lighter evaluation ("Profiles")
     quick_raw = yaml.safe_load((ROOT / "configs/quick-mnist5k.yaml").read_text())
     default, quick = stages(config.parse(RAW)), stages(config.parse(quick_raw))
     trains = [n for n, s in quick.items()
-              if any(str(o).startswith("models/") and not str(o).startswith("models/attackers")
+              if any(str(o).startswith(("data/", "models/")) and not str(o).startswith("models/attackers")
                      for out in s["outs"] for o in ([out] if isinstance(out, str) else out))]
-    assert {"baseline", "round-10", "alt", "minimax", "maximin", "pgd-at", "trades", "magnet"} <= set(trains)
+    assert {"prepare", "baseline", "round-10", "alt", "minimax", "maximin", "pgd-at", "trades", "magnet"} <= set(trains)
     assert set(trains) <= set(default)
     differ = {f"{n}: {key}" for n in trains for key in quick[n].get("params", [])
               if isinstance(key, str) and lookup(quick_raw, key) != lookup(RAW, key)}  # dict: another file
